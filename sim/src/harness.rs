@@ -1,0 +1,680 @@
+//! The library API, in the spirit of testcontainers: describe a stack (or part
+//! of one), start it, get typed endpoints, and have it removed on drop or on
+//! an explicit shutdown. The CLI's `up` is the same call with the stack
+//! detached from the process.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use futures_util::future::join_all;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::images::build::{ensure_offline, ensure_upstream, image_exists};
+use crate::images::{image_for, recipe, ImageSet, ImageSource};
+use crate::progress::Progress;
+use crate::runtime::labels::{self, Labels};
+use crate::runtime::sweep::{self, Swept};
+use crate::runtime::{container, docker, network, route, RuntimeError};
+use crate::services::{self, postgres::PostgresEndpoint, SpecContext};
+use crate::stack::{parse_stack, ServiceKind, Stack, Tier};
+use crate::state::{self, Credentials, InstanceState, RunState};
+
+/// The production stack that ships with the binary (`fixtures/voyager.toml`).
+pub const BUILTIN_STACK: &str = include_str!("../../fixtures/voyager.toml");
+
+pub fn builtin_stack() -> Stack {
+    parse_stack(Path::new("<built-in fixtures/voyager.toml>"), BUILTIN_STACK)
+        .expect("the built-in stack file is valid")
+}
+
+/// Read and validate a stack file.
+pub fn load_stack(path: &Path) -> Result<Stack> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadStack {
+        file: path.display().to_string(),
+        source,
+    })?;
+    Ok(parse_stack(path, &text)?)
+}
+
+/// Parse `--only postgres,kafka` against what the stack declares.
+pub fn parse_only(stack: &Stack, list: &str) -> Result<Vec<ServiceKind>> {
+    let mut kinds = vec![];
+    for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        let kind: ServiceKind = word.parse().map_err(|e: String| {
+            Error::usage(
+                format!("--only: {e}"),
+                "name services as the stack file does, separated by commas",
+            )
+        })?;
+        if stack.service(kind).is_none() {
+            let declared: Vec<String> = stack.services.iter().map(|s| s.kind.to_string()).collect();
+            return Err(Error::usage(
+                format!("--only: the stack does not declare `{kind}`"),
+                format!("declared services: {}", declared.join(", ")),
+            ));
+        }
+        kinds.push(kind);
+    }
+    if kinds.is_empty() {
+        return Err(Error::usage(
+            "--only names no service",
+            "give a comma-separated list such as `--only postgres`",
+        ));
+    }
+    Ok(kinds)
+}
+
+/// How long each phase of `up` took.
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    pub phases: Vec<(String, Duration)>,
+    /// Per instance: from container start to first successful probe.
+    pub ready: Vec<(String, Duration)>,
+    pub total: Duration,
+}
+
+/// A stack to start. Built with `with_*`-style setters; `start` does the work.
+#[derive(Debug, Clone)]
+pub struct Sim {
+    stack: Stack,
+    name: Option<String>,
+    only: Option<Vec<ServiceKind>>,
+    images: ImageSource,
+    detach: bool,
+    ready_timeout: Duration,
+    progress: Progress,
+    stack_file: Option<std::path::PathBuf>,
+}
+
+impl Sim {
+    pub fn new(stack: Stack) -> Sim {
+        Sim {
+            stack,
+            name: None,
+            only: None,
+            images: ImageSource::default(),
+            detach: false,
+            ready_timeout: Duration::from_secs(120),
+            progress: Progress::from_env(),
+            stack_file: None,
+        }
+    }
+
+    /// The production stack as shipped.
+    pub fn production() -> Sim {
+        Sim::new(builtin_stack())
+    }
+
+    /// Docker object names and the state file use this; defaults to the stack
+    /// file's `name`. Parallel runs need distinct names (and VPC ranges).
+    pub fn with_name(mut self, name: impl Into<String>) -> Sim {
+        self.name = Some(name.into());
+        self
+    }
+
+    pub fn with_only(mut self, kinds: &[ServiceKind]) -> Sim {
+        self.only = Some(kinds.to_vec());
+        self
+    }
+
+    pub fn with_images(mut self, images: ImageSource) -> Sim {
+        self.images = images;
+        self
+    }
+
+    pub fn with_ready_timeout(mut self, t: Duration) -> Sim {
+        self.ready_timeout = t;
+        self
+    }
+
+    pub fn with_progress(mut self, p: Progress) -> Sim {
+        self.progress = p;
+        self
+    }
+
+    pub fn with_stack_file(mut self, p: impl Into<std::path::PathBuf>) -> Sim {
+        self.stack_file = Some(p.into());
+        self
+    }
+
+    /// Leave the stack running when the handle is dropped or the process
+    /// exits (what `voyager-sim up` does); `down` removes it.
+    pub fn detached(mut self) -> Sim {
+        self.detach = true;
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.stack.name)
+    }
+
+    /// Bring the stack up and wait until every instance answers. On any
+    /// failure everything this call created is removed before it returns.
+    pub async fn start(self) -> Result<RunningStack> {
+        let name = self.name().to_string();
+        if !valid_stack_name(&name) {
+            return Err(Error::usage(
+                format!("stack name `{name}` is not usable"),
+                "use up to 32 lowercase letters, digits and `-`, starting with a letter",
+            ));
+        }
+        let stack = match &self.only {
+            Some(kinds) => self.stack.only(kinds),
+            None => self.stack.clone(),
+        };
+        let started = Instant::now();
+        let p = &self.progress;
+        let docker = docker::connect(p).await?;
+        let orphans = sweep::sweep_orphans(&docker).await?;
+        if !orphans.is_empty() {
+            p.say(&format!(
+                "removed stacks left by dead processes: {}",
+                orphans.join(", ")
+            ));
+        }
+        if let Some(prev) = state::load(&name).map_err(|source| Error::State {
+            path: state::path(&name).display().to_string(),
+            source,
+        })? {
+            if any_running(&docker, &prev).await {
+                return Err(Error::usage(
+                    format!("stack `{name}` is already up (run {})", prev.run_id),
+                    format!("run `voyager-sim down --name {name}` first, or pick another name with --name"),
+                ));
+            }
+        }
+        let left = sweep::sweep_stack(&docker, &name).await?;
+        if !left.is_empty() {
+            p.say(&format!("removed leftovers of an earlier `{name}` run: {} containers, {} networks, {} volumes", left.containers, left.networks, left.volumes));
+        }
+        let owner = (!self.detach).then(labels::this_process_owner);
+        let labels = Labels {
+            run_id: labels::new_run_id(),
+            stack: name.clone(),
+            owner,
+        };
+        match self.bring_up(&docker, &stack, &labels, started).await {
+            Ok((state, timings)) => Ok(RunningStack {
+                docker,
+                state,
+                timings,
+                cleanup_on_drop: !self.detach,
+                done: false,
+            }),
+            Err(e) => {
+                p.say("start failed; removing what this run created");
+                let _ = sweep::sweep_stack(&docker, &name).await;
+                let _ = state::remove(&name);
+                Err(e)
+            }
+        }
+    }
+
+    async fn bring_up(
+        &self,
+        docker: &Docker,
+        stack: &Stack,
+        labels: &Labels,
+        started: Instant,
+    ) -> Result<(RunState, Timings)> {
+        let p = &self.progress;
+        let name = &labels.stack;
+        let kinds: Vec<ServiceKind> = stack.services.iter().map(|s| s.kind).collect();
+        let mut timings = Timings::default();
+
+        let t = Instant::now();
+        let set = resolve_images(docker, self.images, &kinds, p).await;
+        match set {
+            ImageSet::Offline => {
+                let recipes: Vec<_> = kinds.iter().map(|k| recipe::for_service(*k)).collect();
+                ensure_offline(docker, &recipes, p).await?;
+            }
+            ImageSet::Upstream => {
+                for k in &kinds {
+                    ensure_upstream(docker, &image_for(*k, set), p).await?;
+                }
+            }
+        }
+        timings.phases.push(("images".into(), t.elapsed()));
+
+        let t = Instant::now();
+        p.say(&format!(
+            "creating {} subnets of VPC {}",
+            stack.azs.len() * 2,
+            stack.vpc
+        ));
+        network::create_all(docker, stack, labels).await?;
+        route::install(name, stack.vpc, p).await?;
+        timings.phases.push(("networks".into(), t.elapsed()));
+
+        let t = Instant::now();
+        let credentials = Credentials::generate();
+        let cx = SpecContext {
+            stack,
+            stack_name: name,
+            images: set,
+            credentials: &credentials,
+        };
+        let specs: Vec<(ServiceKind, crate::spec::ContainerSpec)> = kinds
+            .iter()
+            .flat_map(|k| services::specs(*k, &cx).into_iter().map(move |s| (*k, s)))
+            .collect();
+        p.say(&format!("starting {} containers", specs.len()));
+        let started_containers = join_all(
+            specs
+                .iter()
+                .map(|(_, s)| container::start(docker, s, labels)),
+        )
+        .await;
+        let mut instances = vec![];
+        for ((kind, spec), r) in specs.iter().zip(started_containers) {
+            let cname = r?;
+            let published = container::published_ports(docker, &cname)
+                .await?
+                .into_iter()
+                .collect::<BTreeMap<_, _>>();
+            let inst = stack
+                .services
+                .iter()
+                .flat_map(|s| &s.instances)
+                .find(|i| i.name == spec.instance)
+                .expect("spec from stack");
+            instances.push(InstanceState {
+                name: inst.name.clone(),
+                service: kind.to_string(),
+                az: inst.az.clone(),
+                subnet: inst.tier.to_string(),
+                address: inst.address,
+                container: cname,
+                published,
+            });
+        }
+        timings.phases.push(("containers".into(), t.elapsed()));
+
+        let state = RunState {
+            run_id: labels.run_id.clone(),
+            stack: name.clone(),
+            stack_file: self.stack_file.clone(),
+            vpc: stack.vpc.to_string(),
+            images: set,
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            instances,
+            credentials,
+        };
+        // Saved before readiness so `down` and `status` see a run that is
+        // still coming up.
+        state::save(&state).map_err(|source| Error::State {
+            path: state::path(name).display().to_string(),
+            source,
+        })?;
+
+        let t = Instant::now();
+        p.say("waiting for readiness");
+        let waits = join_all(
+            state
+                .instances
+                .iter()
+                .map(|i| wait_ready(docker, &state, i, self.ready_timeout, p)),
+        )
+        .await;
+        for (inst, r) in state.instances.iter().zip(waits) {
+            timings.ready.push((inst.name.clone(), r?));
+        }
+        timings.phases.push(("readiness".into(), t.elapsed()));
+        timings.total = started.elapsed();
+        Ok((state, timings))
+    }
+}
+
+fn valid_stack_name(s: &str) -> bool {
+    let mut c = s.chars();
+    s.len() <= 32
+        && matches!(c.next(), Some('a'..='z'))
+        && c.all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+}
+
+async fn any_running(docker: &Docker, state: &RunState) -> bool {
+    for i in &state.instances {
+        if container::state(docker, &i.container)
+            .await
+            .is_some_and(|s| s.running)
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Upstream when asked, or for `auto` when the images are here or a pull
+/// works; offline otherwise.
+async fn resolve_images(
+    docker: &Docker,
+    source: ImageSource,
+    kinds: &[ServiceKind],
+    p: &Progress,
+) -> ImageSet {
+    match source {
+        ImageSource::Offline => ImageSet::Offline,
+        ImageSource::Upstream => ImageSet::Upstream,
+        ImageSource::Auto => {
+            let mut all_here = true;
+            for k in kinds {
+                all_here &= image_exists(docker, &image_for(*k, ImageSet::Upstream)).await;
+            }
+            if all_here {
+                return ImageSet::Upstream;
+            }
+            let Some(first) = kinds.first() else {
+                return ImageSet::Offline;
+            };
+            let (image, silent) = (image_for(*first, ImageSet::Upstream), Progress::silent());
+            let probe = ensure_upstream(docker, &image, &silent);
+            match tokio::time::timeout(Duration::from_secs(20), probe).await {
+                Ok(Ok(_)) => ImageSet::Upstream,
+                _ => {
+                    p.say("no container registry answered; using the offline image set");
+                    ImageSet::Offline
+                }
+            }
+        }
+    }
+}
+
+async fn wait_ready(
+    docker: &Docker,
+    state: &RunState,
+    inst: &InstanceState,
+    timeout: Duration,
+    p: &Progress,
+) -> Result<Duration> {
+    let kind: ServiceKind = inst.service.parse().map_err(|e: String| {
+        Error::usage(e, "the run state names a service this build does not know")
+    })?;
+    let start = Instant::now();
+    loop {
+        match container::state(docker, &inst.container).await {
+            Some(s) if !s.running => {
+                let logs = container::log_tail(docker, &inst.container, 30).await;
+                return Err(RuntimeError::Exited {
+                    container: inst.container.clone(),
+                    code: s.exit_code,
+                    logs,
+                }
+                .into());
+            }
+            None => {
+                return Err(RuntimeError::Exited {
+                    container: inst.container.clone(),
+                    code: -1,
+                    logs: "    (the container is gone)".into(),
+                }
+                .into());
+            }
+            _ => {}
+        }
+        let last_error = match services::probe(kind, state, inst).await {
+            Ok(()) => {
+                let took = start.elapsed();
+                p.say(&format!(
+                    "{} ready in {:.2}s",
+                    inst.name,
+                    took.as_secs_f64()
+                ));
+                return Ok(took);
+            }
+            Err(e) => e,
+        };
+        if start.elapsed() > timeout {
+            let logs = container::log_tail(docker, &inst.container, 30).await;
+            return Err(RuntimeError::NotReady {
+                instance: inst.name.clone(),
+                container: inst.container.clone(),
+                waited: start.elapsed(),
+                last_error,
+                logs,
+            }
+            .into());
+        }
+        // A probe is a real connection attempt; this only paces retries.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A started stack. Dropping it removes everything it created unless it was
+/// started [`Sim::detached`].
+pub struct RunningStack {
+    docker: Docker,
+    state: RunState,
+    timings: Timings,
+    cleanup_on_drop: bool,
+    done: bool,
+}
+
+impl RunningStack {
+    pub fn name(&self) -> &str {
+        &self.state.stack
+    }
+
+    pub fn state(&self) -> &RunState {
+        &self.state
+    }
+
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+
+    /// The PostgreSQL writer endpoint, if the stack runs PostgreSQL.
+    pub fn postgres(&self) -> Option<PostgresEndpoint> {
+        services::postgres::primary(&self.state)
+    }
+
+    pub fn env(&self) -> Vec<(String, String)> {
+        env_of(&self.state)
+    }
+
+    /// Run a command in a throwaway container placed in one of the stack's
+    /// subnets: how tests check what the VPC lets through.
+    pub async fn run_in_subnet(
+        &self,
+        az: &str,
+        tier: Tier,
+        argv: &[&str],
+    ) -> Result<(i64, String)> {
+        let stack_az = crate::stack::Az {
+            name: az.to_string(),
+            private: "10.0.0.0/32".parse().expect("const"),
+            public: "10.0.0.0/32".parse().expect("const"),
+        };
+        let net = network::network_name(&self.state.stack, &stack_az, tier);
+        let image = image_for(ServiceKind::Postgres, self.state.images);
+        let labels = Labels {
+            run_id: self.state.run_id.clone(),
+            stack: self.state.stack.clone(),
+            owner: self.cleanup_on_drop.then(labels::this_process_owner),
+        };
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        Ok(container::run_once(&self.docker, &image, &net, &argv, &labels).await?)
+    }
+
+    /// Remove everything now, reporting what was removed.
+    pub async fn shutdown(mut self) -> Result<Swept> {
+        self.done = true;
+        let swept = sweep::sweep_stack(&self.docker, &self.state.stack).await?;
+        let _ = state::remove(&self.state.stack);
+        Ok(swept)
+    }
+
+    /// Keep the stack running past this handle (as `up` does).
+    pub fn detach(mut self) -> RunState {
+        self.done = true;
+        self.state.clone()
+    }
+}
+
+impl Drop for RunningStack {
+    fn drop(&mut self) {
+        if self.done || !self.cleanup_on_drop {
+            return;
+        }
+        // Drop cannot await, and may run inside a runtime that is shutting
+        // down: sweep on a thread with a runtime of its own.
+        let stack = self.state.stack.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let docker = docker::connect(&Progress::silent()).await.ok()?;
+                sweep::sweep_stack(&docker, &stack).await.ok()
+            })?;
+            state::remove(&stack).ok()
+        })
+        .join();
+    }
+}
+
+/// dotenv lines for a run, service by service.
+pub fn env_of(state: &RunState) -> Vec<(String, String)> {
+    let mut kinds: Vec<ServiceKind> = state
+        .instances
+        .iter()
+        .filter_map(|i| i.service.parse().ok())
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    let mut out = vec![("VOYAGER_SIM_STACK".to_string(), state.stack.clone())];
+    for k in kinds {
+        out.extend(services::env(k, state));
+    }
+    out
+}
+
+/// Remove a stack by name, whether or not its state file survived.
+pub async fn down(name: &str, p: &Progress) -> Result<Swept> {
+    let docker = docker::connect(p).await?;
+    let swept = sweep::sweep_stack(&docker, name).await?;
+    state::remove(name).map_err(|source| Error::State {
+        path: state::path(name).display().to_string(),
+        source,
+    })?;
+    Ok(swept)
+}
+
+/// One instance as `status` shows it. Its own type: the JSON is a contract.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceStatus {
+    pub instance: String,
+    pub service: String,
+    pub az: String,
+    pub subnet: String,
+    pub address: String,
+    pub endpoint: Option<String>,
+    pub container: String,
+    pub health: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StackStatus {
+    pub stack: String,
+    pub run_id: String,
+    pub images: ImageSet,
+    pub vpc: String,
+    pub instances: Vec<InstanceStatus>,
+}
+
+impl StackStatus {
+    pub fn healthy(&self) -> bool {
+        self.instances.iter().all(|i| i.health == "healthy")
+    }
+}
+
+/// Live status of a stack: container state plus a real probe per instance.
+pub async fn status(name: &str, p: &Progress) -> Result<Option<StackStatus>> {
+    let Some(state) = state::load(name).map_err(|source| Error::State {
+        path: state::path(name).display().to_string(),
+        source,
+    })?
+    else {
+        return Ok(None);
+    };
+    let docker = docker::connect(p).await?;
+    let checks = join_all(state.instances.iter().map(|i| async {
+        let (health, detail) = match container::state(&docker, &i.container).await {
+            None => (
+                "missing".to_string(),
+                Some("the container is gone".to_string()),
+            ),
+            Some(s) if s.paused => ("paused".to_string(), None),
+            Some(s) if !s.running => (
+                "exited".to_string(),
+                Some(format!("exit code {}", s.exit_code)),
+            ),
+            Some(_) => match i.service.parse::<ServiceKind>() {
+                Ok(k) => match tokio::time::timeout(
+                    Duration::from_secs(5),
+                    services::probe(k, &state, i),
+                )
+                .await
+                {
+                    Ok(Ok(())) => ("healthy".to_string(), None),
+                    Ok(Err(e)) => ("unhealthy".to_string(), Some(e)),
+                    Err(_) => (
+                        "unhealthy".to_string(),
+                        Some("probe timed out after 5s".to_string()),
+                    ),
+                },
+                Err(e) => ("unknown".to_string(), Some(e)),
+            },
+        };
+        InstanceStatus {
+            instance: i.name.clone(),
+            service: i.service.clone(),
+            az: i.az.clone(),
+            subnet: i.subnet.clone(),
+            address: i.address.to_string(),
+            endpoint: i.published.values().next().map(|a| a.to_string()),
+            container: i.container.clone(),
+            health,
+            detail,
+        }
+    }))
+    .await;
+    Ok(Some(StackStatus {
+        stack: state.stack.clone(),
+        run_id: state.run_id.clone(),
+        images: state.images,
+        vpc: state.vpc.clone(),
+        instances: checks,
+    }))
+}
+
+/// Build (offline) or pull (upstream) the images for the given services.
+pub async fn build_images(
+    set: ImageSet,
+    kinds: &[ServiceKind],
+    p: &Progress,
+) -> Result<Vec<crate::images::build::ImageOutcome>> {
+    let docker = docker::connect(p).await?;
+    Ok(match set {
+        ImageSet::Offline => {
+            let recipes: Vec<_> = kinds.iter().map(|k| recipe::for_service(*k)).collect();
+            ensure_offline(&docker, &recipes, p).await?
+        }
+        ImageSet::Upstream => {
+            let mut out = vec![];
+            for k in kinds {
+                out.push(ensure_upstream(&docker, &image_for(*k, set), p).await?);
+            }
+            out
+        }
+    })
+}

@@ -1,0 +1,93 @@
+//! Which image each service runs, from one of two sets behind one switch:
+//! **upstream** (pinned official images, for machines that can pull) and
+//! **offline** (built here from a debootstrapped Debian base, tagged by a hash
+//! of their recipe). Choosing is pure; building lives in [`build`].
+
+pub mod build;
+pub mod recipe;
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::stack::ServiceKind;
+pub use recipe::Recipe;
+
+/// The `--images` switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageSource {
+    /// Upstream when a registry answers, offline otherwise.
+    #[default]
+    Auto,
+    Offline,
+    Upstream,
+}
+
+/// An [`ImageSource`] after `Auto` has been decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageSet {
+    Offline,
+    Upstream,
+}
+
+/// Upstream images, pinned. Never `latest`: a moving tag makes a failing run
+/// impossible to replay.
+pub const UPSTREAM_POSTGRES: &str = "postgres:15.13-bookworm";
+
+/// The image a service runs in the given set.
+pub fn image_for(kind: ServiceKind, set: ImageSet) -> String {
+    match set {
+        ImageSet::Upstream => match kind {
+            ServiceKind::Postgres => UPSTREAM_POSTGRES.to_string(),
+        },
+        ImageSet::Offline => recipe::for_service(kind).tag(),
+    }
+}
+
+impl FromStr for ImageSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(ImageSource::Auto),
+            "offline" => Ok(ImageSource::Offline),
+            "upstream" => Ok(ImageSource::Upstream),
+            _ => Err(format!(
+                "unknown image set `{s}`; use auto, offline or upstream"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ImageSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ImageSet::Offline => "offline",
+            ImageSet::Upstream => "upstream",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_images_are_pinned_never_latest() {
+        for kind in ServiceKind::ALL {
+            let img = image_for(*kind, ImageSet::Upstream);
+            let (_, tag) = img.rsplit_once(':').expect("upstream image has a tag");
+            assert_ne!(tag, "latest", "{img}");
+            assert!(
+                tag.chars().next().unwrap().is_ascii_digit(),
+                "{img} should pin a version"
+            );
+        }
+    }
+
+    #[test]
+    fn offline_images_are_tagged_by_recipe_hash() {
+        let img = image_for(ServiceKind::Postgres, ImageSet::Offline);
+        assert!(img.starts_with("voyager-sim/postgres:"), "{img}");
+        assert_eq!(img, recipe::for_service(ServiceKind::Postgres).tag());
+    }
+}

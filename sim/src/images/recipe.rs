@@ -1,0 +1,122 @@
+//! Offline image recipes as data: a Dockerfile and the files it copies, plus
+//! the parent they build on. The tag is a hash of all of it, so an image is
+//! rebuilt exactly when its recipe (or an ancestor's) changes.
+
+use sha2::{Digest, Sha256};
+
+use crate::stack::ServiceKind;
+
+/// The Debian release every offline image is built from.
+pub const SUITE: &str = "bookworm";
+
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    pub name: &'static str,
+    pub kind: RecipeKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum RecipeKind {
+    /// `debootstrap --variant=minbase` + `docker import`.
+    Base { include: &'static [&'static str] },
+    /// `docker build` on top of the base.
+    Dockerfile {
+        dockerfile: &'static str,
+        files: &'static [(&'static str, &'static str)],
+    },
+}
+
+/// Packages added to the minbase: enough for apt over HTTP inside the build
+/// and for the images' entrypoints, and nothing more.
+const BASE_INCLUDE: &[&str] = &["ca-certificates"];
+
+pub fn base() -> Recipe {
+    Recipe {
+        name: "base",
+        kind: RecipeKind::Base {
+            include: BASE_INCLUDE,
+        },
+    }
+}
+
+pub fn postgres() -> Recipe {
+    Recipe {
+        name: "postgres",
+        kind: RecipeKind::Dockerfile {
+            dockerfile: include_str!("recipes/postgres/Dockerfile"),
+            files: &[(
+                "entrypoint.sh",
+                include_str!("recipes/postgres/entrypoint.sh"),
+            )],
+        },
+    }
+}
+
+pub fn for_service(kind: ServiceKind) -> Recipe {
+    match kind {
+        ServiceKind::Postgres => postgres(),
+    }
+}
+
+impl Recipe {
+    /// A short, stable hash of everything that shapes the image.
+    pub fn hash(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.name.as_bytes());
+        h.update(SUITE.as_bytes());
+        match &self.kind {
+            RecipeKind::Base { include } => {
+                h.update(b"base");
+                for p in *include {
+                    h.update(p.as_bytes());
+                    h.update(b"\0");
+                }
+            }
+            RecipeKind::Dockerfile { dockerfile, files } => {
+                h.update(base().hash().as_bytes());
+                h.update(dockerfile.as_bytes());
+                for (path, body) in *files {
+                    h.update(path.as_bytes());
+                    h.update(b"\0");
+                    h.update(body.as_bytes());
+                    h.update(b"\0");
+                }
+            }
+        }
+        let digest = h.finalize();
+        digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn tag(&self) -> String {
+        format!("voyager-sim/{}:{}-{}", self.name, SUITE, self.hash())
+    }
+
+    /// The Dockerfile with its `FROM` pointed at the current base tag: the
+    /// recipe files say `FROM voyager-sim-base` so they stay readable.
+    pub fn rendered_dockerfile(&self) -> Option<String> {
+        match &self.kind {
+            RecipeKind::Dockerfile { dockerfile, .. } => {
+                Some(dockerfile.replace("FROM voyager-sim-base", &format!("FROM {}", base().tag())))
+            }
+            RecipeKind::Base { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_stable_and_distinguishes_recipes() {
+        assert_eq!(postgres().hash(), postgres().hash());
+        assert_ne!(postgres().hash(), base().hash());
+        assert_eq!(postgres().hash().len(), 12);
+    }
+
+    #[test]
+    fn dockerfiles_build_on_the_hashed_base() {
+        let df = postgres().rendered_dockerfile().unwrap();
+        assert!(df.starts_with(&format!("FROM {}\n", base().tag())), "{df}");
+    }
+}

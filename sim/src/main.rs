@@ -1,0 +1,357 @@
+//! The `voyager-sim` command. The only place that talks to the terminal: it
+//! parses arguments, calls the library, and renders results and errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use voyager_sim::harness::{self, StackStatus};
+use voyager_sim::images::{ImageSet, ImageSource};
+use voyager_sim::stack::Stack;
+use voyager_sim::{Error, Progress, Sim};
+
+#[derive(Parser)]
+#[command(
+    name = "voyager-sim",
+    version,
+    about = "Local, production-shaped simulator of the Voyager platform's infrastructure"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct StackArgs {
+    /// Stack file [default: fixtures/voyager.toml, else the built-in production stack]
+    #[arg(long, env = "VOYAGER_SIM_STACK")]
+    stack: Option<PathBuf>,
+    /// Name of the running stack [default: the stack file's `name`]
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Bring the stack up and wait until every service answers
+    Up {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// Start only these services (comma-separated)
+        #[arg(long)]
+        only: Option<String>,
+        /// Image set: auto, offline or upstream
+        #[arg(long, default_value = "auto")]
+        images: ImageSource,
+    },
+    /// Show each instance with its AZ, subnet, address, endpoint and health
+    Status {
+        #[command(flatten)]
+        stack: StackArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print dotenv lines with the connection settings an application needs
+    Env {
+        #[command(flatten)]
+        stack: StackArgs,
+    },
+    /// Remove every container, network and volume of the stack
+    Down {
+        #[command(flatten)]
+        stack: StackArgs,
+    },
+    /// Validate a stack file and print the placement it describes
+    Check {
+        #[command(flatten)]
+        stack: StackArgs,
+    },
+    /// Manage the image sets
+    Images {
+        #[command(subcommand)]
+        command: ImagesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// Build the offline images (or pull the upstream ones)
+    Build {
+        #[arg(long, default_value = "offline")]
+        images: ImageSource,
+        #[arg(long)]
+        only: Option<String>,
+    },
+}
+
+impl StackArgs {
+    fn load(&self) -> Result<Stack, Error> {
+        match &self.stack {
+            Some(p) => harness::load_stack(p),
+            None if std::path::Path::new("fixtures/voyager.toml").is_file() => {
+                harness::load_stack("fixtures/voyager.toml".as_ref())
+            }
+            None => Ok(harness::builtin_stack()),
+        }
+    }
+
+    /// The running stack's name without requiring the file when `--name` is
+    /// given, so `down --name x` works after the file is gone.
+    fn name(&self) -> Result<String, Error> {
+        match &self.name {
+            Some(n) => Ok(n.clone()),
+            None => Ok(self.load()?.name),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if e.is_bad_input() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let p = Progress::stderr();
+    match cli.command {
+        Command::Up {
+            stack,
+            only,
+            images,
+        } => up(stack, only, images, p).await,
+        Command::Status { stack, json } => {
+            let name = stack.name()?;
+            match harness::status(&name, &p).await? {
+                None => Err(not_up(&name)),
+                Some(s) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&s).expect("serializable")
+                        );
+                    } else {
+                        print_status(&s);
+                    }
+                    Ok(if s.healthy() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    })
+                }
+            }
+        }
+        Command::Env { stack } => {
+            let name = stack.name()?;
+            let state = voyager_sim::state::load(&name).map_err(|source| Error::State {
+                path: voyager_sim::state::path(&name).display().to_string(),
+                source,
+            })?;
+            let state = state.ok_or_else(|| not_up(&name))?;
+            for (k, v) in harness::env_of(&state) {
+                println!("{k}={}", dotenv_quote(&v));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Down { stack } => {
+            let name = stack.name()?;
+            let t = std::time::Instant::now();
+            let swept = harness::down(&name, &p).await?;
+            eprintln!(
+                "voyager-sim: stack `{name}` is down: removed {} containers, {} networks, {} volumes in {:.1}s",
+                swept.containers,
+                swept.networks,
+                swept.volumes,
+                t.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { stack } => {
+            let s = stack.load()?;
+            print_plan(&s);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Images {
+            command: ImagesCommand::Build { images, only },
+        } => {
+            let stack = harness::builtin_stack();
+            let kinds = match only {
+                Some(list) => harness::parse_only(&stack, &list)?,
+                None => voyager_sim::ServiceKind::ALL.to_vec(),
+            };
+            let set = match images {
+                ImageSource::Upstream => ImageSet::Upstream,
+                ImageSource::Offline => ImageSet::Offline,
+                ImageSource::Auto => {
+                    return Err(Error::usage(
+                        "`images build` needs a definite set",
+                        "use --images offline or --images upstream",
+                    ))
+                }
+            };
+            let t = std::time::Instant::now();
+            let out = harness::build_images(set, &kinds, &p).await?;
+            for o in &out {
+                println!(
+                    "{:<48} {:>8} {:>7.1}s",
+                    o.tag,
+                    if o.built { "built" } else { "cached" },
+                    o.elapsed.as_secs_f64()
+                );
+            }
+            eprintln!(
+                "voyager-sim: images ready in {:.1}s",
+                t.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn up(
+    args: StackArgs,
+    only: Option<String>,
+    images: ImageSource,
+    p: Progress,
+) -> Result<ExitCode, Error> {
+    let stack = args.load()?;
+    let mut sim = Sim::new(stack.clone())
+        .with_images(images)
+        .with_progress(p.clone())
+        .detached();
+    if let Some(path) = &args.stack {
+        sim = sim.with_stack_file(std::fs::canonicalize(path).unwrap_or(path.clone()));
+    }
+    if let Some(n) = &args.name {
+        sim = sim.with_name(n.clone());
+    }
+    if let Some(list) = &only {
+        sim = sim.with_only(&harness::parse_only(&stack, list)?);
+    }
+    let name = sim.name().to_string();
+    // Ctrl-C or SIGTERM mid-way: drop the start and remove what it made, so
+    // nothing half-started is left running.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::usage(e.to_string(), "signal setup failed"))?;
+    let running = tokio::select! {
+        r = sim.start() => r?,
+        _ = tokio::signal::ctrl_c() => { interrupted(&name, &p).await; return Err(Error::Interrupted) }
+        _ = term.recv() => { interrupted(&name, &p).await; return Err(Error::Interrupted) }
+    };
+    let t = running.timings().clone();
+    let state = running.detach();
+    println!(
+        "stack `{}` is up (run {}, {} images)",
+        state.stack, state.run_id, state.images
+    );
+    for i in &state.instances {
+        let ep = i
+            .published
+            .values()
+            .next()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        println!(
+            "  {:<16} az {:<3} {:<8} {:<15} {}",
+            i.name, i.az, i.subnet, i.address, ep
+        );
+    }
+    let phases: Vec<String> = t
+        .phases
+        .iter()
+        .map(|(n, d)| format!("{n} {:.2}s", d.as_secs_f64()))
+        .collect();
+    println!(
+        "timings: {} | total {:.2}s",
+        phases.join(", "),
+        t.total.as_secs_f64()
+    );
+    for (n, d) in &t.ready {
+        println!("  {n} ready after {:.2}s", d.as_secs_f64());
+    }
+    println!("next: `voyager-sim status`, `voyager-sim env`, `voyager-sim down`");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn interrupted(name: &str, p: &Progress) {
+    p.say("interrupted; removing what this run started");
+    if let Err(e) = harness::down(name, p).await {
+        eprintln!("voyager-sim: cleanup after interrupt failed: {e}; run `voyager-sim down --name {name}`");
+    }
+}
+
+fn not_up(name: &str) -> Error {
+    Error::Usage { message: format!("stack `{name}` is not up"), help: format!("start it with `voyager-sim up` (or pass the --name/--stack it was started with); state is kept in {}", voyager_sim::state::home().display()) }
+}
+
+fn print_status(s: &StackStatus) {
+    println!(
+        "stack `{}` run {} ({} images, VPC {})",
+        s.stack, s.run_id, s.images, s.vpc
+    );
+    println!(
+        "{:<16} {:<10} {:<4} {:<8} {:<15} {:<21} HEALTH",
+        "INSTANCE", "SERVICE", "AZ", "SUBNET", "ADDRESS", "ENDPOINT"
+    );
+    for i in &s.instances {
+        let detail = i
+            .detail
+            .as_ref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        println!(
+            "{:<16} {:<10} {:<4} {:<8} {:<15} {:<21} {}{}",
+            i.instance,
+            i.service,
+            i.az,
+            i.subnet,
+            i.address,
+            i.endpoint.as_deref().unwrap_or("-"),
+            i.health,
+            detail
+        );
+    }
+}
+
+fn print_plan(s: &Stack) {
+    println!("stack `{}`: VPC {}", s.name, s.vpc);
+    for az in &s.azs {
+        println!(
+            "  az {}: private {}, public {}",
+            az.name, az.private, az.public
+        );
+    }
+    for svc in &s.services {
+        for i in &svc.instances {
+            println!(
+                "  {:<16} {:<10} az {} {} {}",
+                i.name, svc.kind, i.az, i.tier, i.address
+            );
+        }
+    }
+}
+
+/// Values go in single quotes when they hold anything a shell or dotenv
+/// parser would read specially.
+fn dotenv_quote(v: &str) -> String {
+    if v.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c))
+    {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\'', "'\\''"))
+    }
+}

@@ -1,0 +1,250 @@
+//! Creating, starting and looking into containers built from a [`ContainerSpec`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use bollard::models::{
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, NetworkingConfig,
+    PortBinding, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+use super::labels::{self, Labels};
+use super::RuntimeError;
+use crate::spec::ContainerSpec;
+
+pub fn container_name(stack: &str, instance: &str) -> String {
+    labels::object_name(stack, instance)
+}
+
+/// The container's Docker-side shape. Pure, so the published-port and label
+/// rules are unit-tested.
+pub fn create_body(spec: &ContainerSpec, labels: &Labels) -> ContainerCreateBody {
+    let ports: Vec<String> = spec.published.iter().map(|p| format!("{p}/tcp")).collect();
+    let bindings = ports
+        .iter()
+        .map(|p| {
+            (
+                p.clone(),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(String::new()),
+                }]),
+            )
+        })
+        .collect();
+    let binds = spec
+        .volumes
+        .iter()
+        .map(|(vol, path)| format!("{}:{path}", volume_name(&labels.stack, &spec.instance, vol)))
+        .collect();
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        hostname: Some(spec.instance.clone()),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        cmd: if spec.cmd.is_empty() {
+            None
+        } else {
+            Some(spec.cmd.clone())
+        },
+        exposed_ports: Some(ports),
+        labels: Some(labels.with_instance(&spec.instance)),
+        host_config: Some(HostConfig {
+            port_bindings: Some(bindings),
+            binds: Some(binds),
+            init: Some(true),
+            ..Default::default()
+        }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                spec.network.clone(),
+                EndpointSettings {
+                    ipam_config: Some(EndpointIpamConfig {
+                        ipv4_address: Some(spec.address.to_string()),
+                        ..Default::default()
+                    }),
+                    aliases: Some(vec![spec.instance.clone()]),
+                    ..Default::default()
+                },
+            )])),
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn volume_name(stack: &str, instance: &str, vol: &str) -> String {
+    labels::object_name(stack, &format!("{instance}-{vol}"))
+}
+
+/// Create the spec's volumes and container, and start it. Returns the
+/// container name.
+pub async fn start(
+    docker: &Docker,
+    spec: &ContainerSpec,
+    labels: &Labels,
+) -> Result<String, RuntimeError> {
+    let name = container_name(&labels.stack, &spec.instance);
+    for (vol, _) in &spec.volumes {
+        let vname = volume_name(&labels.stack, &spec.instance, vol);
+        let req = VolumeCreateRequest {
+            name: Some(vname.clone()),
+            labels: Some(labels.with_instance(&spec.instance)),
+            ..Default::default()
+        };
+        docker
+            .create_volume(req)
+            .await
+            .map_err(RuntimeError::docker(format!("create volume {vname}")))?;
+    }
+    let opts = CreateContainerOptionsBuilder::new().name(&name).build();
+    docker
+        .create_container(Some(opts), create_body(spec, labels))
+        .await
+        .map_err(RuntimeError::docker(format!(
+            "create container {name} from {}",
+            spec.image
+        )))?;
+    docker
+        .start_container(&name, None)
+        .await
+        .map_err(RuntimeError::docker(format!("start container {name}")))?;
+    Ok(name)
+}
+
+/// Host addresses Docker picked for the container's published ports.
+pub async fn published_ports(
+    docker: &Docker,
+    name: &str,
+) -> Result<HashMap<u16, SocketAddr>, RuntimeError> {
+    let info = docker
+        .inspect_container(name, None)
+        .await
+        .map_err(RuntimeError::docker(format!("inspect container {name}")))?;
+    let mut out = HashMap::new();
+    let ports = info
+        .network_settings
+        .and_then(|n| n.ports)
+        .unwrap_or_default();
+    for (key, bindings) in ports {
+        let Some(cport) = key.split('/').next().and_then(|p| p.parse::<u16>().ok()) else {
+            continue;
+        };
+        for b in bindings.unwrap_or_default() {
+            let ip = b.host_ip.unwrap_or_default();
+            let port = b.host_port.and_then(|p| p.parse::<u16>().ok());
+            if let (Ok(ip), Some(port)) = (ip.parse(), port) {
+                out.insert(cport, SocketAddr::new(ip, port));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Running, or exited with a code (the container is gone: `None`).
+pub async fn state(docker: &Docker, name: &str) -> Option<ContainerState> {
+    let info = docker.inspect_container(name, None).await.ok()?;
+    let st = info.state?;
+    Some(ContainerState {
+        running: st.running.unwrap_or(false),
+        paused: st.paused.unwrap_or(false),
+        exit_code: st.exit_code.unwrap_or(0),
+        status: st.status.map(|s| s.to_string()).unwrap_or_default(),
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct ContainerState {
+    pub running: bool,
+    pub paused: bool,
+    pub exit_code: i64,
+    pub status: String,
+}
+
+/// The last lines a container wrote, for error messages.
+pub async fn log_tail(docker: &Docker, name: &str, lines: usize) -> String {
+    let opts = LogsOptionsBuilder::new()
+        .stdout(true)
+        .stderr(true)
+        .tail(&lines.to_string())
+        .build();
+    let mut s = docker.logs(name, Some(opts));
+    let mut out = String::new();
+    while let Some(Ok(chunk)) = s.next().await {
+        out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+    }
+    out.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub async fn remove(docker: &Docker, name: &str) -> Result<(), RuntimeError> {
+    let opts = RemoveContainerOptionsBuilder::new()
+        .force(true)
+        .v(true)
+        .build();
+    match docker.remove_container(name, Some(opts)).await {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(e) => Err(RuntimeError::docker(format!("remove container {name}"))(e)),
+    }
+}
+
+/// Run a throwaway command in a subnet and collect its exit code and output.
+/// The container is labelled like the stack's own, so a sweep catches it if
+/// we die before removing it.
+pub async fn run_once(
+    docker: &Docker,
+    image: &str,
+    network: &str,
+    argv: &[String],
+    labels: &Labels,
+) -> Result<(i64, String), RuntimeError> {
+    let name = container_name(&labels.stack, &format!("probe-{}", labels::random_suffix()));
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        entrypoint: Some(vec![]),
+        cmd: Some(argv.to_vec()),
+        labels: Some(labels.with_instance("probe")),
+        host_config: Some(HostConfig {
+            network_mode: Some(network.to_string()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+            body,
+        )
+        .await
+        .map_err(RuntimeError::docker(format!(
+            "create probe container in {network}"
+        )))?;
+    let result = async {
+        docker
+            .start_container(&name, None)
+            .await
+            .map_err(RuntimeError::docker(format!("start {name}")))?;
+        let mut wait = docker.wait_container(&name, None);
+        let mut code = 0;
+        while let Some(r) = wait.next().await {
+            match r {
+                Ok(w) => code = w.status_code,
+                // bollard reports a non-zero exit as an error carrying the code.
+                Err(bollard::errors::Error::DockerContainerWaitError { code: c, .. }) => code = c,
+                Err(e) => return Err(RuntimeError::docker(format!("wait for {name}"))(e)),
+            }
+        }
+        Ok((code, log_tail(docker, &name, 200).await))
+    }
+    .await;
+    remove(docker, &name).await?;
+    result
+}

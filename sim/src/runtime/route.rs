@@ -1,0 +1,167 @@
+//! The VPC's local route. Docker isolates bridge networks from each other and
+//! masquerades traffic leaving a bridge; a VPC does neither between its
+//! subnets. Two host firewall rules per stack undo both for the VPC's range,
+//! so a packet from 10.0.2.x reaches 10.0.1.x with its source address intact.
+//! Rules carry a comment naming the stack, which is how they are swept.
+
+use tokio::process::Command;
+
+use super::RuntimeError;
+use crate::progress::Progress;
+use crate::stack::Cidr;
+
+fn comment(stack: &str) -> String {
+    format!("voyager-sim:{stack}")
+}
+
+/// The rules for one stack, as (table, chain, rule arguments).
+pub fn rules(stack: &str, vpc: Cidr) -> Vec<(&'static str, &'static str, Vec<String>)> {
+    let base = |target: &str| -> Vec<String> {
+        [
+            "-s",
+            &vpc.to_string(),
+            "-d",
+            &vpc.to_string(),
+            "-m",
+            "comment",
+            "--comment",
+            &comment(stack),
+            "-j",
+            target,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    vec![
+        ("filter", "DOCKER-USER", base("ACCEPT")),
+        ("nat", "POSTROUTING", base("RETURN")),
+    ]
+}
+
+fn iptables_available() -> bool {
+    cfg!(target_os = "linux")
+        && ["/usr/sbin/iptables", "/sbin/iptables", "/usr/bin/iptables"]
+            .iter()
+            .any(|p| std::path::Path::new(p).exists())
+}
+
+async fn run(args: &[String]) -> Result<String, RuntimeError> {
+    let out = Command::new("iptables")
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| RuntimeError::Iptables {
+            command: format!("iptables {}", args.join(" ")),
+            stderr: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(RuntimeError::Iptables {
+            command: format!("iptables {}", args.join(" ")),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub async fn install(stack: &str, vpc: Cidr, progress: &Progress) -> Result<(), RuntimeError> {
+    if !iptables_available() {
+        progress.say("warning: no iptables on this host; subnets of the VPC cannot reach each other (only containers in the same subnet can)");
+        return Ok(());
+    }
+    remove(stack).await?;
+    for (table, chain, rule) in rules(stack, vpc) {
+        let mut args = vec![
+            "-w".to_string(),
+            "-t".into(),
+            table.into(),
+            "-I".into(),
+            chain.into(),
+            "1".into(),
+        ];
+        args.extend(rule);
+        run(&args).await?;
+    }
+    Ok(())
+}
+
+/// Delete every rule carrying this stack's comment (none is fine).
+pub async fn remove(stack: &str) -> Result<(), RuntimeError> {
+    if !iptables_available() {
+        return Ok(());
+    }
+    let tag = format!("\"{}\"", comment(stack));
+    let tag_bare = comment(stack);
+    for (table, chain) in [("filter", "DOCKER-USER"), ("nat", "POSTROUTING")] {
+        let Ok(listing) = run(&[
+            "-w".into(),
+            "-t".into(),
+            table.into(),
+            "-S".into(),
+            chain.into(),
+        ])
+        .await
+        else {
+            continue;
+        };
+        for line in listing.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let ours = words
+                .windows(2)
+                .any(|w| w[0] == "--comment" && (w[1] == tag || w[1] == tag_bare));
+            if !ours || words.first() != Some(&"-A") {
+                continue;
+            }
+            let mut args = vec!["-w".to_string(), "-t".into(), table.into(), "-D".into()];
+            args.extend(words[1..].iter().map(|w| w.trim_matches('"').to_string()));
+            run(&args).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Stacks that still have rules installed (for sweeping orphans).
+pub async fn stacks_with_rules() -> Vec<String> {
+    if !iptables_available() {
+        return vec![];
+    }
+    let Ok(listing) = run(&["-w".into(), "-S".into(), "DOCKER-USER".into()]).await else {
+        return vec![];
+    };
+    let mut out: Vec<String> = listing
+        .lines()
+        .filter_map(|l| l.split("voyager-sim:").nth(1))
+        .map(|rest| {
+            rest.split(|c: char| c == '"' || c.is_whitespace())
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .filter(|s| !s.is_empty())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_cover_forwarding_and_nat_for_the_vpc_only() {
+        let r = rules("t1", "10.0.0.0/16".parse().unwrap());
+        assert_eq!(r.len(), 2);
+        for (_, _, args) in &r {
+            let joined = args.join(" ");
+            assert!(
+                joined.starts_with(
+                    "-s 10.0.0.0/16 -d 10.0.0.0/16 -m comment --comment voyager-sim:t1 -j "
+                ),
+                "{joined}"
+            );
+        }
+        assert_eq!(r[0].1, "DOCKER-USER");
+        assert_eq!(r[1].2.last().unwrap(), "RETURN");
+    }
+}

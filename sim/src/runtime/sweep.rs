@@ -1,0 +1,167 @@
+//! Removing what a stack left behind, by label only: no state file is needed,
+//! so this holds after a SIGKILL at any point of `up`.
+
+use std::collections::{BTreeSet, HashMap};
+
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
+    RemoveVolumeOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::future::join_all;
+
+use super::labels::{self, STACK};
+use super::{container, route, RuntimeError};
+
+/// What a sweep removed, for messages and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Swept {
+    pub containers: usize,
+    pub networks: usize,
+    pub volumes: usize,
+}
+
+impl Swept {
+    pub fn is_empty(&self) -> bool {
+        self.containers + self.networks + self.volumes == 0
+    }
+}
+
+fn filter(label: String) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_string(), vec![label])])
+}
+
+/// Everything Docker holds for one stack: (containers, networks, volumes).
+pub async fn leftovers(
+    docker: &Docker,
+    stack: &str,
+) -> Result<(Vec<String>, Vec<String>, Vec<String>), RuntimeError> {
+    leftovers_by(docker, format!("{STACK}={stack}")).await
+}
+
+async fn leftovers_by(
+    docker: &Docker,
+    label: String,
+) -> Result<(Vec<String>, Vec<String>, Vec<String>), RuntimeError> {
+    let f = filter(label);
+    let cs = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&f)
+                .build(),
+        ))
+        .await
+        .map_err(RuntimeError::docker("list containers"))?;
+    let ns = docker
+        .list_networks(Some(ListNetworksOptionsBuilder::new().filters(&f).build()))
+        .await
+        .map_err(RuntimeError::docker("list networks"))?;
+    let vs = docker
+        .list_volumes(Some(ListVolumesOptionsBuilder::new().filters(&f).build()))
+        .await
+        .map_err(RuntimeError::docker("list volumes"))?;
+    Ok((
+        cs.into_iter()
+            .filter_map(|c| {
+                c.names
+                    .and_then(|n| n.first().map(|n| n.trim_start_matches('/').to_string()))
+            })
+            .collect(),
+        ns.into_iter().filter_map(|n| n.name).collect(),
+        vs.volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect(),
+    ))
+}
+
+/// Remove every container, network, volume and firewall rule of a stack.
+pub async fn sweep_stack(docker: &Docker, stack: &str) -> Result<Swept, RuntimeError> {
+    let (cs, ns, vs) = leftovers(docker, stack).await?;
+    // Containers first: networks and volumes in use cannot be removed.
+    for r in join_all(cs.iter().map(|c| container::remove(docker, c))).await {
+        r?;
+    }
+    for n in &ns {
+        match docker.remove_network(n).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => return Err(RuntimeError::docker(format!("remove network {n}"))(e)),
+        }
+    }
+    for v in &vs {
+        match docker
+            .remove_volume(
+                v,
+                Some(RemoveVolumeOptionsBuilder::new().force(true).build()),
+            )
+            .await
+        {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => return Err(RuntimeError::docker(format!("remove volume {v}"))(e)),
+        }
+    }
+    route::remove(stack).await?;
+    Ok(Swept {
+        containers: cs.len(),
+        networks: ns.len(),
+        volumes: vs.len(),
+    })
+}
+
+/// Sweep stacks whose owning process is gone (library runs killed before they
+/// could clean up), and firewall rules of stacks that have no network left.
+/// Stacks started by `up` have no owner and are left to `down`.
+pub async fn sweep_orphans(docker: &Docker) -> Result<Vec<String>, RuntimeError> {
+    let f = filter(labels::OWNER.to_string());
+    let mut dead: BTreeSet<String> = BTreeSet::new();
+    let mut consider = |labels: Option<HashMap<String, String>>| {
+        if let Some(l) = labels {
+            if let (Some(stack), Some(owner)) = (l.get(STACK), l.get(labels::OWNER)) {
+                if !labels::owner_alive(owner) {
+                    dead.insert(stack.clone());
+                }
+            }
+        }
+    };
+    let cs = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&f)
+                .build(),
+        ))
+        .await
+        .map_err(RuntimeError::docker("list containers"))?;
+    cs.into_iter().for_each(|c| consider(c.labels));
+    let ns = docker
+        .list_networks(Some(ListNetworksOptionsBuilder::new().filters(&f).build()))
+        .await
+        .map_err(RuntimeError::docker("list networks"))?;
+    ns.into_iter().for_each(|n| consider(n.labels));
+    let vs = docker
+        .list_volumes(Some(ListVolumesOptionsBuilder::new().filters(&f).build()))
+        .await
+        .map_err(RuntimeError::docker("list volumes"))?;
+    vs.volumes
+        .unwrap_or_default()
+        .into_iter()
+        .for_each(|v| consider(Some(v.labels)));
+    for stack in &dead {
+        sweep_stack(docker, stack).await?;
+    }
+    for stack in route::stacks_with_rules().await {
+        let (_, nets, _) = leftovers(docker, &stack).await?;
+        if nets.is_empty() {
+            route::remove(&stack).await?;
+        }
+    }
+    Ok(dead.into_iter().collect())
+}

@@ -1,0 +1,11 @@
+//! The stack model: VPC, AZs, subnets and service placement as plain values,
+//! parsed and validated from a stack file. **No I/O here**: callers hand in the
+//! file's text, so every rule is testable as data.
+
+pub mod cidr;
+pub mod model;
+pub mod parse;
+
+pub use cidr::{Cidr, CidrError};
+pub use model::{Az, Instance, Service, ServiceKind, Stack, Tier};
+pub use parse::{parse_stack, Problem, StackError};

@@ -1,0 +1,212 @@
+//! The validated stack: what production looks like, as plain values.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use super::cidr::Cidr;
+
+/// A whole stack after validation. Every address is fixed and every name unique;
+/// nothing downstream re-checks what [`super::parse`] proved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stack {
+    pub name: String,
+    pub vpc: Cidr,
+    pub azs: Vec<Az>,
+    pub services: Vec<Service>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Az {
+    pub name: String,
+    pub private: Cidr,
+    pub public: Cidr,
+}
+
+/// Which of an AZ's two subnets an instance sits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tier {
+    Private,
+    Public,
+}
+
+/// The services the simulator knows how to run. A stack file naming anything
+/// else is rejected with this list, so adding a service starts here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ServiceKind {
+    Postgres,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub kind: ServiceKind,
+    pub instances: Vec<Instance>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub name: String,
+    pub az: String,
+    pub tier: Tier,
+    pub address: Ipv4Addr,
+}
+
+impl Stack {
+    pub fn az(&self, name: &str) -> Option<&Az> {
+        self.azs.iter().find(|a| a.name == name)
+    }
+
+    pub fn service(&self, kind: ServiceKind) -> Option<&Service> {
+        self.services.iter().find(|s| s.kind == kind)
+    }
+
+    /// Every subnet of the stack, in AZ order, private before public.
+    pub fn subnets(&self) -> impl Iterator<Item = (&Az, Tier, Cidr)> {
+        self.azs.iter().flat_map(|az| {
+            [
+                (az, Tier::Private, az.private),
+                (az, Tier::Public, az.public),
+            ]
+        })
+    }
+
+    pub fn subnet_of(&self, instance: &Instance) -> Cidr {
+        let az = self
+            .az(&instance.az)
+            .expect("validated: instance AZ exists");
+        az.subnet(instance.tier)
+    }
+
+    /// Keep only the named services (for `up --only`). Unknown names are the
+    /// caller's to report, because only it knows where the list came from.
+    pub fn only(&self, kinds: &[ServiceKind]) -> Stack {
+        let mut s = self.clone();
+        s.services.retain(|svc| kinds.contains(&svc.kind));
+        s
+    }
+
+    /// The same stack moved to another VPC of the same size: every subnet and
+    /// address keeps its offset. Lets tests run several stacks side by side,
+    /// since Docker refuses two networks with overlapping subnets.
+    pub fn relocated(&self, vpc: Cidr) -> Result<Stack, String> {
+        if vpc.prefix() != self.vpc.prefix() {
+            return Err(format!(
+                "cannot move a /{} VPC into {vpc}: the prefix lengths differ",
+                self.vpc.prefix()
+            ));
+        }
+        let shift =
+            |addr: Ipv4Addr| vpc.nth(self.vpc.offset_of(addr).expect("validated: inside VPC"));
+        let move_net =
+            |c: Cidr| Cidr::new(shift(c.network()), c.prefix()).expect("offset keeps alignment");
+        let mut s = self.clone();
+        s.vpc = vpc;
+        for az in &mut s.azs {
+            az.private = move_net(az.private);
+            az.public = move_net(az.public);
+        }
+        for inst in s
+            .services
+            .iter_mut()
+            .flat_map(|svc| svc.instances.iter_mut())
+        {
+            inst.address = shift(inst.address);
+        }
+        Ok(s)
+    }
+
+    /// The stack as a stack file. Parsing the result gives back an equal
+    /// stack (a property test holds us to it).
+    pub fn to_toml(&self) -> String {
+        let mut out = format!(
+            "name = \"{}\"\n\n[vpc]\ncidr = \"{}\"\n",
+            self.name, self.vpc
+        );
+        for az in &self.azs {
+            out += &format!(
+                "\n[az.{}]\nprivate = \"{}\"\npublic = \"{}\"\n",
+                az.name, az.private, az.public
+            );
+        }
+        for svc in &self.services {
+            for inst in &svc.instances {
+                out += &format!(
+                    "\n[[service.{}.instance]]\nname = \"{}\"\naz = \"{}\"\nsubnet = \"{}\"\naddress = \"{}\"\n",
+                    svc.kind, inst.name, inst.az, inst.tier, inst.address
+                );
+            }
+        }
+        out
+    }
+}
+
+impl Az {
+    pub fn subnet(&self, tier: Tier) -> Cidr {
+        match tier {
+            Tier::Private => self.private,
+            Tier::Public => self.public,
+        }
+    }
+}
+
+impl ServiceKind {
+    pub const ALL: &'static [ServiceKind] = &[ServiceKind::Postgres];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ServiceKind::Postgres => "postgres",
+        }
+    }
+
+    pub fn known_list() -> String {
+        ServiceKind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl fmt::Display for ServiceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ServiceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        ServiceKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown service `{s}`; known services: {}",
+                    ServiceKind::known_list()
+                )
+            })
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Tier::Private => "private",
+            Tier::Public => "public",
+        })
+    }
+}
+
+impl FromStr for Tier {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "private" => Ok(Tier::Private),
+            "public" => Ok(Tier::Public),
+            _ => Err(format!(
+                "unknown subnet `{s}`; each AZ has `private` and `public`"
+            )),
+        }
+    }
+}

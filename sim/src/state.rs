@@ -1,0 +1,125 @@
+//! What a running stack is, as saved between commands: `up` writes it, and
+//! `status`, `env` and `down` read it. Holds credentials, so the file is
+//! readable by its owner only.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::images::ImageSet;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunState {
+    pub run_id: String,
+    pub stack: String,
+    pub stack_file: Option<PathBuf>,
+    pub vpc: String,
+    pub images: ImageSet,
+    pub started_unix: u64,
+    pub instances: Vec<InstanceState>,
+    pub credentials: Credentials,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstanceState {
+    pub name: String,
+    pub service: String,
+    pub az: String,
+    pub subnet: String,
+    pub address: Ipv4Addr,
+    pub container: String,
+    /// Container port → host address it is published on.
+    pub published: BTreeMap<u16, SocketAddr>,
+}
+
+/// Secrets made fresh for each run, so nothing guessable is ever listening.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Credentials {
+    pub postgres_user: String,
+    pub postgres_password: String,
+    pub postgres_db: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("postgres_user", &self.postgres_user)
+            .field("postgres_password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Credentials {
+    pub fn generate() -> Credentials {
+        use rand::Rng;
+        let mut rng = rand::rng();
+        let alphabet = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+        let password = (0..24)
+            .map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())]))
+            .collect();
+        Credentials {
+            postgres_user: "voyager".into(),
+            postgres_password: password,
+            postgres_db: "voyager".into(),
+        }
+    }
+}
+
+/// `VOYAGER_SIM_HOME`, else `$XDG_STATE_HOME/voyager-sim`, else
+/// `~/.local/state/voyager-sim`.
+pub fn home() -> PathBuf {
+    if let Some(h) = std::env::var_os("VOYAGER_SIM_HOME") {
+        return PathBuf::from(h);
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(x).join("voyager-sim");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".local/state/voyager-sim")
+}
+
+pub fn path(stack: &str) -> PathBuf {
+    home().join("stacks").join(format!("{stack}.json"))
+}
+
+pub fn load(stack: &str) -> std::io::Result<Option<RunState>> {
+    match std::fs::read_to_string(path(stack)) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(std::io::Error::other),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn save(state: &RunState) -> std::io::Result<()> {
+    let p = path(&state.stack);
+    std::fs::create_dir_all(p.parent().expect("has a parent"))?;
+    let tmp = p.with_extension("json.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(
+        serde_json::to_string_pretty(state)
+            .map_err(std::io::Error::other)?
+            .as_bytes(),
+    )?;
+    f.sync_all()?;
+    std::fs::rename(tmp, p)
+}
+
+pub fn remove(stack: &str) -> std::io::Result<()> {
+    match std::fs::remove_file(path(stack)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
