@@ -149,13 +149,20 @@ pub fn parse_stack(file: &Path, text: &str) -> Result<Stack, StackError> {
             let span = e.span().unwrap_or(0..0);
             let message = e.message().trim().to_string();
             let help = if message.contains("unknown field") {
-                "remove the key or fix its spelling; the keys allowed here are listed above"
+                match unknown_field_suggestion(&message) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => {
+                        "remove the key or fix its spelling; the keys allowed here are listed above"
+                            .to_string()
+                    }
+                }
             } else if message.contains("missing field") {
                 "add the missing key; see fixtures/voyager.toml for a complete stack file"
+                    .to_string()
             } else if message.contains("duplicate key") {
-                "each key may appear once; rename or remove the second one"
+                "each key may appear once; rename or remove the second one".to_string()
             } else {
-                "fix the TOML syntax at this point"
+                "fix the TOML syntax at this point".to_string()
             };
             c.push(span, message, help);
             return Err(StackError {
@@ -172,6 +179,44 @@ pub fn parse_stack(file: &Path, text: &str) -> Result<Stack, StackError> {
             problems: c.problems,
         }),
     }
+}
+
+/// The closest word within two edits, for "did you mean" hints.
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// serde says "unknown field `adress`, expected one of `name`, `az`, ...".
+fn unknown_field_suggestion(message: &str) -> Option<String> {
+    let mut quoted = message.split('`').skip(1).step_by(2);
+    let field = quoted.next()?;
+    let expected: Vec<&str> = quoted.collect();
+    did_you_mean(field, expected).map(str::to_string)
 }
 
 fn valid_name(s: &str) -> bool {
@@ -262,10 +307,10 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
                 );
                 continue;
             }
-            if let Some((_, other, _)) = subnets.iter().find(|(o, _, _)| o.overlaps(&net)) {
+            if let Some((other_net, other, _)) = subnets.iter().find(|(o, _, _)| o.overlaps(&net)) {
                 c.push(
                     s.span(),
-                    format!("{label} {net} overlaps {other}"),
+                    format!("{label} {net} overlaps {other} {other_net}"),
                     "give every subnet its own range inside the VPC",
                 );
                 continue;
@@ -305,7 +350,14 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
         let kind = match svc_name.get_ref().parse::<ServiceKind>() {
             Ok(k) => k,
             Err(e) => {
-                c.push(svc_name.span(), e, "remove the service or fix its name");
+                let help = match did_you_mean(
+                    svc_name.get_ref(),
+                    ServiceKind::ALL.iter().map(|k| k.as_str()),
+                ) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => "remove the service or fix its name".to_string(),
+                };
+                c.push(svc_name.span(), e, help);
                 continue;
             }
         };
@@ -375,11 +427,13 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
                     );
                     continue;
                 }
-                let owner = inst_ref
-                    .name
-                    .as_ref()
-                    .map(|n| n.get_ref().clone())
-                    .unwrap_or_else(|| format!("a {kind} instance"));
+                let owner = match &inst_ref.name {
+                    Some(n) => format!("`{}`", n.get_ref()),
+                    None => format!(
+                        "the {kind} instance at line {}",
+                        c.lines.at(inst.span().start).0
+                    ),
+                };
                 if let Some(prev) = taken.insert(*ip, owner) {
                     c.push(
                         span.clone(),
