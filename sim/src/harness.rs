@@ -567,6 +567,18 @@ pub async fn down(name: &str, p: &Progress) -> Result<Swept> {
     Ok(swept)
 }
 
+/// Remove every stack this engine holds (`down --all`): for CI and for
+/// cleaning a machine after experiments.
+pub async fn down_all(p: &Progress) -> Result<Vec<String>> {
+    let docker = docker::connect(p).await?;
+    let names = sweep::all_stacks(&docker).await?;
+    for n in &names {
+        sweep::sweep_stack(&docker, n).await?;
+        let _ = state::remove(n);
+    }
+    Ok(names)
+}
+
 /// One instance as `status` shows it. Its own type: the JSON is a contract.
 #[derive(Debug, Clone, Serialize)]
 pub struct InstanceStatus {

@@ -60,6 +60,9 @@ enum Command {
     Down {
         #[command(flatten)]
         stack: StackArgs,
+        /// Remove every voyager-sim stack on this Docker engine
+        #[arg(long, conflicts_with_all = ["stack", "name"])]
+        all: bool,
     },
     /// Validate a stack file and print the placement it describes
     Check {
@@ -166,7 +169,20 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Down { stack } => {
+        Command::Down { stack, all } => {
+            if all {
+                let names = harness::down_all(&p).await?;
+                eprintln!(
+                    "voyager-sim: removed {} stacks{}",
+                    names.len(),
+                    if names.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", names.join(", "))
+                    }
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let name = stack.name()?;
             let t = std::time::Instant::now();
             let swept = harness::down(&name, &p).await?;

@@ -192,6 +192,24 @@ pub async fn remove(docker: &Docker, name: &str) -> Result<(), RuntimeError> {
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         }) => Ok(()),
+        // Another process (a parallel sweep) is removing it: done once it is gone.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            message,
+        }) if message.contains("in progress") => {
+            for _ in 0..300 {
+                if docker.inspect_container(name, None).await.is_err() {
+                    return Ok(());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(RuntimeError::docker(format!("remove container {name}"))(
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409,
+                    message,
+                },
+            ))
+        }
         Err(e) => Err(RuntimeError::docker(format!("remove container {name}"))(e)),
     }
 }

@@ -77,6 +77,45 @@ async fn leftovers_by(
     ))
 }
 
+/// Names of every stack that has anything in Docker or the firewall.
+pub async fn all_stacks(docker: &Docker) -> Result<Vec<String>, RuntimeError> {
+    let f = filter(STACK.to_string());
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    let cs = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&f)
+                .build(),
+        ))
+        .await
+        .map_err(RuntimeError::docker("list containers"))?;
+    names.extend(
+        cs.into_iter()
+            .filter_map(|c| c.labels.and_then(|l| l.get(STACK).cloned())),
+    );
+    let ns = docker
+        .list_networks(Some(ListNetworksOptionsBuilder::new().filters(&f).build()))
+        .await
+        .map_err(RuntimeError::docker("list networks"))?;
+    names.extend(
+        ns.into_iter()
+            .filter_map(|n| n.labels.and_then(|l| l.get(STACK).cloned())),
+    );
+    let vs = docker
+        .list_volumes(Some(ListVolumesOptionsBuilder::new().filters(&f).build()))
+        .await
+        .map_err(RuntimeError::docker("list volumes"))?;
+    names.extend(
+        vs.volumes
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|v| v.labels.get(STACK).cloned()),
+    );
+    names.extend(route::stacks_with_rules().await);
+    Ok(names.into_iter().collect())
+}
+
 /// Remove every container, network, volume and firewall rule of a stack.
 pub async fn sweep_stack(docker: &Docker, stack: &str) -> Result<Swept, RuntimeError> {
     let (cs, ns, vs) = leftovers(docker, stack).await?;
@@ -120,6 +159,18 @@ pub async fn sweep_stack(docker: &Docker, stack: &str) -> Result<Swept, RuntimeE
 /// could clean up), and firewall rules of stacks that have no network left.
 /// Stacks started by `up` have no owner and are left to `down`.
 pub async fn sweep_orphans(docker: &Docker) -> Result<Vec<String>, RuntimeError> {
+    // Starts in parallel would all find the same orphans and trip over each
+    // other's removals; one sweep at a time is plenty fast.
+    let _lock = super::lock::FileLock::acquire(
+        &std::env::temp_dir().join("voyager-sim-sweep.lock"),
+        &crate::progress::Progress::silent(),
+        "sweep",
+    )
+    .await
+    .map_err(|e| RuntimeError::DockerUnavailable {
+        message: format!("taking the sweep lock: {e}"),
+        help: "check that the temp directory is writable".into(),
+    })?;
     let f = filter(labels::OWNER.to_string());
     let mut dead: BTreeSet<String> = BTreeSet::new();
     let mut consider = |labels: Option<HashMap<String, String>>| {

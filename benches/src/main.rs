@@ -1,0 +1,101 @@
+//! `voyager-bench`: times the operations users wait for and prints numbers.
+//!
+//!   voyager-bench up-down [--runs N]   start the postgres-only stack (cached
+//!                                      images) and shut it down, N times
+//!   voyager-bench image-build          remove the offline images, rebuild them
+//!
+//! Wall-clock numbers on a shared 2-core machine wobble; the runs are there
+//! to show the spread, not to hide it.
+
+use std::time::{Duration, Instant};
+
+use voyager_sim::harness::{build_images, builtin_stack};
+use voyager_sim::images::{recipe, ImageSet};
+use voyager_sim::{ImageSource, Progress, ServiceKind, Sim};
+
+fn summary(label: &str, mut xs: Vec<Duration>) {
+    xs.sort();
+    let s = |d: Duration| format!("{:.3}s", d.as_secs_f64());
+    println!(
+        "{label:<28} n={:<3} min {}  median {}  max {}",
+        xs.len(),
+        s(xs[0]),
+        s(xs[xs.len() / 2]),
+        s(xs[xs.len() - 1])
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runs = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5);
+    match args.first().map(String::as_str) {
+        Some("up-down") | None => up_down(runs).await,
+        Some("image-build") => image_build().await,
+        Some(other) => {
+            eprintln!("unknown benchmark `{other}`; use up-down or image-build");
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn up_down(runs: usize) {
+    build_images(
+        ImageSet::Offline,
+        &[ServiceKind::Postgres],
+        &Progress::stderr(),
+    )
+    .await
+    .expect("offline images");
+    let stack = builtin_stack()
+        .relocated("10.250.0.0/16".parse().unwrap())
+        .unwrap();
+    let (mut up, mut ready, mut down) = (vec![], vec![], vec![]);
+    for i in 0..runs {
+        let t = Instant::now();
+        let running = Sim::new(stack.clone())
+            .with_name("bench")
+            .with_only(&[ServiceKind::Postgres])
+            .with_images(ImageSource::Offline)
+            .start()
+            .await
+            .expect("up");
+        up.push(t.elapsed());
+        ready.push(running.timings().ready[0].1);
+        let t = Instant::now();
+        running.shutdown().await.expect("down");
+        down.push(t.elapsed());
+        eprintln!("run {}/{runs} done", i + 1);
+    }
+    summary("up --only postgres (cached)", up);
+    summary("  of which postgres ready", ready);
+    summary("down", down);
+}
+
+async fn image_build() {
+    for tag in [recipe::postgres().tag(), recipe::base().tag()] {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", &tag])
+            .output();
+    }
+    let t = Instant::now();
+    let out = build_images(
+        ImageSet::Offline,
+        &[ServiceKind::Postgres],
+        &Progress::stderr(),
+    )
+    .await
+    .expect("build");
+    for o in out {
+        println!("{:<48} {:.1}s", o.tag, o.elapsed.as_secs_f64());
+    }
+    println!(
+        "offline image build (base + postgres): {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+}

@@ -1,0 +1,41 @@
+# Sourced by scripts/demo and scripts/test: make a fresh Debian machine ready
+# (Docker engine, debootstrap, iptables, a running dockerd) and point cargo at a
+# build cache outside the clone so repeated runs reuse it.
+set -euo pipefail
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+need_pkgs=()
+command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need_pkgs+=(debootstrap)
+command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need_pkgs+=(iptables)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    say "missing packages: ${need_pkgs[*]}; install them with: sudo apt-get install -y ${need_pkgs[*]}"
+    exit 1
+  fi
+  say "installing ${need_pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null 2>&1; then
+    say "starting dockerd (log: /var/log/voyager-sim-dockerd.log)"
+    setsid dockerd >>/var/log/voyager-sim-dockerd.log 2>&1 < /dev/null &
+    for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+    docker info >/dev/null 2>&1 || { say "dockerd did not come up; see /var/log/voyager-sim-dockerd.log"; exit 1; }
+  else
+    say "no Docker engine is running; start it (e.g. sudo systemctl start docker) and retry"
+    exit 1
+  fi
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 || { say "cargo is not installed; install Rust (rustup) first"; exit 1; }
+
+# One build cache per machine, outside any clone: CI clones afresh each run.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/voyager-sim/target}"
+mkdir -p "$CARGO_TARGET_DIR"
