@@ -352,3 +352,46 @@ async fn a_library_run_killed_by_sigkill_is_swept_by_the_next_start() {
     assert_nothing_left(name).await;
     other.shutdown().await.unwrap();
 }
+
+/// SIGTERM (or Ctrl-C) during `up`: it removes what it started by itself and
+/// says so; no `down` needed.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_up_removes_what_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = docker::connect(&Progress::silent()).await.unwrap();
+    let name = "t-term";
+    let file = write_stack(dir.path(), name, 209);
+    let child = cli(dir.path())
+        .args([
+            "up",
+            "--stack",
+            file.to_str().unwrap(),
+            "--images",
+            "offline",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while sweep::leftovers(&d, name).await.unwrap().0.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no container appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("interrupted; everything this run started has been removed"),
+        "{err}"
+    );
+    assert_nothing_left(name).await;
+}
