@@ -9,6 +9,8 @@ need_pkgs=()
 command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need_pkgs+=(debootstrap)
 command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need_pkgs+=(iptables)
+command -v mvn >/dev/null 2>&1 || need_pkgs+=(maven)          # resolves Kafka's jars for the offline image
+command -v make >/dev/null 2>&1 || need_pkgs+=(build-essential) # librdkafka is built from source by rdkafka-sys
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     say "missing packages: ${need_pkgs[*]}; install them with: sudo apt-get install -y ${need_pkgs[*]}"

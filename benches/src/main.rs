@@ -28,12 +28,8 @@ fn summary(label: &str, mut xs: Vec<Duration>) {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let runs = args
-        .iter()
-        .position(|a| a == "--runs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(5);
+    let runs =
+        args.iter().position(|a| a == "--runs").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok()).unwrap_or(5);
     match args.first().map(String::as_str) {
         Some("up-down") | None => up_down(runs).await,
         Some("image-build") => image_build().await,
@@ -45,16 +41,8 @@ async fn main() {
 }
 
 async fn up_down(runs: usize) {
-    build_images(
-        ImageSet::Offline,
-        &[ServiceKind::Postgres],
-        &Progress::stderr(),
-    )
-    .await
-    .expect("offline images");
-    let stack = builtin_stack()
-        .relocated("10.250.0.0/16".parse().unwrap())
-        .unwrap();
+    build_images(ImageSet::Offline, &[ServiceKind::Postgres], &Progress::stderr()).await.expect("offline images");
+    let stack = builtin_stack().relocated("10.250.0.0/16".parse().unwrap()).unwrap();
     let (mut up, mut ready, mut down) = (vec![], vec![], vec![]);
     for i in 0..runs {
         let t = Instant::now();
@@ -79,23 +67,12 @@ async fn up_down(runs: usize) {
 
 async fn image_build() {
     for tag in [recipe::postgres().tag(), recipe::base().tag()] {
-        let _ = std::process::Command::new("docker")
-            .args(["rmi", "-f", &tag])
-            .output();
+        let _ = std::process::Command::new("docker").args(["rmi", "-f", &tag]).output();
     }
     let t = Instant::now();
-    let out = build_images(
-        ImageSet::Offline,
-        &[ServiceKind::Postgres],
-        &Progress::stderr(),
-    )
-    .await
-    .expect("build");
+    let out = build_images(ImageSet::Offline, &[ServiceKind::Postgres], &Progress::stderr()).await.expect("build");
     for o in out {
         println!("{:<48} {:.1}s", o.tag, o.elapsed.as_secs_f64());
     }
-    println!(
-        "offline image build (base + postgres): {:.1}s",
-        t.elapsed().as_secs_f64()
-    );
+    println!("offline image build (base + postgres): {:.1}s", t.elapsed().as_secs_f64());
 }

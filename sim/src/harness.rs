@@ -12,6 +12,7 @@ use futures_util::future::join_all;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::fixtures::{builtin_kafka, parse_kafka, KafkaFixture};
 use crate::images::build::{ensure_offline, ensure_upstream, image_exists};
 use crate::images::{image_for, recipe, ImageSet, ImageSource};
 use crate::progress::Progress;
@@ -26,17 +27,25 @@ use crate::state::{self, Credentials, InstanceState, RunState};
 pub const BUILTIN_STACK: &str = include_str!("../../fixtures/voyager.toml");
 
 pub fn builtin_stack() -> Stack {
-    parse_stack(Path::new("<built-in fixtures/voyager.toml>"), BUILTIN_STACK)
-        .expect("the built-in stack file is valid")
+    parse_stack(Path::new("<built-in fixtures/voyager.toml>"), BUILTIN_STACK).expect("the built-in stack file is valid")
 }
 
 /// Read and validate a stack file.
 pub fn load_stack(path: &Path) -> Result<Stack> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadStack {
-        file: path.display().to_string(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| Error::ReadStack { file: path.display().to_string(), source })?;
     Ok(parse_stack(path, &text)?)
+}
+
+/// The fixtures for a stack file: `kafka.toml` beside it if there is one,
+/// else the built-in production fixtures.
+pub fn load_fixtures_near(stack_file: &Path) -> Result<KafkaFixture> {
+    let p = stack_file.parent().unwrap_or(Path::new(".")).join("kafka.toml");
+    match std::fs::read_to_string(&p) {
+        Ok(text) => Ok(parse_kafka(&p, &text)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(builtin_kafka()),
+        Err(source) => Err(Error::ReadStack { file: p.display().to_string(), source }),
+    }
 }
 
 /// Parse `--only postgres,kafka` against what the stack declares.
@@ -44,10 +53,7 @@ pub fn parse_only(stack: &Stack, list: &str) -> Result<Vec<ServiceKind>> {
     let mut kinds = vec![];
     for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
         let kind: ServiceKind = word.parse().map_err(|e: String| {
-            Error::usage(
-                format!("--only: {e}"),
-                "name services as the stack file does, separated by commas",
-            )
+            Error::usage(format!("--only: {e}"), "name services as the stack file does, separated by commas")
         })?;
         if stack.service(kind).is_none() {
             let declared: Vec<String> = stack.services.iter().map(|s| s.kind.to_string()).collect();
@@ -59,10 +65,7 @@ pub fn parse_only(stack: &Stack, list: &str) -> Result<Vec<ServiceKind>> {
         kinds.push(kind);
     }
     if kinds.is_empty() {
-        return Err(Error::usage(
-            "--only names no service",
-            "give a comma-separated list such as `--only postgres`",
-        ));
+        return Err(Error::usage("--only names no service", "give a comma-separated list such as `--only postgres`"));
     }
     Ok(kinds)
 }
@@ -87,6 +90,7 @@ pub struct Sim {
     ready_timeout: Duration,
     progress: Progress,
     stack_file: Option<std::path::PathBuf>,
+    kafka: KafkaFixture,
 }
 
 impl Sim {
@@ -100,6 +104,7 @@ impl Sim {
             ready_timeout: Duration::from_secs(120),
             progress: Progress::from_env(),
             stack_file: None,
+            kafka: builtin_kafka(),
         }
     }
 
@@ -132,6 +137,13 @@ impl Sim {
 
     pub fn with_progress(mut self, p: Progress) -> Sim {
         self.progress = p;
+        self
+    }
+
+    /// Kafka cluster settings and topics (default: `fixtures/kafka.toml` as
+    /// built in).
+    pub fn with_kafka_fixture(mut self, k: KafkaFixture) -> Sim {
+        self.kafka = k;
         self
     }
 
@@ -170,15 +182,11 @@ impl Sim {
         let docker = docker::connect(p).await?;
         let orphans = sweep::sweep_orphans(&docker).await?;
         if !orphans.is_empty() {
-            p.say(&format!(
-                "removed stacks left by dead processes: {}",
-                orphans.join(", ")
-            ));
+            p.say(&format!("removed stacks left by dead processes: {}", orphans.join(", ")));
         }
-        if let Some(prev) = state::load(&name).map_err(|source| Error::State {
-            path: state::path(&name).display().to_string(),
-            source,
-        })? {
+        if let Some(prev) = state::load(&name)
+            .map_err(|source| Error::State { path: state::path(&name).display().to_string(), source })?
+        {
             if any_running(&docker, &prev).await {
                 return Err(Error::usage(
                     format!("stack `{name}` is already up (run {})", prev.run_id),
@@ -188,22 +196,17 @@ impl Sim {
         }
         let left = sweep::sweep_stack(&docker, &name).await?;
         if !left.is_empty() {
-            p.say(&format!("removed leftovers of an earlier `{name}` run: {} containers, {} networks, {} volumes", left.containers, left.networks, left.volumes));
+            p.say(&format!(
+                "removed leftovers of an earlier `{name}` run: {} containers, {} networks, {} volumes",
+                left.containers, left.networks, left.volumes
+            ));
         }
         let owner = (!self.detach).then(labels::this_process_owner);
-        let labels = Labels {
-            run_id: labels::new_run_id(),
-            stack: name.clone(),
-            owner,
-        };
+        let labels = Labels { run_id: labels::new_run_id(), stack: name.clone(), owner };
         match self.bring_up(&docker, &stack, &labels, started).await {
-            Ok((state, timings)) => Ok(RunningStack {
-                docker,
-                state,
-                timings,
-                cleanup_on_drop: !self.detach,
-                done: false,
-            }),
+            Ok((state, timings)) => {
+                Ok(RunningStack { docker, state, timings, cleanup_on_drop: !self.detach, done: false })
+            }
             Err(e) => {
                 p.say("start failed; removing what this run created");
                 let _ = sweep::sweep_stack(&docker, &name).await;
@@ -241,41 +244,37 @@ impl Sim {
         timings.phases.push(("images".into(), t.elapsed()));
 
         let t = Instant::now();
-        p.say(&format!(
-            "creating {} subnets of VPC {}",
-            stack.azs.len() * 2,
-            stack.vpc
-        ));
+        p.say(&format!("creating {} subnets of VPC {}", stack.azs.len() * 2, stack.vpc));
         network::create_all(docker, stack, labels).await?;
         route::install(name, stack.vpc, p).await?;
         timings.phases.push(("networks".into(), t.elapsed()));
 
         let t = Instant::now();
         let credentials = Credentials::generate();
+        let mut host_ports = BTreeMap::new();
+        for svc in stack.services.iter().filter(|s| services::needs_host_port(s.kind)) {
+            for inst in &svc.instances {
+                let port = crate::spec::free_local_port()
+                    .map_err(|source| Error::State { path: "127.0.0.1:0".into(), source })?;
+                host_ports.insert(inst.name.clone(), port);
+            }
+        }
         let cx = SpecContext {
             stack,
             stack_name: name,
             images: set,
             credentials: &credentials,
+            host_ports: &host_ports,
+            kafka: &self.kafka,
         };
-        let specs: Vec<(ServiceKind, crate::spec::ContainerSpec)> = kinds
-            .iter()
-            .flat_map(|k| services::specs(*k, &cx).into_iter().map(move |s| (*k, s)))
-            .collect();
+        let specs: Vec<(ServiceKind, crate::spec::ContainerSpec)> =
+            kinds.iter().flat_map(|k| services::specs(*k, &cx).into_iter().map(move |s| (*k, s))).collect();
         p.say(&format!("starting {} containers", specs.len()));
-        let started_containers = join_all(
-            specs
-                .iter()
-                .map(|(_, s)| container::start(docker, s, labels)),
-        )
-        .await;
+        let started_containers = join_all(specs.iter().map(|(_, s)| container::start(docker, s, labels))).await;
         let mut instances = vec![];
         for ((kind, spec), r) in specs.iter().zip(started_containers) {
             let cname = r?;
-            let published = container::published_ports(docker, &cname)
-                .await?
-                .into_iter()
-                .collect::<BTreeMap<_, _>>();
+            let published = container::published_ports(docker, &cname).await?.into_iter().collect::<BTreeMap<_, _>>();
             let inst = stack
                 .services
                 .iter()
@@ -289,6 +288,7 @@ impl Sim {
                 subnet: inst.tier.to_string(),
                 address: inst.address,
                 container: cname,
+                role: inst.role.clone(),
                 published,
             });
         }
@@ -309,24 +309,27 @@ impl Sim {
         };
         // Saved before readiness so `down` and `status` see a run that is
         // still coming up.
-        state::save(&state).map_err(|source| Error::State {
-            path: state::path(name).display().to_string(),
-            source,
-        })?;
+        state::save(&state).map_err(|source| Error::State { path: state::path(name).display().to_string(), source })?;
 
         let t = Instant::now();
         p.say("waiting for readiness");
-        let waits = join_all(
-            state
-                .instances
-                .iter()
-                .map(|i| wait_ready(docker, &state, i, self.ready_timeout, p)),
-        )
-        .await;
+        let waits =
+            join_all(state.instances.iter().map(|i| wait_ready(docker, &state, i, self.ready_timeout, p))).await;
         for (inst, r) in state.instances.iter().zip(waits) {
             timings.ready.push((inst.name.clone(), r?));
         }
         timings.phases.push(("readiness".into(), t.elapsed()));
+
+        let t = Instant::now();
+        for kind in &kinds {
+            let t = Instant::now();
+            p.say(&format!("provisioning {kind}"));
+            services::provision(*kind, &state, &self.kafka, self.ready_timeout)
+                .await
+                .map_err(|e| RuntimeError::Provision { service: kind.to_string(), message: e })?;
+            timings.ready.push((format!("{kind} (provisioned)"), t.elapsed()));
+        }
+        timings.phases.push(("provisioning".into(), t.elapsed()));
         timings.total = started.elapsed();
         Ok((state, timings))
     }
@@ -341,10 +344,7 @@ fn valid_stack_name(s: &str) -> bool {
 
 async fn any_running(docker: &Docker, state: &RunState) -> bool {
     for i in &state.instances {
-        if container::state(docker, &i.container)
-            .await
-            .is_some_and(|s| s.running)
-        {
+        if container::state(docker, &i.container).await.is_some_and(|s| s.running) {
             return true;
         }
     }
@@ -353,12 +353,7 @@ async fn any_running(docker: &Docker, state: &RunState) -> bool {
 
 /// Upstream when asked, or for `auto` when the images are here or a pull
 /// works; offline otherwise.
-async fn resolve_images(
-    docker: &Docker,
-    source: ImageSource,
-    kinds: &[ServiceKind],
-    p: &Progress,
-) -> ImageSet {
+async fn resolve_images(docker: &Docker, source: ImageSource, kinds: &[ServiceKind], p: &Progress) -> ImageSet {
     match source {
         ImageSource::Offline => ImageSet::Offline,
         ImageSource::Upstream => ImageSet::Upstream,
@@ -393,20 +388,16 @@ async fn wait_ready(
     timeout: Duration,
     p: &Progress,
 ) -> Result<Duration> {
-    let kind: ServiceKind = inst.service.parse().map_err(|e: String| {
-        Error::usage(e, "the run state names a service this build does not know")
-    })?;
+    let kind: ServiceKind = inst
+        .service
+        .parse()
+        .map_err(|e: String| Error::usage(e, "the run state names a service this build does not know"))?;
     let start = Instant::now();
     loop {
         match container::state(docker, &inst.container).await {
             Some(s) if !s.running => {
                 let logs = container::log_tail(docker, &inst.container, 30).await;
-                return Err(RuntimeError::Exited {
-                    container: inst.container.clone(),
-                    code: s.exit_code,
-                    logs,
-                }
-                .into());
+                return Err(RuntimeError::Exited { container: inst.container.clone(), code: s.exit_code, logs }.into());
             }
             None => {
                 return Err(RuntimeError::Exited {
@@ -421,11 +412,7 @@ async fn wait_ready(
         let last_error = match services::probe(kind, state, inst).await {
             Ok(()) => {
                 let took = start.elapsed();
-                p.say(&format!(
-                    "{} ready in {:.2}s",
-                    inst.name,
-                    took.as_secs_f64()
-                ));
+                p.say(&format!("{} ready in {:.2}s", inst.name, took.as_secs_f64()));
                 return Ok(took);
             }
             Err(e) => e,
@@ -474,18 +461,41 @@ impl RunningStack {
         services::postgres::primary(&self.state)
     }
 
+    /// The Kafka cluster (brokers and bootstrap list), if the stack runs Kafka.
+    pub fn kafka(&self) -> Option<crate::services::kafka::KafkaEndpoint> {
+        services::kafka::endpoint(&self.state)
+    }
+
     pub fn env(&self) -> Vec<(String, String)> {
         env_of(&self.state)
     }
 
+    fn instance(&self, name: &str) -> Result<&InstanceState> {
+        self.state.instances.iter().find(|i| i.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.state.instances.iter().map(|i| i.name.as_str()).collect();
+            Error::usage(
+                format!("no instance `{name}` in stack `{}`", self.state.stack),
+                format!("instances: {}", names.join(", ")),
+            )
+        })
+    }
+
+    /// Kill an instance with SIGKILL (a crashed host: no clean shutdown).
+    pub async fn kill_instance(&self, name: &str) -> Result<()> {
+        let inst = self.instance(name)?;
+        Ok(container::kill(&self.docker, &inst.container).await?)
+    }
+
+    /// Start a killed or stopped instance again and wait until it answers.
+    pub async fn start_instance(&self, name: &str, timeout: Duration) -> Result<Duration> {
+        let inst = self.instance(name)?;
+        container::restart_stopped(&self.docker, &inst.container).await?;
+        wait_ready(&self.docker, &self.state, inst, timeout, &Progress::silent()).await
+    }
+
     /// Run a command in a throwaway container placed in one of the stack's
     /// subnets: how tests check what the VPC lets through.
-    pub async fn run_in_subnet(
-        &self,
-        az: &str,
-        tier: Tier,
-        argv: &[&str],
-    ) -> Result<(i64, String)> {
+    pub async fn run_in_subnet(&self, az: &str, tier: Tier, argv: &[&str]) -> Result<(i64, String)> {
         let stack_az = crate::stack::Az {
             name: az.to_string(),
             private: "10.0.0.0/32".parse().expect("const"),
@@ -526,10 +536,7 @@ impl Drop for RunningStack {
         // down: sweep on a thread with a runtime of its own.
         let stack = self.state.stack.clone();
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             rt.block_on(async {
                 let docker = docker::connect(&Progress::silent()).await.ok()?;
                 sweep::sweep_stack(&docker, &stack).await.ok()
@@ -542,11 +549,7 @@ impl Drop for RunningStack {
 
 /// dotenv lines for a run, service by service.
 pub fn env_of(state: &RunState) -> Vec<(String, String)> {
-    let mut kinds: Vec<ServiceKind> = state
-        .instances
-        .iter()
-        .filter_map(|i| i.service.parse().ok())
-        .collect();
+    let mut kinds: Vec<ServiceKind> = state.instances.iter().filter_map(|i| i.service.parse().ok()).collect();
     kinds.sort();
     kinds.dedup();
     let mut out = vec![("VOYAGER_SIM_STACK".to_string(), state.stack.clone())];
@@ -560,10 +563,7 @@ pub fn env_of(state: &RunState) -> Vec<(String, String)> {
 pub async fn down(name: &str, p: &Progress) -> Result<Swept> {
     let docker = docker::connect(p).await?;
     let swept = sweep::sweep_stack(&docker, name).await?;
-    state::remove(name).map_err(|source| Error::State {
-        path: state::path(name).display().to_string(),
-        source,
-    })?;
+    state::remove(name).map_err(|source| Error::State { path: state::path(name).display().to_string(), source })?;
     Ok(swept)
 }
 
@@ -590,6 +590,9 @@ pub struct InstanceStatus {
     pub endpoint: Option<String>,
     pub container: String,
     pub health: String,
+    /// What the instance is doing in its service (Kafka: partitions led).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
@@ -611,38 +614,28 @@ impl StackStatus {
 
 /// Live status of a stack: container state plus a real probe per instance.
 pub async fn status(name: &str, p: &Progress) -> Result<Option<StackStatus>> {
-    let Some(state) = state::load(name).map_err(|source| Error::State {
-        path: state::path(name).display().to_string(),
-        source,
-    })?
+    let Some(state) =
+        state::load(name).map_err(|source| Error::State { path: state::path(name).display().to_string(), source })?
     else {
         return Ok(None);
     };
     let docker = docker::connect(p).await?;
+    let mut kinds: Vec<ServiceKind> = state.instances.iter().filter_map(|i| i.service.parse().ok()).collect();
+    kinds.dedup();
+    let mut roles: BTreeMap<String, String> = BTreeMap::new();
+    for r in join_all(kinds.iter().map(|k| services::roles(*k, &state))).await {
+        roles.extend(r);
+    }
     let checks = join_all(state.instances.iter().map(|i| async {
         let (health, detail) = match container::state(&docker, &i.container).await {
-            None => (
-                "missing".to_string(),
-                Some("the container is gone".to_string()),
-            ),
+            None => ("missing".to_string(), Some("the container is gone".to_string())),
             Some(s) if s.paused => ("paused".to_string(), None),
-            Some(s) if !s.running => (
-                "exited".to_string(),
-                Some(format!("exit code {}", s.exit_code)),
-            ),
+            Some(s) if !s.running => ("exited".to_string(), Some(format!("exit code {}", s.exit_code))),
             Some(_) => match i.service.parse::<ServiceKind>() {
-                Ok(k) => match tokio::time::timeout(
-                    Duration::from_secs(5),
-                    services::probe(k, &state, i),
-                )
-                .await
-                {
+                Ok(k) => match tokio::time::timeout(Duration::from_secs(5), services::probe(k, &state, i)).await {
                     Ok(Ok(())) => ("healthy".to_string(), None),
                     Ok(Err(e)) => ("unhealthy".to_string(), Some(e)),
-                    Err(_) => (
-                        "unhealthy".to_string(),
-                        Some("probe timed out after 5s".to_string()),
-                    ),
+                    Err(_) => ("unhealthy".to_string(), Some("probe timed out after 5s".to_string())),
                 },
                 Err(e) => ("unknown".to_string(), Some(e)),
             },
@@ -656,6 +649,7 @@ pub async fn status(name: &str, p: &Progress) -> Result<Option<StackStatus>> {
             endpoint: i.published.values().next().map(|a| a.to_string()),
             container: i.container.clone(),
             health,
+            role: roles.get(&i.name).cloned(),
             detail,
         }
     }))

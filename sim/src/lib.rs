@@ -14,6 +14,7 @@
 //! - `spec`, `state`, `progress`, `error`: plain data and the error type.
 
 pub mod error;
+pub mod fixtures;
 pub mod harness;
 pub mod images;
 pub mod progress;

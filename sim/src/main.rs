@@ -110,11 +110,7 @@ impl StackArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -131,29 +127,18 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode, Error> {
     let p = Progress::stderr();
     match cli.command {
-        Command::Up {
-            stack,
-            only,
-            images,
-        } => up(stack, only, images, p).await,
+        Command::Up { stack, only, images } => up(stack, only, images, p).await,
         Command::Status { stack, json } => {
             let name = stack.name()?;
             match harness::status(&name, &p).await? {
                 None => Err(not_up(&name)),
                 Some(s) => {
                     if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&s).expect("serializable")
-                        );
+                        println!("{}", serde_json::to_string_pretty(&s).expect("serializable"));
                     } else {
                         print_status(&s);
                     }
-                    Ok(if s.healthy() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(1)
-                    })
+                    Ok(if s.healthy() { ExitCode::SUCCESS } else { ExitCode::from(1) })
                 }
             }
         }
@@ -175,11 +160,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 eprintln!(
                     "voyager-sim: removed {} stacks{}",
                     names.len(),
-                    if names.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", names.join(", "))
-                    }
+                    if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) }
                 );
                 return Ok(ExitCode::SUCCESS);
             }
@@ -200,9 +181,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             print_plan(&s);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Images {
-            command: ImagesCommand::Build { images, only },
-        } => {
+        Command::Images { command: ImagesCommand::Build { images, only } } => {
             let stack = harness::builtin_stack();
             let kinds = match only {
                 Some(list) => harness::parse_only(&stack, &list)?,
@@ -228,28 +207,18 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     o.elapsed.as_secs_f64()
                 );
             }
-            eprintln!(
-                "voyager-sim: images ready in {:.1}s",
-                t.elapsed().as_secs_f64()
-            );
+            eprintln!("voyager-sim: images ready in {:.1}s", t.elapsed().as_secs_f64());
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-async fn up(
-    args: StackArgs,
-    only: Option<String>,
-    images: ImageSource,
-    p: Progress,
-) -> Result<ExitCode, Error> {
+async fn up(args: StackArgs, only: Option<String>, images: ImageSource, p: Progress) -> Result<ExitCode, Error> {
     let stack = args.load()?;
-    let mut sim = Sim::new(stack.clone())
-        .with_images(images)
-        .with_progress(p.clone())
-        .detached();
+    let mut sim = Sim::new(stack.clone()).with_images(images).with_progress(p.clone()).detached();
     if let Some(path) = &args.stack {
         sim = sim.with_stack_file(std::fs::canonicalize(path).unwrap_or(path.clone()));
+        sim = sim.with_kafka_fixture(harness::load_fixtures_near(path)?);
     }
     if let Some(n) = &args.name {
         sim = sim.with_name(n.clone());
@@ -269,32 +238,13 @@ async fn up(
     };
     let t = running.timings().clone();
     let state = running.detach();
-    println!(
-        "stack `{}` is up (run {}, {} images)",
-        state.stack, state.run_id, state.images
-    );
+    println!("stack `{}` is up (run {}, {} images)", state.stack, state.run_id, state.images);
     for i in &state.instances {
-        let ep = i
-            .published
-            .values()
-            .next()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        println!(
-            "  {:<16} az {:<3} {:<8} {:<15} {}",
-            i.name, i.az, i.subnet, i.address, ep
-        );
+        let ep = i.published.values().next().map(|a| a.to_string()).unwrap_or_default();
+        println!("  {:<20} az {:<2} {:<8} {:<11} {}", i.name, i.az, i.subnet, i.address, ep);
     }
-    let phases: Vec<String> = t
-        .phases
-        .iter()
-        .map(|(n, d)| format!("{n} {:.2}s", d.as_secs_f64()))
-        .collect();
-    println!(
-        "timings: {} | total {:.2}s",
-        phases.join(", "),
-        t.total.as_secs_f64()
-    );
+    let phases: Vec<String> = t.phases.iter().map(|(n, d)| format!("{n} {:.2}s", d.as_secs_f64())).collect();
+    println!("timings: {} | total {:.2}s", phases.join(", "), t.total.as_secs_f64());
     for (n, d) in &t.ready {
         println!("  {n} ready after {:.2}s", d.as_secs_f64());
     }
@@ -310,26 +260,26 @@ async fn interrupted(name: &str, p: &Progress) {
 }
 
 fn not_up(name: &str) -> Error {
-    Error::Usage { message: format!("stack `{name}` is not up"), help: format!("start it with `voyager-sim up` (or pass the --name/--stack it was started with); state is kept in {}", voyager_sim::state::home().display()) }
+    Error::Usage {
+        message: format!("stack `{name}` is not up"),
+        help: format!(
+            "start it with `voyager-sim up` (or pass the --name/--stack it was started with); state is kept in {}",
+            voyager_sim::state::home().display()
+        ),
+    }
 }
 
 fn print_status(s: &StackStatus) {
+    println!("stack `{}` run {} ({} images, VPC {})", s.stack, s.run_id, s.images, s.vpc);
     println!(
-        "stack `{}` run {} ({} images, VPC {})",
-        s.stack, s.run_id, s.images, s.vpc
-    );
-    println!(
-        "{:<16} {:<10} {:<4} {:<8} {:<15} {:<21} HEALTH",
+        "{:<20} {:<9} {:<3} {:<8} {:<11} {:<16} HEALTH",
         "INSTANCE", "SERVICE", "AZ", "SUBNET", "ADDRESS", "ENDPOINT"
     );
     for i in &s.instances {
-        let detail = i
-            .detail
-            .as_ref()
-            .map(|d| format!(" ({d})"))
-            .unwrap_or_default();
+        let mut detail = i.role.as_ref().map(|r| format!(" [{r}]")).unwrap_or_default();
+        detail += &i.detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default();
         println!(
-            "{:<16} {:<10} {:<4} {:<8} {:<15} {:<21} {}{}",
+            "{:<20} {:<9} {:<3} {:<8} {:<11} {:<16} {}{}",
             i.instance,
             i.service,
             i.az,
@@ -345,17 +295,11 @@ fn print_status(s: &StackStatus) {
 fn print_plan(s: &Stack) {
     println!("stack `{}`: VPC {}", s.name, s.vpc);
     for az in &s.azs {
-        println!(
-            "  az {}: private {}, public {}",
-            az.name, az.private, az.public
-        );
+        println!("  az {}: private {}, public {}", az.name, az.private, az.public);
     }
     for svc in &s.services {
         for i in &svc.instances {
-            println!(
-                "  {:<16} {:<10} az {} {} {}",
-                i.name, svc.kind, i.az, i.tier, i.address
-            );
+            println!("  {:<16} {:<10} az {} {} {}", i.name, svc.kind, i.az, i.tier, i.address);
         }
     }
 }
@@ -363,9 +307,7 @@ fn print_plan(s: &Stack) {
 /// Values go in single quotes when they hold anything a shell or dotenv
 /// parser would read specially.
 fn dotenv_quote(v: &str) -> String {
-    if v.chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c))
-    {
+    if v.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c)) {
         v.to_string()
     } else {
         format!("'{}'", v.replace('\'', "'\\''"))

@@ -14,9 +14,30 @@ pub struct ContainerSpec {
     /// Docker network (one per subnet) and the fixed address in it.
     pub network: String,
     pub address: Ipv4Addr,
-    /// Container TCP ports published on 127.0.0.1 at a port Docker picks, so
-    /// parallel runs never fight over host ports.
-    pub published: Vec<u16>,
+    /// Container TCP ports published on 127.0.0.1.
+    pub published: Vec<Publish>,
     /// Named volumes (created and labelled by the runtime) and mount points.
     pub volumes: Vec<(String, String)>,
+}
+
+/// A container port published on 127.0.0.1. `host: None` lets Docker pick, so
+/// parallel runs never fight over host ports; a service that must know its
+/// host port before it starts (Kafka advertises it) reserves a free one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publish {
+    pub container: u16,
+    pub host: Option<u16>,
+}
+
+impl Publish {
+    pub fn any(container: u16) -> Publish {
+        Publish { container, host: None }
+    }
+}
+
+/// A free TCP port on 127.0.0.1, found by binding port 0. The port is free
+/// again when this returns; Docker binds it moments later, and the kernel
+/// hands out ephemeral ports in rotation, so a clash needs bad luck.
+pub fn free_local_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -32,6 +32,9 @@ pub struct InstanceState {
     pub subnet: String,
     pub address: Ipv4Addr,
     pub container: String,
+    /// The instance's role when the stack started (see `ServiceKind::roles`).
+    #[serde(default)]
+    pub role: String,
     /// Container port → host address it is published on.
     pub published: BTreeMap<u16, SocketAddr>,
 }
@@ -42,6 +45,9 @@ pub struct Credentials {
     pub postgres_user: String,
     pub postgres_password: String,
     pub postgres_db: String,
+    /// KRaft cluster id: 16 random bytes, base64url without padding.
+    #[serde(default)]
+    pub kafka_cluster_id: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -58,13 +64,13 @@ impl Credentials {
         use rand::Rng;
         let mut rng = rand::rng();
         let alphabet = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-        let password = (0..24)
-            .map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())]))
-            .collect();
+        let password = (0..24).map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())])).collect();
+        let id: Vec<u8> = (0..16).map(|_| rng.random()).collect();
         Credentials {
             postgres_user: "voyager".into(),
             postgres_password: password,
             postgres_db: "voyager".into(),
+            kafka_cluster_id: base64url(&id),
         }
     }
 }
@@ -78,9 +84,7 @@ pub fn home() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_STATE_HOME") {
         return PathBuf::from(x).join("voyager-sim");
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".local/state/voyager-sim")
 }
 
@@ -90,9 +94,7 @@ pub fn path(stack: &str) -> PathBuf {
 
 pub fn load(stack: &str) -> std::io::Result<Option<RunState>> {
     match std::fs::read_to_string(path(stack)) {
-        Ok(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(std::io::Error::other),
+        Ok(text) => serde_json::from_str(&text).map(Some).map_err(std::io::Error::other),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -102,17 +104,8 @@ pub fn save(state: &RunState) -> std::io::Result<()> {
     let p = path(&state.stack);
     std::fs::create_dir_all(p.parent().expect("has a parent"))?;
     let tmp = p.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(
-        serde_json::to_string_pretty(state)
-            .map_err(std::io::Error::other)?
-            .as_bytes(),
-    )?;
+    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
+    f.write_all(serde_json::to_string_pretty(state).map_err(std::io::Error::other)?.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(tmp, p)
 }
@@ -121,5 +114,31 @@ pub fn remove(stack: &str) -> std::io::Result<()> {
     match std::fs::remove_file(path(stack)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_cluster_ids_are_22_base64url_characters() {
+        let id = Credentials::generate().kafka_cluster_id;
+        assert_eq!(id.len(), 22, "{id}");
+        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "{id}");
+        assert_eq!(base64url(b"\xff\xff\xff"), "____");
+        assert_eq!(base64url(b"Ma"), "TWE");
     }
 }

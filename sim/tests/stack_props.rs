@@ -17,28 +17,24 @@ struct Gen {
 
 impl Gen {
     fn text(&self) -> String {
-        let mut t = format!(
-            "name = \"p\"\n[vpc]\ncidr = \"10.{}.0.0/16\"\n",
-            self.vpc_octet
-        );
+        let mut t = format!("name = \"p\"\n[vpc]\ncidr = \"10.{}.0.0/16\"\n", self.vpc_octet);
         for (name, pr, pu) in &self.azs {
             t += &format!(
                 "[az.{name}]\nprivate = \"10.{v}.{pr}.0/24\"\npublic = \"10.{v}.{pu}.0/24\"\n",
                 v = self.vpc_octet
             );
         }
-        for (az, public, host) in &self.instances {
+        for (i, (az, public, host)) in self.instances.iter().enumerate() {
             let (name, pr, pu) = &self.azs[*az];
             t += &format!("[[service.postgres.instance]]\naz = \"{name}\"\n");
+            if i > 0 {
+                t += "role = \"replica\"\n";
+            }
             if *public {
                 t += "subnet = \"public\"\n";
             }
             if let Some(h) = host {
-                t += &format!(
-                    "address = \"10.{}.{}.{h}\"\n",
-                    self.vpc_octet,
-                    if *public { pu } else { pr }
-                );
+                t += &format!("address = \"10.{}.{}.{h}\"\n", self.vpc_octet, if *public { pu } else { pr });
             }
         }
         t
@@ -46,28 +42,13 @@ impl Gen {
 }
 
 fn gen() -> impl Strategy<Value = Gen> {
-    (
-        0u8..=255,
-        1usize..=4,
-        proptest::collection::btree_set(1u8..=250, 8),
-    )
+    (0u8..=255, 1usize..=4, proptest::collection::btree_set(1u8..=250, 8))
         .prop_flat_map(|(vpc_octet, n_az, octets)| {
             let octets: Vec<u8> = octets.into_iter().collect();
-            let azs: Vec<(String, u8, u8)> = (0..n_az)
-                .map(|i| {
-                    (
-                        ["a", "b", "c", "d"][i].to_string(),
-                        octets[2 * i],
-                        octets[2 * i + 1],
-                    )
-                })
-                .collect();
+            let azs: Vec<(String, u8, u8)> =
+                (0..n_az).map(|i| (["a", "b", "c", "d"][i].to_string(), octets[2 * i], octets[2 * i + 1])).collect();
             let inst = (0..n_az, any::<bool>(), proptest::option::of(2u8..=254));
-            (
-                Just(vpc_octet),
-                Just(azs),
-                proptest::collection::vec(inst, 1..6),
-            )
+            (Just(vpc_octet), Just(azs), proptest::collection::vec(inst, 1..6))
         })
         .prop_map(|(vpc_octet, azs, mut instances)| {
             // Explicit addresses must be unique per subnet to be valid; drop clashes.
@@ -79,11 +60,7 @@ fn gen() -> impl Strategy<Value = Gen> {
                     }
                 }
             }
-            Gen {
-                vpc_octet,
-                azs,
-                instances,
-            }
+            Gen { vpc_octet, azs, instances }
         })
 }
 

@@ -21,34 +21,19 @@ pub enum ImageError {
     #[error("cannot find a Debian mirror for debootstrap in the host's apt sources ({searched}); set VOYAGER_DEBIAN_MIRROR to a mirror URL")]
     NoMirror { searched: String },
     #[error("`{tool}` is not installed; install it with `apt-get install -y {package}`")]
-    MissingTool {
-        tool: &'static str,
-        package: &'static str,
-    },
+    MissingTool { tool: &'static str, package: &'static str },
     #[error("building the offline base needs root (debootstrap creates device nodes and chroots); run as root or use `--images upstream`")]
     NotRoot,
     #[error("debootstrap of {suite} from {mirror} failed (exit {code}):\n{tail}")]
-    Debootstrap {
-        suite: &'static str,
-        mirror: String,
-        code: i32,
-        tail: String,
-    },
+    Debootstrap { suite: &'static str, mirror: String, code: i32, tail: String },
     #[error("importing the base image {tag} failed: {message}")]
     Import { tag: String, message: String },
     #[error("building image {tag} failed: {message}\n{tail}")]
-    Build {
-        tag: String,
-        message: String,
-        tail: String,
-    },
+    Build { tag: String, message: String, tail: String },
     #[error("image {image} is not present and could not be pulled: {message}\n  help: use `--images offline` (built locally with `voyager-sim images build`)")]
     Pull { image: String, message: String },
     #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: std::io::Error,
-    },
+    Io { context: String, source: std::io::Error },
     #[error("Docker: {0}")]
     Docker(#[from] bollard::errors::Error),
 }
@@ -78,18 +63,12 @@ pub async fn ensure_offline(
     recipes: &[Recipe],
     progress: &Progress,
 ) -> Result<Vec<ImageOutcome>, ImageError> {
-    let _lock = FileLock::acquire(
-        &std::env::temp_dir().join("voyager-sim-images.lock"),
-        progress,
-        "image build",
-    )
-    .await
-    .map_err(io("taking the image build lock"))?;
+    let _lock = FileLock::acquire(&std::env::temp_dir().join("voyager-sim-images.lock"), progress, "image build")
+        .await
+        .map_err(io("taking the image build lock"))?;
     let mut out = vec![];
     let base = recipe::base();
-    if recipes
-        .iter()
-        .any(|r| matches!(r.kind, RecipeKind::Dockerfile { .. }))
+    if recipes.iter().any(|r| matches!(r.kind, RecipeKind::Dockerfile { .. }))
         || recipes.iter().any(|r| r.name == "base")
     {
         out.push(ensure_one(docker, &base, progress).await?);
@@ -100,69 +79,43 @@ pub async fn ensure_offline(
     Ok(out)
 }
 
-async fn ensure_one(
-    docker: &Docker,
-    recipe: &Recipe,
-    progress: &Progress,
-) -> Result<ImageOutcome, ImageError> {
+async fn ensure_one(docker: &Docker, recipe: &Recipe, progress: &Progress) -> Result<ImageOutcome, ImageError> {
     let tag = recipe.tag();
     let start = Instant::now();
     if image_exists(docker, &tag).await {
         progress.say(&format!("image {tag}: cached"));
-        return Ok(ImageOutcome {
-            tag,
-            built: false,
-            elapsed: start.elapsed(),
-        });
+        return Ok(ImageOutcome { tag, built: false, elapsed: start.elapsed() });
     }
     progress.say(&format!("image {tag}: building"));
     match &recipe.kind {
         RecipeKind::Base { include } => build_base(docker, &tag, include, progress).await?,
-        RecipeKind::Dockerfile { files, .. } => {
+        RecipeKind::Dockerfile { files, maven, .. } => {
             let dockerfile = recipe.rendered_dockerfile().expect("dockerfile recipe");
-            build_dockerfile(docker, &tag, &dockerfile, files, progress).await?
+            let libs = match maven {
+                Some(pom) => maven_libs(recipe.name, pom, progress).await?,
+                None => vec![],
+            };
+            build_dockerfile(docker, &tag, &dockerfile, files, &libs, progress).await?
         }
     }
     let elapsed = start.elapsed();
-    progress.say(&format!(
-        "image {tag}: built in {:.1}s",
-        elapsed.as_secs_f64()
-    ));
-    Ok(ImageOutcome {
-        tag,
-        built: true,
-        elapsed,
-    })
+    progress.say(&format!("image {tag}: built in {:.1}s", elapsed.as_secs_f64()));
+    Ok(ImageOutcome { tag, built: true, elapsed })
 }
 
 /// Pull an upstream image unless it is already here.
-pub async fn ensure_upstream(
-    docker: &Docker,
-    image: &str,
-    progress: &Progress,
-) -> Result<ImageOutcome, ImageError> {
+pub async fn ensure_upstream(docker: &Docker, image: &str, progress: &Progress) -> Result<ImageOutcome, ImageError> {
     let start = Instant::now();
     if image_exists(docker, image).await {
-        return Ok(ImageOutcome {
-            tag: image.to_string(),
-            built: false,
-            elapsed: start.elapsed(),
-        });
+        return Ok(ImageOutcome { tag: image.to_string(), built: false, elapsed: start.elapsed() });
     }
     progress.say(&format!("image {image}: pulling"));
     let opts = CreateImageOptionsBuilder::new().from_image(image).build();
     let mut stream = docker.create_image(Some(opts), None, None);
     while let Some(item) = stream.next().await {
-        item.map_err(|e| ImageError::Pull {
-            image: image.to_string(),
-            message: e.to_string(),
-        })?;
+        item.map_err(|e| ImageError::Pull { image: image.to_string(), message: e.to_string() })?;
     }
-    Ok(ImageOutcome {
-        tag: image.to_string(),
-        built: true,
-        elapsed: start.elapsed(),
-    })
+    Ok(ImageOutcome { tag: image.to_string(), built: true, elapsed: start.elapsed() })
 }
 
 /// The Debian mirror for debootstrap: `VOYAGER_DEBIAN_MIRROR`, else the first
@@ -189,13 +142,7 @@ pub fn debian_mirror() -> Result<String, ImageError> {
             return Ok(m);
         }
     }
-    Err(ImageError::NoMirror {
-        searched: files
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-    })
+    Err(ImageError::NoMirror { searched: files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ") })
 }
 
 /// Find the URI of a `deb` source that carries `suite` with component `main`,
@@ -221,21 +168,13 @@ pub fn mirror_from_sources(text: &str, suite: &str, deb822: bool) -> Option<Stri
                 fields.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
             }
         }
-        let has = |k: &str, want: &str| {
-            fields
-                .get(k)
-                .is_some_and(|v| v.split_whitespace().any(|w| w == want))
-        };
+        let has = |k: &str, want: &str| fields.get(k).is_some_and(|v| v.split_whitespace().any(|w| w == want));
         if has("types", "deb")
             && has("suites", suite)
             && has("components", "main")
             && fields.get("enabled").is_none_or(|v| v != "no")
         {
-            fields
-                .get("uris")?
-                .split_whitespace()
-                .next()
-                .map(str::to_string)
+            fields.get("uris")?.split_whitespace().next().map(str::to_string)
         } else {
             None
         }
@@ -243,23 +182,13 @@ pub fn mirror_from_sources(text: &str, suite: &str, deb822: bool) -> Option<Stri
 }
 
 fn which(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false)
         || Path::new("/usr/sbin").join(tool).is_file()
 }
 
-async fn build_base(
-    docker: &Docker,
-    tag: &str,
-    include: &[&str],
-    progress: &Progress,
-) -> Result<(), ImageError> {
+async fn build_base(docker: &Docker, tag: &str, include: &[&str], progress: &Progress) -> Result<(), ImageError> {
     if !which("debootstrap") {
-        return Err(ImageError::MissingTool {
-            tool: "debootstrap",
-            package: "debootstrap",
-        });
+        return Err(ImageError::MissingTool { tool: "debootstrap", package: "debootstrap" });
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -283,11 +212,7 @@ async fn build_base(
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     let mut tail: Vec<String> = vec![];
     let mut fetched = 0;
-    while let Some(line) = lines
-        .next_line()
-        .await
-        .map_err(io("reading debootstrap output"))?
-    {
+    while let Some(line) = lines.next_line().await.map_err(io("reading debootstrap output"))? {
         if line.starts_with("I: Retrieving") {
             fetched += 1;
             if fetched % 25 == 0 {
@@ -302,13 +227,7 @@ async fn build_base(
         }
     }
     let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .expect("piped")
-        .read_to_string(&mut err)
-        .await
-        .ok();
+    child.stderr.take().expect("piped").read_to_string(&mut err).await.ok();
     let status = child.wait().await.map_err(io("waiting for debootstrap"))?;
     if !status.success() {
         let _ = std::fs::remove_dir_all(&work);
@@ -338,14 +257,9 @@ async fn build_base(
 }
 
 fn tempfile_dir() -> Result<PathBuf, ImageError> {
-    let base = std::env::var_os("VOYAGER_BUILD_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
-    let dir = base.join(format!(
-        "voyager-sim-build-{}-{}",
-        std::process::id(),
-        crate::runtime::labels::random_suffix()
-    ));
+    let base = std::env::var_os("VOYAGER_BUILD_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    let dir =
+        base.join(format!("voyager-sim-build-{}-{}", std::process::id(), crate::runtime::labels::random_suffix()));
     std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
     Ok(dir)
 }
@@ -370,15 +284,10 @@ async fn import_dir(docker: &Docker, root: &Path, tag: &str) -> Result<(), Image
     if !out.status.success() {
         return Err(ImageError::Import {
             tag: tag.to_string(),
-            message: format!(
-                "tar failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
+            message: format!("tar failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
         });
     }
-    let file = tokio::fs::File::open(&tarball)
-        .await
-        .map_err(io(format!("opening {}", tarball.display())))?;
+    let file = tokio::fs::File::open(&tarball).await.map_err(io(format!("opening {}", tarball.display())))?;
     let chunks = futures_util::stream::unfold(file, |mut r| async move {
         let mut buf = vec![0u8; 1 << 20];
         match r.read(&mut buf).await {
@@ -390,42 +299,63 @@ async fn import_dir(docker: &Docker, root: &Path, tag: &str) -> Result<(), Image
             Err(e) => Some((Err(e), r)),
         }
     });
-    let opts = CreateImageOptionsBuilder::new()
-        .from_src("-")
-        .repo(repo)
-        .tag(version)
-        .build();
+    let opts = CreateImageOptionsBuilder::new().from_src("-").repo(repo).tag(version).build();
     let mut stream = docker.create_image(Some(opts), Some(bollard::body_try_stream(chunks)), None);
     while let Some(item) = stream.next().await {
-        item.map_err(|e| ImageError::Import {
-            tag: tag.to_string(),
-            message: e.to_string(),
-        })?;
+        item.map_err(|e| ImageError::Import { tag: tag.to_string(), message: e.to_string() })?;
     }
     // An image under a cache tag is trusted forever after; make sure it holds
     // a file system before it gets that trust.
-    let size = docker
-        .inspect_image(tag)
-        .await
-        .ok()
-        .and_then(|i| i.size)
-        .unwrap_or(0);
+    let size = docker.inspect_image(tag).await.ok().and_then(|i| i.size).unwrap_or(0);
     if size < 10 << 20 {
-        let _ = docker
-            .remove_image(
-                tag,
-                None::<bollard::query_parameters::RemoveImageOptions>,
-                None,
-            )
-            .await;
+        let _ = docker.remove_image(tag, None::<bollard::query_parameters::RemoveImageOptions>, None).await;
         return Err(ImageError::Import {
             tag: tag.to_string(),
-            message: format!(
-                "the imported image is only {size} bytes; the root file system did not arrive"
-            ),
+            message: format!("the imported image is only {size} bytes; the root file system did not arrive"),
         });
     }
     Ok(())
+}
+
+/// Resolve a pom's runtime dependencies with the host's Maven (its configured
+/// repositories, nothing of ours) and return the jars as (file name, bytes).
+async fn maven_libs(name: &str, pom: &str, progress: &Progress) -> Result<Vec<(String, Vec<u8>)>, ImageError> {
+    if !which("mvn") {
+        return Err(ImageError::MissingTool { tool: "mvn", package: "maven" });
+    }
+    let work = tempfile_dir()?;
+    std::fs::write(work.join("pom.xml"), pom).map_err(io("writing pom.xml"))?;
+    progress.say(&format!("{name}: resolving jars with Maven (cached in ~/.m2 after the first time)"));
+    let out = tokio::process::Command::new("mvn")
+        .args(["-q", "-B", "-f"])
+        .arg(work.join("pom.xml"))
+        .arg("dependency:copy-dependencies")
+        .arg(format!("-DoutputDirectory={}", work.join("libs").display()))
+        .arg("-DincludeScope=runtime")
+        .output()
+        .await
+        .map_err(io("running mvn"))?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&work);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+        return Err(ImageError::Build {
+            tag: name.to_string(),
+            message: "Maven could not resolve the jars".into(),
+            tail,
+        });
+    }
+    let mut libs = vec![];
+    let rd = std::fs::read_dir(work.join("libs")).map_err(io("listing resolved jars"))?;
+    for e in rd.flatten() {
+        let bytes = std::fs::read(e.path()).map_err(io(format!("reading {}", e.path().display())))?;
+        libs.push((e.file_name().to_string_lossy().into_owned(), bytes));
+    }
+    libs.sort();
+    let _ = std::fs::remove_dir_all(&work);
+    progress.say(&format!("{name}: {} jars resolved", libs.len()));
+    Ok(libs)
 }
 
 async fn build_dockerfile(
@@ -433,22 +363,14 @@ async fn build_dockerfile(
     tag: &str,
     dockerfile: &str,
     files: &[(&str, &str)],
+    libs: &[(String, Vec<u8>)],
     progress: &Progress,
 ) -> Result<(), ImageError> {
-    let context = build_context(dockerfile, files).map_err(io("packing the build context"))?;
-    let opts = BuildImageOptionsBuilder::new()
-        .dockerfile("Dockerfile")
-        .t(tag)
-        .rm(true)
-        .forcerm(true)
-        .build();
+    let context = build_context(dockerfile, files, libs).map_err(io("packing the build context"))?;
+    let opts = BuildImageOptionsBuilder::new().dockerfile("Dockerfile").t(tag).rm(true).forcerm(true).build();
     let mut stream = docker.build_image(opts, None, Some(bollard::body_full(context.into())));
     let mut tail: Vec<String> = vec![];
-    let short = tag
-        .split(':')
-        .next()
-        .unwrap_or(tag)
-        .trim_start_matches("voyager-sim/");
+    let short = tag.split(':').next().unwrap_or(tag).trim_start_matches("voyager-sim/");
     while let Some(item) = stream.next().await {
         match item {
             Ok(info) => {
@@ -465,11 +387,7 @@ async fn build_dockerfile(
                 }
             }
             Err(e) => {
-                return Err(ImageError::Build {
-                    tag: tag.to_string(),
-                    message: e.to_string(),
-                    tail: tail.join("\n"),
-                })
+                return Err(ImageError::Build { tag: tag.to_string(), message: e.to_string(), tail: tail.join("\n") })
             }
         }
     }
@@ -491,9 +409,9 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-/// A tar archive of the Dockerfile and the recipe's files. Files are made
-/// executable: they are entrypoints and helper scripts.
-fn build_context(dockerfile: &str, files: &[(&str, &str)]) -> std::io::Result<Vec<u8>> {
+/// A tar archive of the Dockerfile, the recipe's files (scripts made
+/// executable) and any resolved jars under `libs/`.
+fn build_context(dockerfile: &str, files: &[(&str, &str)], libs: &[(String, Vec<u8>)]) -> std::io::Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
     let mut add = |path: &str, body: &[u8], mode: u32| {
         let mut h = tar::Header::new_gnu();
@@ -505,7 +423,10 @@ fn build_context(dockerfile: &str, files: &[(&str, &str)]) -> std::io::Result<Ve
     };
     add("Dockerfile", dockerfile.as_bytes(), 0o644)?;
     for (path, body) in files {
-        add(path, body.as_bytes(), 0o755)?;
+        add(path, body.as_bytes(), if path.ends_with(".sh") { 0o755 } else { 0o644 })?;
+    }
+    for (jar, body) in libs {
+        add(&format!("libs/{jar}"), body, 0o644)?;
     }
     b.into_inner()
 }
@@ -517,16 +438,9 @@ mod tests {
     #[test]
     fn finds_the_mirror_in_one_line_sources() {
         let text = "# comment\ndeb-src http://m.example/debian bookworm main\ndeb [arch=amd64] http://m.example/debian bookworm main contrib\n";
+        assert_eq!(mirror_from_sources(text, "bookworm", false).as_deref(), Some("http://m.example/debian"));
         assert_eq!(
-            mirror_from_sources(text, "bookworm", false).as_deref(),
-            Some("http://m.example/debian")
-        );
-        assert_eq!(
-            mirror_from_sources(
-                "deb http://s.example/debian-security bookworm-security main",
-                "bookworm",
-                false
-            ),
+            mirror_from_sources("deb http://s.example/debian-security bookworm-security main", "bookworm", false),
             None
         );
     }
@@ -534,35 +448,29 @@ mod tests {
     #[test]
     fn finds_the_mirror_in_deb822_sources() {
         let text = "Types: deb\nURIs: http://m.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\nTypes: deb\nURIs: http://s.example/sec\nSuites: bookworm-security\nComponents: main\n";
-        assert_eq!(
-            mirror_from_sources(text, "bookworm", true).as_deref(),
-            Some("http://m.example/debian")
-        );
+        assert_eq!(mirror_from_sources(text, "bookworm", true).as_deref(), Some("http://m.example/debian"));
         let disabled = "Types: deb\nEnabled: no\nURIs: http://m.example/debian\nSuites: bookworm\nComponents: main\n";
         assert_eq!(mirror_from_sources(disabled, "bookworm", true), None);
     }
 
     #[test]
     fn build_context_holds_the_dockerfile_and_executable_files() {
-        let bytes = build_context("FROM x\n", &[("entrypoint.sh", "#!/bin/sh\n")]).unwrap();
+        let bytes = build_context(
+            "FROM x\n",
+            &[("entrypoint.sh", "#!/bin/sh\n"), ("log.properties", "x")],
+            &[("a.jar".into(), vec![1, 2])],
+        )
+        .unwrap();
         let mut ar = tar::Archive::new(&bytes[..]);
         let entries: Vec<(String, u32)> = ar
             .entries()
             .unwrap()
             .map(|e| {
                 let e = e.unwrap();
-                (
-                    e.path().unwrap().display().to_string(),
-                    e.header().mode().unwrap(),
-                )
+                (e.path().unwrap().display().to_string(), e.header().mode().unwrap())
             })
             .collect();
-        assert_eq!(
-            entries,
-            vec![
-                ("Dockerfile".to_string(), 0o644),
-                ("entrypoint.sh".to_string(), 0o755)
-            ]
-        );
+        let want = [("Dockerfile", 0o644), ("entrypoint.sh", 0o755), ("log.properties", 0o644), ("libs/a.jar", 0o644)];
+        assert_eq!(entries, want.map(|(p, m)| (p.to_string(), m)).to_vec());
     }
 }

@@ -33,12 +33,15 @@ pub enum ImageSet {
 /// Upstream images, pinned. Never `latest`: a moving tag makes a failing run
 /// impossible to replay.
 pub const UPSTREAM_POSTGRES: &str = "postgres:15.13-bookworm";
+/// The same Kafka version as the offline image's jars (recipes/kafka/pom.xml).
+pub const UPSTREAM_KAFKA: &str = "apache/kafka:4.1.1";
 
 /// The image a service runs in the given set.
 pub fn image_for(kind: ServiceKind, set: ImageSet) -> String {
     match set {
         ImageSet::Upstream => match kind {
             ServiceKind::Postgres => UPSTREAM_POSTGRES.to_string(),
+            ServiceKind::Kafka => UPSTREAM_KAFKA.to_string(),
         },
         ImageSet::Offline => recipe::for_service(kind).tag(),
     }
@@ -51,9 +54,7 @@ impl FromStr for ImageSource {
             "auto" => Ok(ImageSource::Auto),
             "offline" => Ok(ImageSource::Offline),
             "upstream" => Ok(ImageSource::Upstream),
-            _ => Err(format!(
-                "unknown image set `{s}`; use auto, offline or upstream"
-            )),
+            _ => Err(format!("unknown image set `{s}`; use auto, offline or upstream")),
         }
     }
 }
@@ -77,10 +78,7 @@ mod tests {
             let img = image_for(*kind, ImageSet::Upstream);
             let (_, tag) = img.rsplit_once(':').expect("upstream image has a tag");
             assert_ne!(tag, "latest", "{img}");
-            assert!(
-                tag.chars().next().unwrap().is_ascii_digit(),
-                "{img} should pin a version"
-            );
+            assert!(tag.chars().next().unwrap().is_ascii_digit(), "{img} should pin a version");
         }
     }
 

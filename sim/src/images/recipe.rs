@@ -19,11 +19,10 @@ pub struct Recipe {
 pub enum RecipeKind {
     /// `debootstrap --variant=minbase` + `docker import`.
     Base { include: &'static [&'static str] },
-    /// `docker build` on top of the base.
-    Dockerfile {
-        dockerfile: &'static str,
-        files: &'static [(&'static str, &'static str)],
-    },
+    /// `docker build` on top of the base. `maven` is a pom whose runtime
+    /// dependencies are resolved on the host (where the package registries'
+    /// certificates are trusted) and copied into the context as `libs/`.
+    Dockerfile { dockerfile: &'static str, files: &'static [(&'static str, &'static str)], maven: Option<&'static str> },
 }
 
 /// Packages added to the minbase: enough for apt over HTTP inside the build
@@ -31,12 +30,7 @@ pub enum RecipeKind {
 const BASE_INCLUDE: &[&str] = &["ca-certificates"];
 
 pub fn base() -> Recipe {
-    Recipe {
-        name: "base",
-        kind: RecipeKind::Base {
-            include: BASE_INCLUDE,
-        },
-    }
+    Recipe { name: "base", kind: RecipeKind::Base { include: BASE_INCLUDE } }
 }
 
 pub fn postgres() -> Recipe {
@@ -44,10 +38,22 @@ pub fn postgres() -> Recipe {
         name: "postgres",
         kind: RecipeKind::Dockerfile {
             dockerfile: include_str!("recipes/postgres/Dockerfile"),
-            files: &[(
-                "entrypoint.sh",
-                include_str!("recipes/postgres/entrypoint.sh"),
-            )],
+            files: &[("entrypoint.sh", include_str!("recipes/postgres/entrypoint.sh"))],
+            maven: None,
+        },
+    }
+}
+
+pub fn kafka() -> Recipe {
+    Recipe {
+        name: "kafka",
+        kind: RecipeKind::Dockerfile {
+            dockerfile: include_str!("recipes/kafka/Dockerfile"),
+            files: &[
+                ("entrypoint.sh", include_str!("recipes/kafka/entrypoint.sh")),
+                ("log4j2.properties", include_str!("recipes/kafka/log4j2.properties")),
+            ],
+            maven: Some(include_str!("recipes/kafka/pom.xml")),
         },
     }
 }
@@ -55,6 +61,7 @@ pub fn postgres() -> Recipe {
 pub fn for_service(kind: ServiceKind) -> Recipe {
     match kind {
         ServiceKind::Postgres => postgres(),
+        ServiceKind::Kafka => kafka(),
     }
 }
 
@@ -72,7 +79,7 @@ impl Recipe {
                     h.update(b"\0");
                 }
             }
-            RecipeKind::Dockerfile { dockerfile, files } => {
+            RecipeKind::Dockerfile { dockerfile, files, maven } => {
                 h.update(base().hash().as_bytes());
                 h.update(dockerfile.as_bytes());
                 for (path, body) in *files {
@@ -80,6 +87,10 @@ impl Recipe {
                     h.update(b"\0");
                     h.update(body.as_bytes());
                     h.update(b"\0");
+                }
+                if let Some(pom) = maven {
+                    h.update(b"maven\0");
+                    h.update(pom.as_bytes());
                 }
             }
         }
@@ -111,12 +122,22 @@ mod tests {
     fn hash_is_stable_and_distinguishes_recipes() {
         assert_eq!(postgres().hash(), postgres().hash());
         assert_ne!(postgres().hash(), base().hash());
+        assert_ne!(postgres().hash(), kafka().hash());
         assert_eq!(postgres().hash().len(), 12);
     }
 
     #[test]
+    fn postgres_recipe_hash_is_unchanged_by_adding_the_maven_field() {
+        // Recipes without a pom must keep their tags, or every machine's
+        // cached PostgreSQL image would be rebuilt for nothing.
+        assert_eq!(postgres().tag(), "voyager-sim/postgres:bookworm-a08fd5739885");
+    }
+
+    #[test]
     fn dockerfiles_build_on_the_hashed_base() {
-        let df = postgres().rendered_dockerfile().unwrap();
-        assert!(df.starts_with(&format!("FROM {}\n", base().tag())), "{df}");
+        for r in [postgres(), kafka()] {
+            let df = r.rendered_dockerfile().unwrap();
+            assert!(df.starts_with(&format!("FROM {}\n", base().tag())), "{df}");
+        }
     }
 }

@@ -4,12 +4,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use bollard::models::{
-    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, NetworkingConfig,
-    PortBinding, VolumeCreateRequest,
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, NetworkingConfig, PortBinding,
+    VolumeCreateRequest,
 };
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder};
 use bollard::Docker;
 use futures_util::StreamExt;
 
@@ -24,17 +22,14 @@ pub fn container_name(stack: &str, instance: &str) -> String {
 /// The container's Docker-side shape. Pure, so the published-port and label
 /// rules are unit-tested.
 pub fn create_body(spec: &ContainerSpec, labels: &Labels) -> ContainerCreateBody {
-    let ports: Vec<String> = spec.published.iter().map(|p| format!("{p}/tcp")).collect();
-    let bindings = ports
+    let ports: Vec<String> = spec.published.iter().map(|p| format!("{}/tcp", p.container)).collect();
+    let bindings = spec
+        .published
         .iter()
         .map(|p| {
-            (
-                p.clone(),
-                Some(vec![PortBinding {
-                    host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(String::new()),
-                }]),
-            )
+            let host_port = p.host.map(|h| h.to_string()).unwrap_or_default();
+            let binding = PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(host_port) };
+            (format!("{}/tcp", p.container), Some(vec![binding]))
         })
         .collect();
     let binds = spec
@@ -46,11 +41,7 @@ pub fn create_body(spec: &ContainerSpec, labels: &Labels) -> ContainerCreateBody
         image: Some(spec.image.clone()),
         hostname: Some(spec.instance.clone()),
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-        cmd: if spec.cmd.is_empty() {
-            None
-        } else {
-            Some(spec.cmd.clone())
-        },
+        cmd: if spec.cmd.is_empty() { None } else { Some(spec.cmd.clone()) },
         exposed_ports: Some(ports),
         labels: Some(labels.with_instance(&spec.instance)),
         host_config: Some(HostConfig {
@@ -82,11 +73,7 @@ pub fn volume_name(stack: &str, instance: &str, vol: &str) -> String {
 
 /// Create the spec's volumes and container, and start it. Returns the
 /// container name.
-pub async fn start(
-    docker: &Docker,
-    spec: &ContainerSpec,
-    labels: &Labels,
-) -> Result<String, RuntimeError> {
+pub async fn start(docker: &Docker, spec: &ContainerSpec, labels: &Labels) -> Result<String, RuntimeError> {
     let name = container_name(&labels.stack, &spec.instance);
     for (vol, _) in &spec.volumes {
         let vname = volume_name(&labels.stack, &spec.instance, vol);
@@ -95,40 +82,25 @@ pub async fn start(
             labels: Some(labels.with_instance(&spec.instance)),
             ..Default::default()
         };
-        docker
-            .create_volume(req)
-            .await
-            .map_err(RuntimeError::docker(format!("create volume {vname}")))?;
+        docker.create_volume(req).await.map_err(RuntimeError::docker(format!("create volume {vname}")))?;
     }
     let opts = CreateContainerOptionsBuilder::new().name(&name).build();
     docker
         .create_container(Some(opts), create_body(spec, labels))
         .await
-        .map_err(RuntimeError::docker(format!(
-            "create container {name} from {}",
-            spec.image
-        )))?;
-    docker
-        .start_container(&name, None)
-        .await
-        .map_err(RuntimeError::docker(format!("start container {name}")))?;
+        .map_err(RuntimeError::docker(format!("create container {name} from {}", spec.image)))?;
+    docker.start_container(&name, None).await.map_err(RuntimeError::docker(format!("start container {name}")))?;
     Ok(name)
 }
 
 /// Host addresses Docker picked for the container's published ports.
-pub async fn published_ports(
-    docker: &Docker,
-    name: &str,
-) -> Result<HashMap<u16, SocketAddr>, RuntimeError> {
+pub async fn published_ports(docker: &Docker, name: &str) -> Result<HashMap<u16, SocketAddr>, RuntimeError> {
     let info = docker
         .inspect_container(name, None)
         .await
         .map_err(RuntimeError::docker(format!("inspect container {name}")))?;
     let mut out = HashMap::new();
-    let ports = info
-        .network_settings
-        .and_then(|n| n.ports)
-        .unwrap_or_default();
+    let ports = info.network_settings.and_then(|n| n.ports).unwrap_or_default();
     for (key, bindings) in ports {
         let Some(cport) = key.split('/').next().and_then(|p| p.parse::<u16>().ok()) else {
             continue;
@@ -166,37 +138,24 @@ pub struct ContainerState {
 
 /// The last lines a container wrote, for error messages.
 pub async fn log_tail(docker: &Docker, name: &str, lines: usize) -> String {
-    let opts = LogsOptionsBuilder::new()
-        .stdout(true)
-        .stderr(true)
-        .tail(&lines.to_string())
-        .build();
+    let opts = LogsOptionsBuilder::new().stdout(true).stderr(true).tail(&lines.to_string()).build();
     let mut s = docker.logs(name, Some(opts));
     let mut out = String::new();
     while let Some(Ok(chunk)) = s.next().await {
         out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
     }
-    out.lines()
-        .map(|l| format!("    {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    out.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
 }
 
 pub async fn remove(docker: &Docker, name: &str) -> Result<(), RuntimeError> {
-    let opts = RemoveContainerOptionsBuilder::new()
-        .force(true)
-        .v(true)
-        .build();
+    let opts = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
     match docker.remove_container(name, Some(opts)).await {
         Ok(()) => Ok(()),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
         // Another process (a parallel sweep) is removing it: done once it is gone.
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 409,
-            message,
-        }) if message.contains("in progress") => {
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, message })
+            if message.contains("in progress") =>
+        {
             for _ in 0..300 {
                 if docker.inspect_container(name, None).await.is_err() {
                     return Ok(());
@@ -204,10 +163,7 @@ pub async fn remove(docker: &Docker, name: &str) -> Result<(), RuntimeError> {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
             Err(RuntimeError::docker(format!("remove container {name}"))(
-                bollard::errors::Error::DockerResponseServerError {
-                    status_code: 409,
-                    message,
-                },
+                bollard::errors::Error::DockerResponseServerError { status_code: 409, message },
             ))
         }
         Err(e) => Err(RuntimeError::docker(format!("remove container {name}"))(e)),
@@ -230,26 +186,15 @@ pub async fn run_once(
         entrypoint: Some(vec![]),
         cmd: Some(argv.to_vec()),
         labels: Some(labels.with_instance("probe")),
-        host_config: Some(HostConfig {
-            network_mode: Some(network.to_string()),
-            ..Default::default()
-        }),
+        host_config: Some(HostConfig { network_mode: Some(network.to_string()), ..Default::default() }),
         ..Default::default()
     };
     docker
-        .create_container(
-            Some(CreateContainerOptionsBuilder::new().name(&name).build()),
-            body,
-        )
+        .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
         .await
-        .map_err(RuntimeError::docker(format!(
-            "create probe container in {network}"
-        )))?;
+        .map_err(RuntimeError::docker(format!("create probe container in {network}")))?;
     let result = async {
-        docker
-            .start_container(&name, None)
-            .await
-            .map_err(RuntimeError::docker(format!("start {name}")))?;
+        docker.start_container(&name, None).await.map_err(RuntimeError::docker(format!("start {name}")))?;
         let mut wait = docker.wait_container(&name, None);
         let mut code = 0;
         while let Some(r) = wait.next().await {
@@ -265,4 +210,15 @@ pub async fn run_once(
     .await;
     remove(docker, &name).await?;
     result
+}
+
+/// SIGKILL, as a crashed host would: no shutdown hooks run.
+pub async fn kill(docker: &Docker, name: &str) -> Result<(), RuntimeError> {
+    let opts = bollard::query_parameters::KillContainerOptionsBuilder::new().signal("SIGKILL").build();
+    docker.kill_container(name, Some(opts)).await.map_err(RuntimeError::docker(format!("kill container {name}")))
+}
+
+/// Start an existing (stopped or killed) container again.
+pub async fn restart_stopped(docker: &Docker, name: &str) -> Result<(), RuntimeError> {
+    docker.start_container(name, None).await.map_err(RuntimeError::docker(format!("start container {name}")))
 }

@@ -21,13 +21,10 @@ pub async fn connect(progress: &Progress) -> Result<Docker, RuntimeError> {
         return Err(unavailable("no Docker engine answers"));
     }
     // Parallel test processes must not start two daemons.
-    let _lock = FileLock::acquire(
-        &std::env::temp_dir().join("voyager-sim-dockerd.lock"),
-        progress,
-        "Docker engine start",
-    )
-    .await
-    .map_err(|e| unavailable(&format!("taking the dockerd start lock: {e}")))?;
+    let _lock =
+        FileLock::acquire(&std::env::temp_dir().join("voyager-sim-dockerd.lock"), progress, "Docker engine start")
+            .await
+            .map_err(|e| unavailable(&format!("taking the dockerd start lock: {e}")))?;
     if let Some(d) = try_connect().await {
         return Ok(d);
     }
@@ -39,9 +36,7 @@ pub async fn connect(progress: &Progress) -> Result<Docker, RuntimeError> {
         .map_err(|e| unavailable(&format!("opening {DOCKERD_LOG}: {e}")))?;
     let log2 = log.try_clone().map_err(|e| unavailable(&e.to_string()))?;
     let mut cmd = std::process::Command::new("dockerd");
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(log)
-        .stderr(log2);
+    cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(log2);
     // SAFETY: setsid is async-signal-safe. Its own session keeps the daemon
     // alive after we exit and away from our terminal's Ctrl-C.
     unsafe {
@@ -50,22 +45,16 @@ pub async fn connect(progress: &Progress) -> Result<Docker, RuntimeError> {
             Ok(())
         });
     }
-    cmd.spawn()
-        .map_err(|e| unavailable(&format!("starting dockerd: {e}")))?;
+    cmd.spawn().map_err(|e| unavailable(&format!("starting dockerd: {e}")))?;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(60) {
         if let Some(d) = try_connect().await {
-            progress.say(&format!(
-                "dockerd is up after {:.1}s",
-                start.elapsed().as_secs_f64()
-            ));
+            progress.say(&format!("dockerd is up after {:.1}s", start.elapsed().as_secs_f64()));
             return Ok(d);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    Err(unavailable(&format!(
-        "dockerd was started but did not answer within 60 s; see {DOCKERD_LOG}"
-    )))
+    Err(unavailable(&format!("dockerd was started but did not answer within 60 s; see {DOCKERD_LOG}")))
 }
 
 async fn try_connect() -> Option<Docker> {
@@ -77,22 +66,15 @@ async fn try_connect() -> Option<Docker> {
 fn can_start_dockerd() -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let local_socket = std::env::var("DOCKER_HOST")
-        .map_or(true, |h| h.is_empty() || h == "unix:///var/run/docker.sock");
-    let has_dockerd = [
-        "/usr/sbin/dockerd",
-        "/usr/bin/dockerd",
-        "/usr/local/bin/dockerd",
-    ]
-    .iter()
-    .any(|p| Path::new(p).is_file());
+    let local_socket =
+        std::env::var("DOCKER_HOST").map_or(true, |h| h.is_empty() || h == "unix:///var/run/docker.sock");
+    let has_dockerd =
+        ["/usr/sbin/dockerd", "/usr/bin/dockerd", "/usr/local/bin/dockerd"].iter().any(|p| Path::new(p).is_file());
     cfg!(target_os = "linux") && root && local_socket && has_dockerd
 }
 
 fn unavailable(message: &str) -> RuntimeError {
-    let has_dockerd = ["/usr/sbin/dockerd", "/usr/bin/dockerd"]
-        .iter()
-        .any(|p| Path::new(p).is_file());
+    let has_dockerd = ["/usr/sbin/dockerd", "/usr/bin/dockerd"].iter().any(|p| Path::new(p).is_file());
     let help = if !cfg!(target_os = "linux") {
         "start Docker Desktop (or another engine) and check `docker info` works".to_string()
     } else if !has_dockerd {
@@ -100,8 +82,5 @@ fn unavailable(message: &str) -> RuntimeError {
     } else {
         format!("start it with `dockerd > {DOCKERD_LOG} 2>&1 &` as root (or `systemctl start docker`), then check `docker info`")
     };
-    RuntimeError::DockerUnavailable {
-        message: message.to_string(),
-        help,
-    }
+    RuntimeError::DockerUnavailable { message: message.to_string(), help }
 }

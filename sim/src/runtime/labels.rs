@@ -17,9 +17,7 @@ pub const INSTANCE: &str = "voyager-sim.instance";
 pub fn random_suffix() -> String {
     use rand::Rng;
     let mut rng = rand::rng();
-    (0..8)
-        .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)]))
-        .collect()
+    (0..8).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)])).collect()
 }
 
 pub fn new_run_id() -> String {
@@ -27,10 +25,7 @@ pub fn new_run_id() -> String {
 }
 
 fn chrono_free_timestamp() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Docker object names: `vs-<stack>-<what>`, short enough for interface names.
@@ -47,10 +42,7 @@ pub struct Labels {
 
 impl Labels {
     pub fn map(&self) -> HashMap<String, String> {
-        let mut m = HashMap::from([
-            (RUN.to_string(), self.run_id.clone()),
-            (STACK.to_string(), self.stack.clone()),
-        ]);
+        let mut m = HashMap::from([(RUN.to_string(), self.run_id.clone()), (STACK.to_string(), self.stack.clone())]);
         if let Some(o) = &self.owner {
             m.insert(OWNER.to_string(), o.clone());
         }

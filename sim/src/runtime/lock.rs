@@ -13,16 +13,8 @@ pub struct FileLock {
 }
 
 impl FileLock {
-    pub async fn acquire(
-        path: &Path,
-        progress: &Progress,
-        what: &str,
-    ) -> std::io::Result<FileLock> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)?;
+    pub async fn acquire(path: &Path, progress: &Progress, what: &str) -> std::io::Result<FileLock> {
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
         let mut told = false;
         loop {
             // SAFETY: the fd is valid for the life of `file`.
@@ -35,10 +27,7 @@ impl FileLock {
                 return Err(err);
             }
             if !told {
-                progress.say(&format!(
-                    "waiting for another {what} to finish ({})",
-                    path.display()
-                ));
+                progress.say(&format!("waiting for another {what} to finish ({})", path.display()));
                 told = true;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

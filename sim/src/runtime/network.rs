@@ -14,11 +14,7 @@ pub fn network_name(stack: &str, az: &Az, tier: Tier) -> String {
     labels::object_name(stack, &format!("{}-{}", az.name, tier))
 }
 
-pub async fn create_all(
-    docker: &Docker,
-    stack: &Stack,
-    labels: &Labels,
-) -> Result<Vec<String>, RuntimeError> {
+pub async fn create_all(docker: &Docker, stack: &Stack, labels: &Labels) -> Result<Vec<String>, RuntimeError> {
     let mut made = vec![];
     for (az, tier, cidr) in stack.subnets() {
         let name = network_name(&labels.stack, az, tier);
@@ -28,12 +24,7 @@ pub async fn create_all(
     Ok(made)
 }
 
-async fn create(
-    docker: &Docker,
-    name: &str,
-    cidr: Cidr,
-    labels: &Labels,
-) -> Result<(), RuntimeError> {
+async fn create(docker: &Docker, name: &str, cidr: Cidr, labels: &Labels) -> Result<(), RuntimeError> {
     let req = NetworkCreateRequest {
         name: name.to_string(),
         driver: Some("bridge".into()),
@@ -64,38 +55,24 @@ async fn create(
                 None => "move this stack to another VPC range, or remove the overlapping Docker network".to_string(),
             };
             let owner = owner.map(|(n, _)| format!(" ({n})")).unwrap_or_default();
-            Err(RuntimeError::SubnetTaken {
-                network: name.to_string(),
-                subnet: cidr.to_string(),
-                owner,
-                help,
-            })
+            Err(RuntimeError::SubnetTaken { network: name.to_string(), subnet: cidr.to_string(), owner, help })
         }
-        Err(e) => Err(RuntimeError::docker(format!(
-            "create network {name} ({cidr})"
-        ))(e)),
+        Err(e) => Err(RuntimeError::docker(format!("create network {name} ({cidr})"))(e)),
     }
 }
 
 async fn owner_of_overlap(docker: &Docker, cidr: Cidr) -> Option<(String, Option<String>)> {
-    let nets = docker
-        .list_networks(Some(ListNetworksOptionsBuilder::new().build()))
-        .await
-        .ok()?;
+    let nets = docker.list_networks(Some(ListNetworksOptionsBuilder::new().build())).await.ok()?;
     nets.into_iter().find_map(|n| {
-        let overlaps = n.ipam.as_ref()?.config.as_ref()?.iter().any(|c| {
-            c.subnet
-                .as_deref()
-                .and_then(|s| s.parse::<Cidr>().ok())
-                .is_some_and(|s| s.overlaps(&cidr))
-        });
+        let overlaps = n
+            .ipam
+            .as_ref()?
+            .config
+            .as_ref()?
+            .iter()
+            .any(|c| c.subnet.as_deref().and_then(|s| s.parse::<Cidr>().ok()).is_some_and(|s| s.overlaps(&cidr)));
         overlaps.then(|| {
-            (
-                n.name.clone().unwrap_or_default(),
-                n.labels
-                    .as_ref()
-                    .and_then(|l| l.get(labels::STACK).cloned()),
-            )
+            (n.name.clone().unwrap_or_default(), n.labels.as_ref().and_then(|l| l.get(labels::STACK).cloned()))
         })
     })
 }

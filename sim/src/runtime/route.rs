@@ -17,26 +17,12 @@ fn comment(stack: &str) -> String {
 /// The rules for one stack, as (table, chain, rule arguments).
 pub fn rules(stack: &str, vpc: Cidr) -> Vec<(&'static str, &'static str, Vec<String>)> {
     let base = |target: &str| -> Vec<String> {
-        [
-            "-s",
-            &vpc.to_string(),
-            "-d",
-            &vpc.to_string(),
-            "-m",
-            "comment",
-            "--comment",
-            &comment(stack),
-            "-j",
-            target,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        ["-s", &vpc.to_string(), "-d", &vpc.to_string(), "-m", "comment", "--comment", &comment(stack), "-j", target]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     };
-    vec![
-        ("filter", "DOCKER-USER", base("ACCEPT")),
-        ("nat", "POSTROUTING", base("RETURN")),
-    ]
+    vec![("filter", "DOCKER-USER", base("ACCEPT")), ("nat", "POSTROUTING", base("RETURN"))]
 }
 
 fn iptables_available() -> bool {
@@ -47,14 +33,10 @@ fn iptables_available() -> bool {
 }
 
 async fn run(args: &[String]) -> Result<String, RuntimeError> {
-    let out = Command::new("iptables")
-        .args(args)
-        .output()
-        .await
-        .map_err(|e| RuntimeError::Iptables {
-            command: format!("iptables {}", args.join(" ")),
-            stderr: e.to_string(),
-        })?;
+    let out = Command::new("iptables").args(args).output().await.map_err(|e| RuntimeError::Iptables {
+        command: format!("iptables {}", args.join(" ")),
+        stderr: e.to_string(),
+    })?;
     if !out.status.success() {
         return Err(RuntimeError::Iptables {
             command: format!("iptables {}", args.join(" ")),
@@ -71,14 +53,7 @@ pub async fn install(stack: &str, vpc: Cidr, progress: &Progress) -> Result<(), 
     }
     remove(stack).await?;
     for (table, chain, rule) in rules(stack, vpc) {
-        let mut args = vec![
-            "-w".to_string(),
-            "-t".into(),
-            table.into(),
-            "-I".into(),
-            chain.into(),
-            "1".into(),
-        ];
+        let mut args = vec!["-w".to_string(), "-t".into(), table.into(), "-I".into(), chain.into(), "1".into()];
         args.extend(rule);
         run(&args).await?;
     }
@@ -93,22 +68,12 @@ pub async fn remove(stack: &str) -> Result<(), RuntimeError> {
     let tag = format!("\"{}\"", comment(stack));
     let tag_bare = comment(stack);
     for (table, chain) in [("filter", "DOCKER-USER"), ("nat", "POSTROUTING")] {
-        let Ok(listing) = run(&[
-            "-w".into(),
-            "-t".into(),
-            table.into(),
-            "-S".into(),
-            chain.into(),
-        ])
-        .await
-        else {
+        let Ok(listing) = run(&["-w".into(), "-t".into(), table.into(), "-S".into(), chain.into()]).await else {
             continue;
         };
         for line in listing.lines() {
             let words: Vec<&str> = line.split_whitespace().collect();
-            let ours = words
-                .windows(2)
-                .any(|w| w[0] == "--comment" && (w[1] == tag || w[1] == tag_bare));
+            let ours = words.windows(2).any(|w| w[0] == "--comment" && (w[1] == tag || w[1] == tag_bare));
             if !ours || words.first() != Some(&"-A") {
                 continue;
             }
@@ -131,12 +96,7 @@ pub async fn stacks_with_rules() -> Vec<String> {
     let mut out: Vec<String> = listing
         .lines()
         .filter_map(|l| l.split("voyager-sim:").nth(1))
-        .map(|rest| {
-            rest.split(|c: char| c == '"' || c.is_whitespace())
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
+        .map(|rest| rest.split(|c: char| c == '"' || c.is_whitespace()).next().unwrap_or("").to_string())
         .filter(|s| !s.is_empty())
         .collect();
     out.sort();
@@ -155,9 +115,7 @@ mod tests {
         for (_, _, args) in &r {
             let joined = args.join(" ");
             assert!(
-                joined.starts_with(
-                    "-s 10.0.0.0/16 -d 10.0.0.0/16 -m comment --comment voyager-sim:t1 -j "
-                ),
+                joined.starts_with("-s 10.0.0.0/16 -d 10.0.0.0/16 -m comment --comment voyager-sim:t1 -j "),
                 "{joined}"
             );
         }

@@ -4,8 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
-    RemoveVolumeOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, RemoveVolumeOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::future::join_all;
@@ -32,25 +31,14 @@ fn filter(label: String) -> HashMap<String, Vec<String>> {
 }
 
 /// Everything Docker holds for one stack: (containers, networks, volumes).
-pub async fn leftovers(
-    docker: &Docker,
-    stack: &str,
-) -> Result<(Vec<String>, Vec<String>, Vec<String>), RuntimeError> {
+pub async fn leftovers(docker: &Docker, stack: &str) -> Result<(Vec<String>, Vec<String>, Vec<String>), RuntimeError> {
     leftovers_by(docker, format!("{STACK}={stack}")).await
 }
 
-async fn leftovers_by(
-    docker: &Docker,
-    label: String,
-) -> Result<(Vec<String>, Vec<String>, Vec<String>), RuntimeError> {
+async fn leftovers_by(docker: &Docker, label: String) -> Result<(Vec<String>, Vec<String>, Vec<String>), RuntimeError> {
     let f = filter(label);
     let cs = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&f)
-                .build(),
-        ))
+        .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&f).build()))
         .await
         .map_err(RuntimeError::docker("list containers"))?;
     let ns = docker
@@ -63,17 +51,10 @@ async fn leftovers_by(
         .map_err(RuntimeError::docker("list volumes"))?;
     Ok((
         cs.into_iter()
-            .filter_map(|c| {
-                c.names
-                    .and_then(|n| n.first().map(|n| n.trim_start_matches('/').to_string()))
-            })
+            .filter_map(|c| c.names.and_then(|n| n.first().map(|n| n.trim_start_matches('/').to_string())))
             .collect(),
         ns.into_iter().filter_map(|n| n.name).collect(),
-        vs.volumes
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| v.name)
-            .collect(),
+        vs.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect(),
     ))
 }
 
@@ -82,42 +63,51 @@ pub async fn all_stacks(docker: &Docker) -> Result<Vec<String>, RuntimeError> {
     let f = filter(STACK.to_string());
     let mut names: BTreeSet<String> = BTreeSet::new();
     let cs = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&f)
-                .build(),
-        ))
+        .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&f).build()))
         .await
         .map_err(RuntimeError::docker("list containers"))?;
-    names.extend(
-        cs.into_iter()
-            .filter_map(|c| c.labels.and_then(|l| l.get(STACK).cloned())),
-    );
+    names.extend(cs.into_iter().filter_map(|c| c.labels.and_then(|l| l.get(STACK).cloned())));
     let ns = docker
         .list_networks(Some(ListNetworksOptionsBuilder::new().filters(&f).build()))
         .await
         .map_err(RuntimeError::docker("list networks"))?;
-    names.extend(
-        ns.into_iter()
-            .filter_map(|n| n.labels.and_then(|l| l.get(STACK).cloned())),
-    );
+    names.extend(ns.into_iter().filter_map(|n| n.labels.and_then(|l| l.get(STACK).cloned())));
     let vs = docker
         .list_volumes(Some(ListVolumesOptionsBuilder::new().filters(&f).build()))
         .await
         .map_err(RuntimeError::docker("list volumes"))?;
-    names.extend(
-        vs.volumes
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|v| v.labels.get(STACK).cloned()),
-    );
+    names.extend(vs.volumes.unwrap_or_default().into_iter().filter_map(|v| v.labels.get(STACK).cloned()));
     names.extend(route::stacks_with_rules().await);
     Ok(names.into_iter().collect())
 }
 
 /// Remove every container, network, volume and firewall rule of a stack.
 pub async fn sweep_stack(docker: &Docker, stack: &str) -> Result<Swept, RuntimeError> {
+    // A process killed mid-request leaves the request running in dockerd: a
+    // network or container can appear just after we listed. So sweep until a
+    // second look, a moment after an empty one, still finds nothing.
+    let mut total = Swept::default();
+    let mut quiet_looks = 0;
+    for _ in 0..20 {
+        let found = sweep_once(docker, stack).await?;
+        if found.is_empty() {
+            quiet_looks += 1;
+            if quiet_looks == 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        } else {
+            quiet_looks = 0;
+            total.containers += found.containers;
+            total.networks += found.networks;
+            total.volumes += found.volumes;
+        }
+    }
+    route::remove(stack).await?;
+    Ok(total)
+}
+
+async fn sweep_once(docker: &Docker, stack: &str) -> Result<Swept, RuntimeError> {
     let (cs, ns, vs) = leftovers(docker, stack).await?;
     // Containers first: networks and volumes in use cannot be removed.
     for r in join_all(cs.iter().map(|c| container::remove(docker, c))).await {
@@ -125,34 +115,17 @@ pub async fn sweep_stack(docker: &Docker, stack: &str) -> Result<Swept, RuntimeE
     }
     for n in &ns {
         match docker.remove_network(n).await {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {}
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
             Err(e) => return Err(RuntimeError::docker(format!("remove network {n}"))(e)),
         }
     }
     for v in &vs {
-        match docker
-            .remove_volume(
-                v,
-                Some(RemoveVolumeOptionsBuilder::new().force(true).build()),
-            )
-            .await
-        {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {}
+        match docker.remove_volume(v, Some(RemoveVolumeOptionsBuilder::new().force(true).build())).await {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
             Err(e) => return Err(RuntimeError::docker(format!("remove volume {v}"))(e)),
         }
     }
-    route::remove(stack).await?;
-    Ok(Swept {
-        containers: cs.len(),
-        networks: ns.len(),
-        volumes: vs.len(),
-    })
+    Ok(Swept { containers: cs.len(), networks: ns.len(), volumes: vs.len() })
 }
 
 /// Sweep stacks whose owning process is gone (library runs killed before they
@@ -167,10 +140,7 @@ pub async fn sweep_orphans(docker: &Docker) -> Result<Vec<String>, RuntimeError>
         "sweep",
     )
     .await
-    .map_err(|e| RuntimeError::DockerUnavailable {
-        message: format!("taking the sweep lock: {e}"),
-        help: "check that the temp directory is writable".into(),
-    })?;
+    .map_err(|source| RuntimeError::Io { context: "taking the sweep lock".into(), source })?;
     let f = filter(labels::OWNER.to_string());
     let mut dead: BTreeSet<String> = BTreeSet::new();
     let mut consider = |labels: Option<HashMap<String, String>>| {
@@ -183,12 +153,7 @@ pub async fn sweep_orphans(docker: &Docker) -> Result<Vec<String>, RuntimeError>
         }
     };
     let cs = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&f)
-                .build(),
-        ))
+        .list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&f).build()))
         .await
         .map_err(RuntimeError::docker("list containers"))?;
     cs.into_iter().for_each(|c| consider(c.labels));
@@ -201,10 +166,7 @@ pub async fn sweep_orphans(docker: &Docker) -> Result<Vec<String>, RuntimeError>
         .list_volumes(Some(ListVolumesOptionsBuilder::new().filters(&f).build()))
         .await
         .map_err(RuntimeError::docker("list volumes"))?;
-    vs.volumes
-        .unwrap_or_default()
-        .into_iter()
-        .for_each(|v| consider(Some(v.labels)));
+    vs.volumes.unwrap_or_default().into_iter().for_each(|v| consider(Some(v.labels)));
     for stack in &dead {
         sweep_stack(docker, stack).await?;
     }

@@ -1,9 +1,14 @@
 //! The services a stack can run. Each lives in its own module with its
-//! container spec, readiness probe, endpoint type and `env` lines; this
-//! module only dispatches on [`ServiceKind`].
+//! container spec, readiness probe, provisioning, endpoint type and `env`
+//! lines; this module only dispatches on [`ServiceKind`].
 
+pub mod kafka;
 pub mod postgres;
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::fixtures::KafkaFixture;
 use crate::images::ImageSet;
 use crate::spec::ContainerSpec;
 use crate::stack::{ServiceKind, Stack};
@@ -15,28 +20,58 @@ pub struct SpecContext<'a> {
     pub stack_name: &'a str,
     pub images: ImageSet,
     pub credentials: &'a Credentials,
+    /// Host ports reserved before start, by instance, for services that must
+    /// advertise their host port (see [`needs_host_port`]).
+    pub host_ports: &'a BTreeMap<String, u16>,
+    pub kafka: &'a KafkaFixture,
 }
 
 pub fn specs(kind: ServiceKind, cx: &SpecContext) -> Vec<ContainerSpec> {
     match kind {
+        ServiceKind::Kafka => kafka::specs(cx),
         ServiceKind::Postgres => postgres::specs(cx),
     }
 }
 
-/// Wait until the instance answers real requests (never a bare sleep).
-pub async fn probe(
+/// Whether each instance needs a host port chosen before it starts.
+pub fn needs_host_port(kind: ServiceKind) -> bool {
+    matches!(kind, ServiceKind::Kafka)
+}
+
+/// One readiness attempt: a real request to the instance (never a sleep).
+pub async fn probe(kind: ServiceKind, state: &RunState, inst: &InstanceState) -> Result<(), String> {
+    match kind {
+        ServiceKind::Kafka => kafka::probe(state, inst).await,
+        ServiceKind::Postgres => postgres::probe(state, inst).await,
+    }
+}
+
+/// After every instance of the service is ready: create what the fixtures
+/// declare and wait until the service is ready as a whole.
+pub async fn provision(
     kind: ServiceKind,
     state: &RunState,
-    inst: &InstanceState,
+    kafka_fixture: &KafkaFixture,
+    timeout: Duration,
 ) -> Result<(), String> {
     match kind {
-        ServiceKind::Postgres => postgres::probe(state, inst).await,
+        ServiceKind::Kafka => kafka::provision(state, kafka_fixture, timeout).await,
+        ServiceKind::Postgres => Ok(()),
+    }
+}
+
+/// A short description of each instance's role, for `status`.
+pub async fn roles(kind: ServiceKind, state: &RunState) -> BTreeMap<String, String> {
+    match kind {
+        ServiceKind::Kafka => kafka::roles(state).await,
+        ServiceKind::Postgres => BTreeMap::new(),
     }
 }
 
 /// dotenv lines for an application, with the ecosystem's usual names.
 pub fn env(kind: ServiceKind, state: &RunState) -> Vec<(String, String)> {
     match kind {
+        ServiceKind::Kafka => kafka::env(state),
         ServiceKind::Postgres => postgres::env(state),
     }
 }

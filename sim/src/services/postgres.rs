@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::SpecContext;
 use crate::images::image_for;
 use crate::runtime::network::network_name;
-use crate::spec::ContainerSpec;
+use crate::spec::{ContainerSpec, Publish};
 use crate::stack::ServiceKind;
 use crate::state::{InstanceState, RunState};
 
@@ -33,10 +33,7 @@ pub struct PostgresEndpoint {
 
 impl PostgresEndpoint {
     pub fn url(&self) -> String {
-        format!(
-            "postgres://{}:{}@{}/{}",
-            self.user, self.password, self.host, self.database
-        )
+        format!("postgres://{}:{}@{}/{}", self.user, self.password, self.host, self.database)
     }
 
     pub fn config(&self) -> tokio_postgres::Config {
@@ -77,10 +74,7 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
                 image: image_for(ServiceKind::Postgres, cx.images),
                 env: BTreeMap::from([
                     ("POSTGRES_USER".into(), cx.credentials.postgres_user.clone()),
-                    (
-                        "POSTGRES_PASSWORD".into(),
-                        cx.credentials.postgres_password.clone(),
-                    ),
+                    ("POSTGRES_PASSWORD".into(), cx.credentials.postgres_password.clone()),
                     ("POSTGRES_DB".into(), cx.credentials.postgres_db.clone()),
                     ("PGDATA".into(), DATA_DIR.into()),
                 ]),
@@ -94,7 +88,7 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
                 ],
                 network: network_name(cx.stack_name, az, inst.tier),
                 address: inst.address,
-                published: vec![PORT],
+                published: vec![Publish::any(PORT)],
                 volumes: vec![("data".into(), DATA_DIR.into())],
             }
         })
@@ -115,26 +109,14 @@ pub fn endpoint(state: &RunState, inst: &InstanceState) -> Option<PostgresEndpoi
 
 /// The first PostgreSQL instance: the writer until the data tier adds roles.
 pub fn primary(state: &RunState) -> Option<PostgresEndpoint> {
-    state
-        .instances
-        .iter()
-        .find(|i| i.service == ServiceKind::Postgres.as_str())
-        .and_then(|i| endpoint(state, i))
+    state.instances.iter().find(|i| i.service == ServiceKind::Postgres.as_str()).and_then(|i| endpoint(state, i))
 }
 
 pub async fn probe(state: &RunState, inst: &InstanceState) -> Result<(), String> {
     let ep = endpoint(state, inst).ok_or("no published port")?;
-    let (client, conn) = ep
-        .config()
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (client, conn) = ep.config().connect(tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
     let task = tokio::spawn(conn);
-    let r = client
-        .query_one("SELECT 1", &[])
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string());
+    let r = client.query_one("SELECT 1", &[]).await.map(|_| ()).map_err(|e| e.to_string());
     drop(client);
     let _ = task.await;
     r
@@ -171,12 +153,16 @@ mod tests {
             postgres_user: "u".into(),
             postgres_password: "p".into(),
             postgres_db: "d".into(),
+            kafka_cluster_id: String::new(),
         };
+        let (ports, kafka) = (Default::default(), crate::fixtures::builtin_kafka());
         let cx = SpecContext {
             stack: &s,
             stack_name: "voyager",
             images: set,
             credentials: &creds,
+            host_ports: &ports,
+            kafka: &kafka,
         };
         let mut v = specs(&cx);
         assert_eq!(v.len(), 1);
@@ -186,22 +172,9 @@ mod tests {
     #[test]
     fn both_image_sets_give_the_same_container_but_the_image() {
         let (off, up) = (spec_for(ImageSet::Offline), spec_for(ImageSet::Upstream));
-        assert!(
-            off.image.starts_with("voyager-sim/postgres:"),
-            "{}",
-            off.image
-        );
+        assert!(off.image.starts_with("voyager-sim/postgres:"), "{}", off.image);
         assert_eq!(up.image, crate::images::UPSTREAM_POSTGRES);
-        assert_eq!(
-            ContainerSpec {
-                image: String::new(),
-                ..off
-            },
-            ContainerSpec {
-                image: String::new(),
-                ..up
-            }
-        );
+        assert_eq!(ContainerSpec { image: String::new(), ..off }, ContainerSpec { image: String::new(), ..up });
     }
 
     #[test]
@@ -210,7 +183,7 @@ mod tests {
         assert_eq!(s.instance, "postgres-a");
         assert_eq!(s.network, "vs-voyager-a-private");
         assert_eq!(s.address.to_string(), "10.0.1.10");
-        assert_eq!(s.published, vec![5432]);
+        assert_eq!(s.published, vec![Publish::any(5432)]);
         assert_eq!(s.env["POSTGRES_PASSWORD"], "p");
         assert_eq!(s.volumes, vec![("data".to_string(), DATA_DIR.to_string())]);
     }

@@ -25,10 +25,7 @@ impl Cidr {
         if prefix > 32 {
             return None;
         }
-        let c = Cidr {
-            network: Ipv4Addr::from(u32::from(addr) & mask(prefix)),
-            prefix,
-        };
+        let c = Cidr { network: Ipv4Addr::from(u32::from(addr) & mask(prefix)), prefix };
         (c.network == addr).then_some(c)
     }
 
@@ -72,8 +69,7 @@ impl Cidr {
 
     /// The offset of `addr` from the network address, if it is inside.
     pub fn offset_of(&self, addr: Ipv4Addr) -> Option<u32> {
-        self.contains(addr)
-            .then(|| u32::from(addr) - u32::from(self.network))
+        self.contains(addr).then(|| u32::from(addr) - u32::from(self.network))
     }
 }
 
@@ -104,10 +100,7 @@ impl FromStr for Cidr {
         }
         Cidr::new(addr, prefix).ok_or_else(|| CidrError::HostBits {
             input: s.to_string(),
-            suggest: Cidr {
-                network: Ipv4Addr::from(u32::from(addr) & mask(prefix)),
-                prefix,
-            },
+            suggest: Cidr { network: Ipv4Addr::from(u32::from(addr) & mask(prefix)), prefix },
         })
     }
 }
@@ -142,19 +135,13 @@ mod tests {
     #[test]
     fn host_bits_are_rejected_with_the_network_address_suggested() {
         let err = "10.0.1.5/24".parse::<Cidr>().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "`10.0.1.5/24` has host bits set; the network address is `10.0.1.0/24`"
-        );
+        assert_eq!(err.to_string(), "`10.0.1.5/24` has host bits set; the network address is `10.0.1.0/24`");
     }
 
     #[test]
     fn garbage_is_a_syntax_error() {
         for bad in ["10.0.1.0", "10.0.1.0/33", "10.0.1/24", "ten/8", ""] {
-            assert!(
-                matches!(bad.parse::<Cidr>(), Err(CidrError::Syntax(_))),
-                "{bad}"
-            );
+            assert!(matches!(bad.parse::<Cidr>(), Err(CidrError::Syntax(_))), "{bad}");
         }
     }
 

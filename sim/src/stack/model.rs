@@ -34,6 +34,7 @@ pub enum Tier {
 /// else is rejected with this list, so adding a service starts here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ServiceKind {
+    Kafka,
     Postgres,
 }
 
@@ -49,6 +50,8 @@ pub struct Instance {
     pub az: String,
     pub tier: Tier,
     pub address: Ipv4Addr,
+    /// One of [`ServiceKind::roles`]; the first one when the file says none.
+    pub role: String,
 }
 
 impl Stack {
@@ -62,18 +65,16 @@ impl Stack {
 
     /// Every subnet of the stack, in AZ order, private before public.
     pub fn subnets(&self) -> impl Iterator<Item = (&Az, Tier, Cidr)> {
-        self.azs.iter().flat_map(|az| {
-            [
-                (az, Tier::Private, az.private),
-                (az, Tier::Public, az.public),
-            ]
-        })
+        self.azs.iter().flat_map(|az| [(az, Tier::Private, az.private), (az, Tier::Public, az.public)])
+    }
+
+    /// The instances of a service with the given role.
+    pub fn with_role(&self, kind: ServiceKind, role: &str) -> Vec<&Instance> {
+        self.service(kind).map(|s| s.instances.iter().filter(|i| i.role == role).collect()).unwrap_or_default()
     }
 
     pub fn subnet_of(&self, instance: &Instance) -> Cidr {
-        let az = self
-            .az(&instance.az)
-            .expect("validated: instance AZ exists");
+        let az = self.az(&instance.az).expect("validated: instance AZ exists");
         az.subnet(instance.tier)
     }
 
@@ -90,26 +91,17 @@ impl Stack {
     /// since Docker refuses two networks with overlapping subnets.
     pub fn relocated(&self, vpc: Cidr) -> Result<Stack, String> {
         if vpc.prefix() != self.vpc.prefix() {
-            return Err(format!(
-                "cannot move a /{} VPC into {vpc}: the prefix lengths differ",
-                self.vpc.prefix()
-            ));
+            return Err(format!("cannot move a /{} VPC into {vpc}: the prefix lengths differ", self.vpc.prefix()));
         }
-        let shift =
-            |addr: Ipv4Addr| vpc.nth(self.vpc.offset_of(addr).expect("validated: inside VPC"));
-        let move_net =
-            |c: Cidr| Cidr::new(shift(c.network()), c.prefix()).expect("offset keeps alignment");
+        let shift = |addr: Ipv4Addr| vpc.nth(self.vpc.offset_of(addr).expect("validated: inside VPC"));
+        let move_net = |c: Cidr| Cidr::new(shift(c.network()), c.prefix()).expect("offset keeps alignment");
         let mut s = self.clone();
         s.vpc = vpc;
         for az in &mut s.azs {
             az.private = move_net(az.private);
             az.public = move_net(az.public);
         }
-        for inst in s
-            .services
-            .iter_mut()
-            .flat_map(|svc| svc.instances.iter_mut())
-        {
+        for inst in s.services.iter_mut().flat_map(|svc| svc.instances.iter_mut()) {
             inst.address = shift(inst.address);
         }
         Ok(s)
@@ -118,21 +110,15 @@ impl Stack {
     /// The stack as a stack file. Parsing the result gives back an equal
     /// stack (a property test holds us to it).
     pub fn to_toml(&self) -> String {
-        let mut out = format!(
-            "name = \"{}\"\n\n[vpc]\ncidr = \"{}\"\n",
-            self.name, self.vpc
-        );
+        let mut out = format!("name = \"{}\"\n\n[vpc]\ncidr = \"{}\"\n", self.name, self.vpc);
         for az in &self.azs {
-            out += &format!(
-                "\n[az.{}]\nprivate = \"{}\"\npublic = \"{}\"\n",
-                az.name, az.private, az.public
-            );
+            out += &format!("\n[az.{}]\nprivate = \"{}\"\npublic = \"{}\"\n", az.name, az.private, az.public);
         }
         for svc in &self.services {
             for inst in &svc.instances {
                 out += &format!(
-                    "\n[[service.{}.instance]]\nname = \"{}\"\naz = \"{}\"\nsubnet = \"{}\"\naddress = \"{}\"\n",
-                    svc.kind, inst.name, inst.az, inst.tier, inst.address
+                    "\n[[service.{}.instance]]\nname = \"{}\"\naz = \"{}\"\nsubnet = \"{}\"\naddress = \"{}\"\nrole = \"{}\"\n",
+                    svc.kind, inst.name, inst.az, inst.tier, inst.address, inst.role
                 );
             }
         }
@@ -150,20 +136,37 @@ impl Az {
 }
 
 impl ServiceKind {
-    pub const ALL: &'static [ServiceKind] = &[ServiceKind::Postgres];
+    pub const ALL: &'static [ServiceKind] = &[ServiceKind::Kafka, ServiceKind::Postgres];
 
     pub fn as_str(&self) -> &'static str {
         match self {
+            ServiceKind::Kafka => "kafka",
             ServiceKind::Postgres => "postgres",
         }
     }
 
+    /// The roles an instance of this service can have; the first is the
+    /// default.
+    pub fn roles(&self) -> &'static [&'static str] {
+        match self {
+            // Brokers serve clients; controllers form the KRaft quorum. With
+            // no controllers declared, every broker is also a voter.
+            ServiceKind::Kafka => &["broker", "controller"],
+            ServiceKind::Postgres => &["primary", "standby", "replica"],
+        }
+    }
+
+    /// The name an instance gets when the file gives none. Roles that change
+    /// at run time (a PostgreSQL standby becomes primary) stay out of it.
+    pub fn derived_name(&self, role: &str, az: &str) -> String {
+        match self {
+            ServiceKind::Kafka if role != "broker" => format!("{self}-{role}-{az}"),
+            _ => format!("{self}-{az}"),
+        }
+    }
+
     pub fn known_list() -> String {
-        ServiceKind::ALL
-            .iter()
-            .map(|k| k.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        ServiceKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -180,12 +183,7 @@ impl FromStr for ServiceKind {
             .iter()
             .copied()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown service `{s}`; known services: {}",
-                    ServiceKind::known_list()
-                )
-            })
+            .ok_or_else(|| format!("unknown service `{s}`; known services: {}", ServiceKind::known_list()))
     }
 }
 
@@ -204,9 +202,7 @@ impl FromStr for Tier {
         match s {
             "private" => Ok(Tier::Private),
             "public" => Ok(Tier::Public),
-            _ => Err(format!(
-                "unknown subnet `{s}`; each AZ has `private` and `public`"
-            )),
+            _ => Err(format!("unknown subnet `{s}`; each AZ has `private` and `public`")),
         }
     }
 }

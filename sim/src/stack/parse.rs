@@ -39,15 +39,7 @@ impl fmt::Display for StackError {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(
-                f,
-                "{}:{}:{}: {}\n  help: {}",
-                self.file.display(),
-                p.line,
-                p.col,
-                p.message,
-                p.help
-            )?;
+            write!(f, "{}:{}:{}: {}\n  help: {}", self.file.display(), p.line, p.col, p.message, p.help)?;
         }
         Ok(())
     }
@@ -89,15 +81,16 @@ struct RawInstance {
     az: Spanned<String>,
     subnet: Option<Spanned<String>>,
     address: Option<Spanned<String>>,
+    role: Option<Spanned<String>>,
 }
 
 /// Turns byte offsets into 1-based line and column (in characters).
-struct Lines<'a> {
-    text: &'a str,
+pub(crate) struct Lines<'a> {
+    pub(crate) text: &'a str,
 }
 
 impl Lines<'_> {
-    fn at(&self, offset: usize) -> (usize, usize) {
+    pub(crate) fn at(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
@@ -106,86 +99,66 @@ impl Lines<'_> {
     }
 }
 
-struct Collector<'a> {
-    lines: Lines<'a>,
-    problems: Vec<Problem>,
+pub(crate) struct Collector<'a> {
+    pub(crate) lines: Lines<'a>,
+    pub(crate) problems: Vec<Problem>,
 }
 
 impl Collector<'_> {
-    fn push(&mut self, span: Range<usize>, message: impl Into<String>, help: impl Into<String>) {
+    pub(crate) fn push(&mut self, span: Range<usize>, message: impl Into<String>, help: impl Into<String>) {
         let (line, col) = self.lines.at(span.start);
-        self.problems.push(Problem {
-            line,
-            col,
-            message: message.into(),
-            help: help.into(),
-        });
+        self.problems.push(Problem { line, col, message: message.into(), help: help.into() });
     }
 
     fn cidr(&mut self, s: &Spanned<String>, what: &str) -> Option<Cidr> {
         match s.get_ref().parse::<Cidr>() {
             Ok(c) => Some(c),
             Err(e) => {
-                self.push(
-                    s.span(),
-                    format!("{what}: {e}"),
-                    "write a network address and prefix, like `10.0.1.0/24`",
-                );
+                self.push(s.span(), format!("{what}: {e}"), "write a network address and prefix, like `10.0.1.0/24`");
                 None
             }
         }
     }
 }
 
+/// Deserialize a TOML file, turning a syntax or shape error into a
+/// [`StackError`] with its position and a hint. Shared by every file format
+/// the simulator reads (stack files, fixtures).
+pub fn from_toml<T: serde::de::DeserializeOwned>(file: &Path, text: &str) -> Result<T, StackError> {
+    toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let message = e.message().trim().to_string();
+        let help = if message.contains("unknown field") {
+            match unknown_field_suggestion(&message) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => "remove the key or fix its spelling; the keys allowed here are listed above".to_string(),
+            }
+        } else if message.contains("missing field") {
+            "add the missing key; the files in fixtures/ show complete examples".to_string()
+        } else if message.contains("duplicate key") {
+            "each key may appear once; rename or remove the second one".to_string()
+        } else {
+            "fix the TOML syntax at this point".to_string()
+        };
+        let mut c = Collector { lines: Lines { text }, problems: vec![] };
+        c.push(span, message, help);
+        StackError { file: file.to_path_buf(), problems: c.problems }
+    })
+}
+
 /// Parse and validate a stack file's text. `file` is only used in messages.
 pub fn parse_stack(file: &Path, text: &str) -> Result<Stack, StackError> {
-    let mut c = Collector {
-        lines: Lines { text },
-        problems: vec![],
-    };
-    let raw: RawStack = match toml::from_str(text) {
-        Ok(r) => r,
-        Err(e) => {
-            let span = e.span().unwrap_or(0..0);
-            let message = e.message().trim().to_string();
-            let help = if message.contains("unknown field") {
-                match unknown_field_suggestion(&message) {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None => {
-                        "remove the key or fix its spelling; the keys allowed here are listed above"
-                            .to_string()
-                    }
-                }
-            } else if message.contains("missing field") {
-                "add the missing key; see fixtures/voyager.toml for a complete stack file"
-                    .to_string()
-            } else if message.contains("duplicate key") {
-                "each key may appear once; rename or remove the second one".to_string()
-            } else {
-                "fix the TOML syntax at this point".to_string()
-            };
-            c.push(span, message, help);
-            return Err(StackError {
-                file: file.to_path_buf(),
-                problems: c.problems,
-            });
-        }
-    };
+    let mut c = Collector { lines: Lines { text }, problems: vec![] };
+    let raw: RawStack = from_toml(file, text)?;
     let stack = validate(&mut c, raw);
     match stack {
         Some(s) if c.problems.is_empty() => Ok(s),
-        _ => Err(StackError {
-            file: file.to_path_buf(),
-            problems: c.problems,
-        }),
+        _ => Err(StackError { file: file.to_path_buf(), problems: c.problems }),
     }
 }
 
 /// The closest word within two edits, for "did you mean" hints.
-pub fn did_you_mean<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (edit_distance(word, c), c))
@@ -200,11 +173,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
         }
         prev = cur;
     }
@@ -236,10 +205,7 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
         Some(n) if !valid_name(n.get_ref()) || n.get_ref().len() > 32 => {
             c.push(
                 n.span(),
-                format!(
-                    "stack name `{}` is not usable in container names",
-                    n.get_ref()
-                ),
+                format!("stack name `{}` is not usable in container names", n.get_ref()),
                 "use up to 32 lowercase letters, digits and `-`, starting with a letter",
             );
             None
@@ -278,12 +244,8 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
             );
         }
         let mut nets = [None, None];
-        for (i, (tier, s)) in [
-            (Tier::Private, &az.get_ref().private),
-            (Tier::Public, &az.get_ref().public),
-        ]
-        .into_iter()
-        .enumerate()
+        for (i, (tier, s)) in
+            [(Tier::Private, &az.get_ref().private), (Tier::Public, &az.get_ref().public)].into_iter().enumerate()
         {
             let label = format!("az.{}.{}", az_name.get_ref(), tier);
             let Some(net) = c.cidr(s, &label) else {
@@ -319,19 +281,10 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
             nets[i] = Some(net);
         }
         if let [Some(private), Some(public)] = nets {
-            azs.push(Az {
-                name: az_name.get_ref().clone(),
-                private,
-                public,
-            });
+            azs.push(Az { name: az_name.get_ref().clone(), private, public });
         }
     }
-    let az_names: Vec<String> = raw
-        .az
-        .get_ref()
-        .keys()
-        .map(|k| k.get_ref().clone())
-        .collect();
+    let az_names: Vec<String> = raw.az.get_ref().keys().map(|k| k.get_ref().clone()).collect();
 
     // Services and instances: explicit addresses first, so derived ones avoid them.
     let mut taken: HashMap<Ipv4Addr, String> = HashMap::new();
@@ -343,6 +296,7 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
         az: String,
         tier: Tier,
         address: Option<Ipv4Addr>,
+        role: String,
         span: Range<usize>,
     }
     let mut pending: Vec<Pending> = vec![];
@@ -350,10 +304,7 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
         let kind = match svc_name.get_ref().parse::<ServiceKind>() {
             Ok(k) => k,
             Err(e) => {
-                let help = match did_you_mean(
-                    svc_name.get_ref(),
-                    ServiceKind::ALL.iter().map(|k| k.as_str()),
-                ) {
+                let help = match did_you_mean(svc_name.get_ref(), ServiceKind::ALL.iter().map(|k| k.as_str())) {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => "remove the service or fix its name".to_string(),
                 };
@@ -368,8 +319,26 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
                 format!("add `[[service.{kind}.instance]]` with an `az`, or remove the service"),
             );
         }
+        let mut roles_seen: Vec<String> = vec![];
         for inst in &svc.get_ref().instance {
             let inst_ref = inst.get_ref();
+            let role = match &inst_ref.role {
+                None => kind.roles()[0].to_string(),
+                Some(r) if kind.roles().contains(&r.get_ref().as_str()) => r.get_ref().clone(),
+                Some(r) => {
+                    let help = match did_you_mean(r.get_ref(), kind.roles().iter().copied()) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!("leave `role` out for a {}", kind.roles()[0]),
+                    };
+                    c.push(
+                        r.span(),
+                        format!("`{}` is not a role of {kind}; its roles are {}", r.get_ref(), kind.roles().join(", ")),
+                        help,
+                    );
+                    continue;
+                }
+            };
+            roles_seen.push(role.clone());
             let az = inst_ref.az.get_ref();
             if !az_names.contains(az) {
                 c.push(
@@ -384,11 +353,7 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
                 Some(s) => match s.get_ref().parse::<Tier>() {
                     Ok(t) => t,
                     Err(e) => {
-                        c.push(
-                            s.span(),
-                            e,
-                            "write `subnet = \"private\"` or `subnet = \"public\"`",
-                        );
+                        c.push(s.span(), e, "write `subnet = \"private\"` or `subnet = \"public\"`");
                         continue;
                     }
                 },
@@ -398,7 +363,11 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
                 Some(a) => match a.get_ref().parse::<Ipv4Addr>() {
                     Ok(ip) => Some((ip, a.span())),
                     Err(_) => {
-                        c.push(a.span(), format!("`{}` is not an IPv4 address", a.get_ref()), "write an address such as `10.0.1.10`, or leave `address` out to have one derived");
+                        c.push(
+                            a.span(),
+                            format!("`{}` is not an IPv4 address", a.get_ref()),
+                            "write an address such as `10.0.1.10`, or leave `address` out to have one derived",
+                        );
                         continue;
                     }
                 },
@@ -409,10 +378,7 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
                 if off.is_none() {
                     c.push(
                         span.clone(),
-                        format!(
-                            "address {ip} is outside its subnet {net} (az {}, {tier})",
-                            az.name
-                        ),
+                        format!("address {ip} is outside its subnet {net} (az {}, {tier})", az.name),
                         format!("pick an address inside {net}, or leave `address` out"),
                     );
                     continue;
@@ -420,19 +386,14 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
                 if *ip == net.network() || *ip == net.gateway() || *ip == net.broadcast() {
                     c.push(
                         span.clone(),
-                        format!(
-                            "address {ip} is the network, gateway or broadcast address of {net}"
-                        ),
+                        format!("address {ip} is the network, gateway or broadcast address of {net}"),
                         format!("pick a host address from {} upward", net.nth(2)),
                     );
                     continue;
                 }
                 let owner = match &inst_ref.name {
                     Some(n) => format!("`{}`", n.get_ref()),
-                    None => format!(
-                        "the {kind} instance at line {}",
-                        c.lines.at(inst.span().start).0
-                    ),
+                    None => format!("the {kind} instance at line {}", c.lines.at(inst.span().start).0),
                 };
                 if let Some(prev) = taken.insert(*ip, owner) {
                     c.push(
@@ -471,8 +432,21 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
                 az: az.clone(),
                 tier,
                 address: address.map(|(ip, _)| ip),
+                role,
                 span: inst.span(),
             });
+        }
+        let count = |r: &str| roles_seen.iter().filter(|x| *x == r).count();
+        match kind {
+            ServiceKind::Kafka if count("broker") == 0 && !roles_seen.is_empty() => {
+                c.push(svc.span(), "Kafka has controllers but no broker", "add an instance without `role` (a broker)")
+            }
+            ServiceKind::Postgres if count("primary") != 1 && !roles_seen.is_empty() => c.push(
+                svc.span(),
+                format!("PostgreSQL needs exactly one primary, this file has {}", count("primary")),
+                "mark one instance `role = \"primary\"` (the default) and the others `standby` or `replica`",
+            ),
+            _ => {}
         }
     }
 
@@ -485,7 +459,7 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
         };
         let net = az.subnet(p.tier);
         let name = p.name.unwrap_or_else(|| {
-            let base = format!("{}-{}", p.kind, p.az);
+            let base = p.kind.derived_name(&p.role, &p.az);
             let mut n = 1;
             let mut candidate = base.clone();
             while names.contains(&candidate) {
@@ -498,9 +472,8 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
         let address = match p.address {
             Some(a) => a,
             None => {
-                let free = (FIRST_DERIVED_HOST..net.size() as u32 - 1)
-                    .map(|i| net.nth(i))
-                    .find(|ip| !taken.contains_key(ip));
+                let free =
+                    (FIRST_DERIVED_HOST..net.size() as u32 - 1).map(|i| net.nth(i)).find(|ip| !taken.contains_key(ip));
                 match free {
                     Some(ip) => {
                         taken.insert(ip, name.clone());
@@ -517,21 +490,11 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
                 }
             }
         };
-        by_kind.entry(p.kind).or_default().push(Instance {
-            name,
-            az: p.az,
-            tier: p.tier,
-            address,
-        });
+        by_kind.entry(p.kind).or_default().push(Instance { name, az: p.az, tier: p.tier, address, role: p.role });
     }
     for (kind, instances) in by_kind {
         services.push(Service { kind, instances });
     }
 
-    Some(Stack {
-        name: name?,
-        vpc: vpc?,
-        azs,
-        services,
-    })
+    Some(Stack { name: name?, vpc: vpc?, azs, services })
 }
