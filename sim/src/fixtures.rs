@@ -12,6 +12,128 @@ use crate::stack::parse::{from_toml, Collector, Lines};
 use crate::stack::StackError;
 
 pub const BUILTIN_KAFKA: &str = include_str!("../../fixtures/kafka.toml");
+pub const BUILTIN_INFLUXDB: &str = include_str!("../../fixtures/influxdb.toml");
+
+/// Everything services are provisioned with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fixtures {
+    pub kafka: KafkaFixture,
+    pub influxdb: InfluxFixture,
+}
+
+pub fn builtin() -> Fixtures {
+    Fixtures { kafka: builtin_kafka(), influxdb: builtin_influxdb() }
+}
+
+/// InfluxDB databases and their retention policies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InfluxFixture {
+    pub databases: Vec<InfluxDatabase>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InfluxDatabase {
+    pub name: String,
+    pub retention_policies: Vec<RetentionPolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    pub name: String,
+    pub duration: Duration,
+    pub default: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInflux {
+    database: Vec<RawDatabase>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    name: Spanned<String>,
+    #[serde(default)]
+    retention_policy: Vec<RawPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    name: Spanned<String>,
+    duration: Spanned<String>,
+    #[serde(default)]
+    default: bool,
+}
+
+fn valid_influx_name(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some('a'..='z' | 'A'..='Z' | '_')) && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+}
+
+pub fn parse_influxdb(file: &Path, text: &str) -> Result<InfluxFixture, StackError> {
+    let raw: RawInflux = from_toml(file, text)?;
+    let mut c = Collector { lines: Lines { text }, problems: vec![] };
+    let mut databases: Vec<InfluxDatabase> = vec![];
+    for db in raw.database {
+        let name = db.name.get_ref().clone();
+        if !valid_influx_name(&name) {
+            c.push(
+                db.name.span(),
+                format!("`{name}` is not a usable database name"),
+                "use letters, digits and `_`, starting with a letter",
+            );
+            continue;
+        }
+        if databases.iter().any(|d| d.name == name) {
+            c.push(db.name.span(), format!("database `{name}` is declared twice"), "remove one of them");
+            continue;
+        }
+        let mut rps: Vec<RetentionPolicy> = vec![];
+        for rp in db.retention_policy {
+            let rp_name = rp.name.get_ref().clone();
+            if !valid_influx_name(&rp_name) || rps.iter().any(|r| r.name == rp_name) {
+                c.push(
+                    rp.name.span(),
+                    format!("retention policy `{rp_name}` is invalid or declared twice"),
+                    "use a unique name of letters, digits and `_`",
+                );
+                continue;
+            }
+            let Some(duration) = parse_duration(rp.duration.get_ref()) else {
+                c.push(
+                    rp.duration.span(),
+                    format!("`{}` is not a duration", rp.duration.get_ref()),
+                    "write it like `30d`, `12h` or `90m`",
+                );
+                continue;
+            };
+            if duration < Duration::from_secs(3600) {
+                c.push(rp.duration.span(), "InfluxDB refuses retention shorter than one hour", "use `1h` or more");
+                continue;
+            }
+            rps.push(RetentionPolicy { name: rp_name, duration, default: rp.default });
+        }
+        if rps.iter().filter(|r| r.default).count() > 1 {
+            c.push(
+                db.name.span(),
+                format!("database `{name}` has more than one default retention policy"),
+                "mark exactly one `default = true`",
+            );
+        }
+        databases.push(InfluxDatabase { name, retention_policies: rps });
+    }
+    if !c.problems.is_empty() {
+        return Err(StackError { file: file.to_path_buf(), problems: c.problems });
+    }
+    Ok(InfluxFixture { databases })
+}
+
+pub fn builtin_influxdb() -> InfluxFixture {
+    parse_influxdb(Path::new("<built-in fixtures/influxdb.toml>"), BUILTIN_INFLUXDB)
+        .expect("the built-in InfluxDB fixture is valid")
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaFixture {
@@ -163,6 +285,24 @@ mod tests {
             .map(|t| (t.name.as_str(), t.partitions, t.replication_factor, t.retention.as_secs() / 86_400))
             .collect();
         assert_eq!(t, [("spy_control", 12, 3, 7), ("runs.status.v1", 6, 3, 30), ("journal.events", 24, 3, 90)]);
+    }
+
+    #[test]
+    fn the_builtin_influxdb_fixture_has_the_journal_database() {
+        let f = builtin_influxdb();
+        assert_eq!(f.databases.len(), 1);
+        let db = &f.databases[0];
+        assert_eq!(db.name, "journal");
+        let rps: Vec<(&str, u64, bool)> =
+            db.retention_policies.iter().map(|r| (r.name.as_str(), r.duration.as_secs() / 86_400, r.default)).collect();
+        assert_eq!(rps, [("execution_logs", 30, true), ("telemetry", 7, false), ("telemetry_archive", 90, false)]);
+    }
+
+    #[test]
+    fn two_default_retention_policies_are_refused() {
+        let text = "[[database]]\nname = \"j\"\n[[database.retention_policy]]\nname = \"a\"\nduration = \"1d\"\ndefault = true\n[[database.retention_policy]]\nname = \"b\"\nduration = \"2d\"\ndefault = true\n";
+        let err = parse_influxdb(Path::new("i.toml"), text).unwrap_err();
+        assert!(err.to_string().contains("more than one default retention policy"), "{err}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use futures_util::future::join_all;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::fixtures::{builtin_kafka, parse_kafka, KafkaFixture};
+use crate::fixtures::{self, parse_influxdb, parse_kafka, Fixtures};
 use crate::images::build::{ensure_offline, ensure_upstream, image_exists};
 use crate::images::{image_for, recipe, ImageSet, ImageSource};
 use crate::progress::Progress;
@@ -37,15 +37,26 @@ pub fn load_stack(path: &Path) -> Result<Stack> {
     Ok(parse_stack(path, &text)?)
 }
 
-/// The fixtures for a stack file: `kafka.toml` beside it if there is one,
-/// else the built-in production fixtures.
-pub fn load_fixtures_near(stack_file: &Path) -> Result<KafkaFixture> {
-    let p = stack_file.parent().unwrap_or(Path::new(".")).join("kafka.toml");
-    match std::fs::read_to_string(&p) {
-        Ok(text) => Ok(parse_kafka(&p, &text)?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(builtin_kafka()),
-        Err(source) => Err(Error::ReadStack { file: p.display().to_string(), source }),
+/// The fixtures for a stack file: `kafka.toml` and `influxdb.toml` beside it
+/// where present, else the built-in production fixtures.
+pub fn load_fixtures_near(stack_file: &Path) -> Result<Fixtures> {
+    let dir = stack_file.parent().unwrap_or(Path::new("."));
+    let read = |name: &str| -> Result<Option<(std::path::PathBuf, String)>> {
+        let p = dir.join(name);
+        match std::fs::read_to_string(&p) {
+            Ok(text) => Ok(Some((p, text))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::ReadStack { file: p.display().to_string(), source }),
+        }
+    };
+    let mut f = fixtures::builtin();
+    if let Some((p, text)) = read("kafka.toml")? {
+        f.kafka = parse_kafka(&p, &text)?;
     }
+    if let Some((p, text)) = read("influxdb.toml")? {
+        f.influxdb = parse_influxdb(&p, &text)?;
+    }
+    Ok(f)
 }
 
 /// Parse `--only postgres,kafka` against what the stack declares.
@@ -90,7 +101,7 @@ pub struct Sim {
     ready_timeout: Duration,
     progress: Progress,
     stack_file: Option<std::path::PathBuf>,
-    kafka: KafkaFixture,
+    fixtures: Fixtures,
 }
 
 impl Sim {
@@ -104,7 +115,7 @@ impl Sim {
             ready_timeout: Duration::from_secs(120),
             progress: Progress::from_env(),
             stack_file: None,
-            kafka: builtin_kafka(),
+            fixtures: fixtures::builtin(),
         }
     }
 
@@ -140,10 +151,10 @@ impl Sim {
         self
     }
 
-    /// Kafka cluster settings and topics (default: `fixtures/kafka.toml` as
+    /// What services are provisioned with (default: `fixtures/*.toml` as
     /// built in).
-    pub fn with_kafka_fixture(mut self, k: KafkaFixture) -> Sim {
-        self.kafka = k;
+    pub fn with_fixtures(mut self, f: Fixtures) -> Sim {
+        self.fixtures = f;
         self
     }
 
@@ -250,7 +261,9 @@ impl Sim {
         timings.phases.push(("networks".into(), t.elapsed()));
 
         let t = Instant::now();
-        let credentials = Credentials::generate();
+        let mut credentials = Credentials::generate();
+        credentials.influxdb_database =
+            self.fixtures.influxdb.databases.first().map(|d| d.name.clone()).unwrap_or_default();
         let mut host_ports = BTreeMap::new();
         for svc in stack.services.iter().filter(|s| services::needs_host_port(s.kind)) {
             for inst in &svc.instances {
@@ -265,7 +278,7 @@ impl Sim {
             images: set,
             credentials: &credentials,
             host_ports: &host_ports,
-            kafka: &self.kafka,
+            fixtures: &self.fixtures,
         };
         let specs: Vec<(ServiceKind, crate::spec::ContainerSpec)> =
             kinds.iter().flat_map(|k| services::specs(*k, &cx).into_iter().map(move |s| (*k, s))).collect();
@@ -324,7 +337,7 @@ impl Sim {
         for kind in &kinds {
             let t = Instant::now();
             p.say(&format!("provisioning {kind}"));
-            services::provision(*kind, &state, &self.kafka, self.ready_timeout)
+            services::provision(*kind, &state, &self.fixtures, self.ready_timeout)
                 .await
                 .map_err(|e| RuntimeError::Provision { service: kind.to_string(), message: e })?;
             timings.ready.push((format!("{kind} (provisioned)"), t.elapsed()));
@@ -464,6 +477,11 @@ impl RunningStack {
     /// The Kafka cluster (brokers and bootstrap list), if the stack runs Kafka.
     pub fn kafka(&self) -> Option<crate::services::kafka::KafkaEndpoint> {
         services::kafka::endpoint(&self.state)
+    }
+
+    /// InfluxDB, if the stack runs it.
+    pub fn influxdb(&self) -> Option<crate::services::influxdb::InfluxEndpoint> {
+        services::influxdb::endpoint(&self.state)
     }
 
     pub fn env(&self) -> Vec<(String, String)> {

@@ -16,6 +16,7 @@
 pub mod error;
 pub mod fixtures;
 pub mod harness;
+pub mod http;
 pub mod images;
 pub mod progress;
 pub mod runtime;

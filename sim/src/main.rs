@@ -24,7 +24,7 @@ struct Cli {
 #[derive(clap::Args, Clone)]
 struct StackArgs {
     /// Stack file [default: fixtures/voyager.toml, else the built-in production stack]
-    #[arg(long, env = "VOYAGER_SIM_STACK")]
+    #[arg(long, env = "VOYAGER_SIM_STACK_FILE")]
     stack: Option<PathBuf>,
     /// Name of the running stack [default: the stack file's `name`]
     #[arg(long)]
@@ -218,7 +218,7 @@ async fn up(args: StackArgs, only: Option<String>, images: ImageSource, p: Progr
     let mut sim = Sim::new(stack.clone()).with_images(images).with_progress(p.clone()).detached();
     if let Some(path) = &args.stack {
         sim = sim.with_stack_file(std::fs::canonicalize(path).unwrap_or(path.clone()));
-        sim = sim.with_kafka_fixture(harness::load_fixtures_near(path)?);
+        sim = sim.with_fixtures(harness::load_fixtures_near(path)?);
     }
     if let Some(n) = &args.name {
         sim = sim.with_name(n.clone());

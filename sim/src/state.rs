@@ -48,6 +48,11 @@ pub struct Credentials {
     /// KRaft cluster id: 16 random bytes, base64url without padding.
     #[serde(default)]
     pub kafka_cluster_id: String,
+    #[serde(default)]
+    pub influxdb_password: String,
+    /// The database `env` points applications at.
+    #[serde(default)]
+    pub influxdb_database: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -71,6 +76,8 @@ impl Credentials {
             postgres_password: password,
             postgres_db: "voyager".into(),
             kafka_cluster_id: base64url(&id),
+            influxdb_password: (0..24).map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())])).collect(),
+            influxdb_database: String::new(),
         }
     }
 }

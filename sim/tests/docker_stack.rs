@@ -112,7 +112,7 @@ async fn a_taken_subnet_is_reported_with_its_owner_and_nothing_is_left_half_star
 
 fn cli(home: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_voyager-sim"));
-    c.env("VOYAGER_SIM_HOME", home).env_remove("VOYAGER_SIM_STACK");
+    c.env("VOYAGER_SIM_HOME", home).env_remove("VOYAGER_SIM_STACK_FILE");
     c
 }
 

@@ -35,6 +35,8 @@ pub enum ImageSet {
 pub const UPSTREAM_POSTGRES: &str = "postgres:15.13-bookworm";
 /// The same Kafka version as the offline image's jars (recipes/kafka/pom.xml).
 pub const UPSTREAM_KAFKA: &str = "apache/kafka:4.1.1";
+/// The 1.x line (Debian's offline image is 1.6; the API is the same).
+pub const UPSTREAM_INFLUXDB: &str = "influxdb:1.8.10";
 
 /// The image a service runs in the given set.
 pub fn image_for(kind: ServiceKind, set: ImageSet) -> String {
@@ -42,6 +44,7 @@ pub fn image_for(kind: ServiceKind, set: ImageSet) -> String {
         ImageSet::Upstream => match kind {
             ServiceKind::Postgres => UPSTREAM_POSTGRES.to_string(),
             ServiceKind::Kafka => UPSTREAM_KAFKA.to_string(),
+            ServiceKind::Influxdb => UPSTREAM_INFLUXDB.to_string(),
         },
         ImageSet::Offline => recipe::for_service(kind).tag(),
     }

@@ -58,10 +58,22 @@ pub fn kafka() -> Recipe {
     }
 }
 
+pub fn influxdb() -> Recipe {
+    Recipe {
+        name: "influxdb",
+        kind: RecipeKind::Dockerfile {
+            dockerfile: include_str!("recipes/influxdb/Dockerfile"),
+            files: &[],
+            maven: None,
+        },
+    }
+}
+
 pub fn for_service(kind: ServiceKind) -> Recipe {
     match kind {
         ServiceKind::Postgres => postgres(),
         ServiceKind::Kafka => kafka(),
+        ServiceKind::Influxdb => influxdb(),
     }
 }
 

@@ -64,7 +64,7 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
             .map(|(i, c)| format!("{}@{}:{CONTROLLER_PORT}", FIRST_CONTROLLER_ID + i as i32, c.address))
             .collect()
     };
-    let k = cx.kafka;
+    let k = &cx.fixtures.kafka;
     let common = |node_id: i32, roles: &str| -> BTreeMap<String, String> {
         [
             ("CLUSTER_ID", cx.credentials.kafka_cluster_id.clone()),
@@ -351,7 +351,7 @@ pub fn env(state: &RunState) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::builtin_kafka;
+    use crate::fixtures;
     use crate::images::ImageSet;
     use crate::state::Credentials;
 
@@ -360,14 +360,14 @@ mod tests {
         let creds = Credentials::generate();
         let ports: BTreeMap<String, u16> =
             [("kafka-a", 40001), ("kafka-b", 40002), ("kafka-c", 40003)].map(|(n, p)| (n.to_string(), p)).into();
-        let kafka = builtin_kafka();
+        let fx = fixtures::builtin();
         let cx = SpecContext {
             stack: &stack,
             stack_name: "voyager",
             images: set,
             credentials: &creds,
             host_ports: &ports,
-            kafka: &kafka,
+            fixtures: &fx,
         };
         let mut v = specs(&cx);
         for s in &mut v {
@@ -420,14 +420,14 @@ mod tests {
         let creds = Credentials::generate();
         let ports: BTreeMap<String, u16> =
             [("kafka-a", 1), ("kafka-b", 2), ("kafka-c", 3)].map(|(n, p)| (n.to_string(), p)).into();
-        let kafka = builtin_kafka();
+        let fx = fixtures::builtin();
         let cx = SpecContext {
             stack: &stack,
             stack_name: "v",
             images: ImageSet::Offline,
             credentials: &creds,
             host_ports: &ports,
-            kafka: &kafka,
+            fixtures: &fx,
         };
         let v = specs(&cx);
         assert_eq!(v.len(), 3);

@@ -2,13 +2,14 @@
 //! container spec, readiness probe, provisioning, endpoint type and `env`
 //! lines; this module only dispatches on [`ServiceKind`].
 
+pub mod influxdb;
 pub mod kafka;
 pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::fixtures::KafkaFixture;
+use crate::fixtures::Fixtures;
 use crate::images::ImageSet;
 use crate::spec::ContainerSpec;
 use crate::stack::{ServiceKind, Stack};
@@ -23,11 +24,12 @@ pub struct SpecContext<'a> {
     /// Host ports reserved before start, by instance, for services that must
     /// advertise their host port (see [`needs_host_port`]).
     pub host_ports: &'a BTreeMap<String, u16>,
-    pub kafka: &'a KafkaFixture,
+    pub fixtures: &'a Fixtures,
 }
 
 pub fn specs(kind: ServiceKind, cx: &SpecContext) -> Vec<ContainerSpec> {
     match kind {
+        ServiceKind::Influxdb => influxdb::specs(cx),
         ServiceKind::Kafka => kafka::specs(cx),
         ServiceKind::Postgres => postgres::specs(cx),
     }
@@ -41,6 +43,7 @@ pub fn needs_host_port(kind: ServiceKind) -> bool {
 /// One readiness attempt: a real request to the instance (never a sleep).
 pub async fn probe(kind: ServiceKind, state: &RunState, inst: &InstanceState) -> Result<(), String> {
     match kind {
+        ServiceKind::Influxdb => influxdb::probe(state, inst).await,
         ServiceKind::Kafka => kafka::probe(state, inst).await,
         ServiceKind::Postgres => postgres::probe(state, inst).await,
     }
@@ -51,11 +54,12 @@ pub async fn probe(kind: ServiceKind, state: &RunState, inst: &InstanceState) ->
 pub async fn provision(
     kind: ServiceKind,
     state: &RunState,
-    kafka_fixture: &KafkaFixture,
+    fixtures: &Fixtures,
     timeout: Duration,
 ) -> Result<(), String> {
     match kind {
-        ServiceKind::Kafka => kafka::provision(state, kafka_fixture, timeout).await,
+        ServiceKind::Influxdb => influxdb::provision(state, &fixtures.influxdb).await,
+        ServiceKind::Kafka => kafka::provision(state, &fixtures.kafka, timeout).await,
         ServiceKind::Postgres => Ok(()),
     }
 }
@@ -64,13 +68,14 @@ pub async fn provision(
 pub async fn roles(kind: ServiceKind, state: &RunState) -> BTreeMap<String, String> {
     match kind {
         ServiceKind::Kafka => kafka::roles(state).await,
-        ServiceKind::Postgres => BTreeMap::new(),
+        ServiceKind::Postgres | ServiceKind::Influxdb => BTreeMap::new(),
     }
 }
 
 /// dotenv lines for an application, with the ecosystem's usual names.
 pub fn env(kind: ServiceKind, state: &RunState) -> Vec<(String, String)> {
     match kind {
+        ServiceKind::Influxdb => influxdb::env(state),
         ServiceKind::Kafka => kafka::env(state),
         ServiceKind::Postgres => postgres::env(state),
     }

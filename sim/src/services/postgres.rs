@@ -153,16 +153,16 @@ mod tests {
             postgres_user: "u".into(),
             postgres_password: "p".into(),
             postgres_db: "d".into(),
-            kafka_cluster_id: String::new(),
+            ..Credentials::generate()
         };
-        let (ports, kafka) = (Default::default(), crate::fixtures::builtin_kafka());
+        let (ports, fx) = (Default::default(), crate::fixtures::builtin());
         let cx = SpecContext {
             stack: &s,
             stack_name: "voyager",
             images: set,
             credentials: &creds,
             host_ports: &ports,
-            kafka: &kafka,
+            fixtures: &fx,
         };
         let mut v = specs(&cx);
         assert_eq!(v.len(), 1);

@@ -34,6 +34,7 @@ pub enum Tier {
 /// else is rejected with this list, so adding a service starts here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ServiceKind {
+    Influxdb,
     Kafka,
     Postgres,
 }
@@ -136,10 +137,11 @@ impl Az {
 }
 
 impl ServiceKind {
-    pub const ALL: &'static [ServiceKind] = &[ServiceKind::Kafka, ServiceKind::Postgres];
+    pub const ALL: &'static [ServiceKind] = &[ServiceKind::Influxdb, ServiceKind::Kafka, ServiceKind::Postgres];
 
     pub fn as_str(&self) -> &'static str {
         match self {
+            ServiceKind::Influxdb => "influxdb",
             ServiceKind::Kafka => "kafka",
             ServiceKind::Postgres => "postgres",
         }
@@ -153,6 +155,7 @@ impl ServiceKind {
             // no controllers declared, every broker is also a voter.
             ServiceKind::Kafka => &["broker", "controller"],
             ServiceKind::Postgres => &["primary", "standby", "replica"],
+            ServiceKind::Influxdb => &["server"],
         }
     }
 

@@ -1,0 +1,75 @@
+//! A small HTTP/1.1 client over hyper for the services' own APIs (InfluxDB's
+//! `/ping`, `/query`, `/write`): plain requests to 127.0.0.1, bodies read
+//! whole.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+/// Send one request and read the whole answer, within `timeout`.
+pub async fn request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    timeout: Duration,
+) -> Result<Response, String> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).map_err(|e| e.to_string())?;
+    let work = async {
+        let resp = client.request(req).await.map_err(|e| format!("{method} {}: {e}", redact(url)))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Response { status, body: String::from_utf8_lossy(&bytes).into_owned() })
+    };
+    tokio::time::timeout(timeout, work).await.map_err(|_| format!("{method} {} timed out", redact(url)))?
+}
+
+/// URLs may carry credentials in their query (InfluxDB's `u=`/`p=`); error
+/// messages must not.
+fn redact(url: &str) -> String {
+    url.split('?').next().unwrap_or(url).to_string()
+}
+
+/// Percent-encode a query parameter value.
+pub fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_reserved_characters_and_keeps_the_rest() {
+        assert_eq!(encode("SHOW DATABASES"), "SHOW%20DATABASES");
+        assert_eq!(encode("a=b&c\"d"), "a%3Db%26c%22d");
+        assert_eq!(encode("journal_v1.x-y~"), "journal_v1.x-y~");
+    }
+
+    #[test]
+    fn redaction_drops_the_query_string() {
+        assert_eq!(redact("http://127.0.0.1:1/query?u=a&p=secret"), "http://127.0.0.1:1/query");
+    }
+}

@@ -1,0 +1,216 @@
+//! InfluxDB on its 1.x HTTP API (Debian's 1.6 offline, `influxdb:1.8`
+//! upstream) for the Journal service's execution logs and telemetry.
+//! Authentication is on; provisioning creates the admin user, the fixture's
+//! databases and their retention policies over the same API a client uses.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::SpecContext;
+use crate::fixtures::InfluxFixture;
+use crate::http::{encode, request};
+use crate::images::image_for;
+use crate::runtime::network::network_name;
+use crate::spec::{ContainerSpec, Publish};
+use crate::stack::ServiceKind;
+use crate::state::{InstanceState, RunState};
+
+pub const PORT: u16 = 8086;
+pub const DATA_DIR: &str = "/var/lib/influxdb";
+
+/// Where InfluxDB is reached from the host. `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InfluxEndpoint {
+    pub instance: String,
+    pub host: SocketAddr,
+    pub vpc: SocketAddr,
+    pub user: String,
+    pub password: String,
+    /// The first database of the fixture: what `env` exports.
+    pub database: String,
+}
+
+impl std::fmt::Debug for InfluxEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InfluxEndpoint")
+            .field("host", &self.host)
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+impl InfluxEndpoint {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.host)
+    }
+
+    /// Run an InfluxQL statement; returns the JSON answer.
+    pub async fn query(&self, db: Option<&str>, q: &str) -> Result<String, String> {
+        let db = db.map(|d| format!("&db={}", encode(d))).unwrap_or_default();
+        let url =
+            format!("{}/query?u={}&p={}{db}&q={}", self.url(), encode(&self.user), encode(&self.password), encode(q));
+        let r = request("POST", &url, &[], "", Duration::from_secs(10)).await?;
+        // InfluxDB answers 200 with an "error" member for a bad statement.
+        if r.status != 200 || r.body.contains("\"error\"") {
+            return Err(format!("InfluxDB refused `{q}`: {} {}", r.status, r.body.trim()));
+        }
+        Ok(r.body)
+    }
+
+    /// Write points in line protocol to `db` (and `rp`, or the default).
+    pub async fn write(&self, db: &str, rp: Option<&str>, lines: &str) -> Result<(), String> {
+        let rp = rp.map(|r| format!("&rp={}", encode(r))).unwrap_or_default();
+        let url =
+            format!("{}/write?u={}&p={}&db={}{rp}", self.url(), encode(&self.user), encode(&self.password), encode(db));
+        let r = request("POST", &url, &[], lines, Duration::from_secs(10)).await?;
+        if r.status != 204 {
+            return Err(format!("write to {db} failed: {} {}", r.status, r.body.trim()));
+        }
+        Ok(())
+    }
+}
+
+pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
+    let Some(svc) = cx.stack.service(ServiceKind::Influxdb) else { return vec![] };
+    svc.instances
+        .iter()
+        .map(|inst| {
+            let az = cx.stack.az(&inst.az).expect("validated");
+            let env: BTreeMap<String, String> = [
+                ("INFLUXDB_HTTP_AUTH_ENABLED", "true"),
+                ("INFLUXDB_HTTP_BIND_ADDRESS", ":8086"),
+                ("INFLUXDB_REPORTING_DISABLED", "true"),
+                ("INFLUXDB_META_DIR", "/var/lib/influxdb/meta"),
+                ("INFLUXDB_DATA_DIR", "/var/lib/influxdb/data"),
+                ("INFLUXDB_DATA_WAL_DIR", "/var/lib/influxdb/wal"),
+                // Query text can carry credentials; keep it out of the logs.
+                ("INFLUXDB_DATA_QUERY_LOG_ENABLED", "false"),
+                ("INFLUXDB_HTTP_LOG_ENABLED", "false"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            ContainerSpec {
+                instance: inst.name.clone(),
+                image: image_for(ServiceKind::Influxdb, cx.images),
+                env,
+                cmd: vec![],
+                network: network_name(cx.stack_name, az, inst.tier),
+                address: inst.address,
+                published: vec![Publish::any(PORT)],
+                volumes: vec![("data".into(), DATA_DIR.into())],
+            }
+        })
+        .collect()
+}
+
+pub fn endpoint(state: &RunState) -> Option<InfluxEndpoint> {
+    let inst = state.instances.iter().find(|i| i.service == ServiceKind::Influxdb.as_str())?;
+    Some(InfluxEndpoint {
+        instance: inst.name.clone(),
+        host: *inst.published.get(&PORT)?,
+        vpc: SocketAddr::new(inst.address.into(), PORT),
+        user: "admin".into(),
+        password: state.credentials.influxdb_password.clone(),
+        database: state.credentials.influxdb_database.clone(),
+    })
+}
+
+/// `/ping` answers 204 once the HTTP service is up.
+pub async fn probe(_state: &RunState, inst: &InstanceState) -> Result<(), String> {
+    let addr = inst.published.get(&PORT).ok_or("no published port")?;
+    let r = request("GET", &format!("http://{addr}/ping"), &[], "", Duration::from_secs(3)).await?;
+    if r.status == 204 {
+        Ok(())
+    } else {
+        Err(format!("/ping answered {}", r.status))
+    }
+}
+
+/// Create the admin user (allowed without credentials only while there is no
+/// user), then the databases and retention policies.
+pub async fn provision(state: &RunState, fixture: &InfluxFixture) -> Result<(), String> {
+    let ep = endpoint(state).ok_or("no InfluxDB instance")?;
+    let anon = InfluxEndpoint { user: String::new(), password: String::new(), ..ep.clone() };
+    let create_admin =
+        format!("CREATE USER admin WITH PASSWORD '{}' WITH ALL PRIVILEGES", ep.password.replace('\'', "\\'"));
+    if let Err(e) = anon.query(None, &create_admin).await {
+        // Provisioning again (a restarted instance keeps its users): the
+        // admin must then work with our password.
+        ep.query(None, "SHOW USERS").await.map_err(|_| e)?;
+    }
+    for db in &fixture.databases {
+        ep.query(None, &format!("CREATE DATABASE \"{}\"", db.name)).await?;
+        for rp in &db.retention_policies {
+            let secs = rp.duration.as_secs();
+            let default = if rp.default { " DEFAULT" } else { "" };
+            let q = format!(
+                "CREATE RETENTION POLICY \"{}\" ON \"{}\" DURATION {secs}s REPLICATION 1{default}",
+                rp.name, db.name
+            );
+            if ep.query(None, &q).await.is_err() {
+                // Already there (a re-provisioned instance): make it match.
+                ep.query(None, &q.replacen("CREATE", "ALTER", 1).replace(" REPLICATION 1", " REPLICATION 1")).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn env(state: &RunState) -> Vec<(String, String)> {
+    let Some(ep) = endpoint(state) else { return vec![] };
+    vec![
+        ("INFLUXDB_URL".into(), ep.url()),
+        ("INFLUXDB_DATABASE".into(), ep.database.clone()),
+        ("INFLUXDB_USERNAME".into(), ep.user.clone()),
+        ("INFLUXDB_PASSWORD".into(), ep.password.clone()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+    use crate::images::ImageSet;
+    use crate::state::Credentials;
+
+    fn spec_for(set: ImageSet) -> ContainerSpec {
+        let stack = crate::harness::builtin_stack();
+        let creds = Credentials::generate();
+        let (ports, fx) = (Default::default(), fixtures::builtin());
+        let cx = SpecContext {
+            stack: &stack,
+            stack_name: "voyager",
+            images: set,
+            credentials: &creds,
+            host_ports: &ports,
+            fixtures: &fx,
+        };
+        let mut v = specs(&cx);
+        assert_eq!(v.len(), 1);
+        v.remove(0)
+    }
+
+    #[test]
+    fn influxdb_sits_in_az_a_with_auth_on_and_query_logs_off() {
+        let s = spec_for(ImageSet::Offline);
+        assert_eq!(
+            (s.instance.as_str(), s.network.as_str(), s.address.to_string()),
+            ("influxdb-a", "vs-voyager-a-private", "10.0.1.30".to_string())
+        );
+        assert_eq!(s.env["INFLUXDB_HTTP_AUTH_ENABLED"], "true");
+        assert_eq!(s.env["INFLUXDB_DATA_QUERY_LOG_ENABLED"], "false");
+        assert_eq!(s.published, vec![Publish::any(8086)]);
+    }
+
+    #[test]
+    fn both_image_sets_give_the_same_container_but_the_image() {
+        let (off, up) = (spec_for(ImageSet::Offline), spec_for(ImageSet::Upstream));
+        assert_eq!(up.image, crate::images::UPSTREAM_INFLUXDB);
+        assert!(off.image.starts_with("voyager-sim/influxdb:"));
+        assert_eq!(ContainerSpec { image: String::new(), ..off }, ContainerSpec { image: String::new(), ..up });
+    }
+}
