@@ -87,6 +87,9 @@ pub struct Timings {
     pub phases: Vec<(String, Duration)>,
     /// Per instance: from container start to first successful probe.
     pub ready: Vec<(String, Duration)>,
+    /// Per service: from container start to ready as a whole (every
+    /// instance answering, fixtures provisioned).
+    pub services: Vec<(String, Duration)>,
     pub total: Duration,
 }
 
@@ -243,12 +246,12 @@ impl Sim {
         let set = resolve_images(docker, self.images, &kinds, p).await;
         match set {
             ImageSet::Offline => {
-                let recipes: Vec<_> = kinds.iter().map(|k| recipe::for_service(*k)).collect();
+                let recipes: Vec<_> = kinds.iter().flat_map(|k| recipe::for_service_all(*k)).collect();
                 ensure_offline(docker, &recipes, p).await?;
             }
             ImageSet::Upstream => {
-                for k in &kinds {
-                    ensure_upstream(docker, &image_for(*k, set), p).await?;
+                for image in kinds.iter().flat_map(|k| crate::images::images_for(*k, set)) {
+                    ensure_upstream(docker, &image, p).await?;
                 }
             }
         }
@@ -280,30 +283,17 @@ impl Sim {
             host_ports: &host_ports,
             fixtures: &self.fixtures,
         };
-        let specs: Vec<(ServiceKind, crate::spec::ContainerSpec)> =
+        let mut specs: Vec<(ServiceKind, crate::spec::ContainerSpec)> =
             kinds.iter().flat_map(|k| services::specs(*k, &cx).into_iter().map(move |s| (*k, s))).collect();
+        for (_, spec) in &mut specs {
+            pin_host_ports(spec, None)?;
+        }
         p.say(&format!("starting {} containers", specs.len()));
         let started_containers = join_all(specs.iter().map(|(_, s)| container::start(docker, s, labels))).await;
         let mut instances = vec![];
         for ((kind, spec), r) in specs.iter().zip(started_containers) {
             let cname = r?;
-            let published = container::published_ports(docker, &cname).await?.into_iter().collect::<BTreeMap<_, _>>();
-            let inst = stack
-                .services
-                .iter()
-                .flat_map(|s| &s.instances)
-                .find(|i| i.name == spec.instance)
-                .expect("spec from stack");
-            instances.push(InstanceState {
-                name: inst.name.clone(),
-                service: kind.to_string(),
-                az: inst.az.clone(),
-                subnet: inst.tier.to_string(),
-                address: inst.address,
-                container: cname,
-                role: inst.role.clone(),
-                published,
-            });
+            instances.push(instance_state(docker, stack, *kind, spec, cname).await?);
         }
         timings.phases.push(("containers".into(), t.elapsed()));
 
@@ -319,33 +309,99 @@ impl Sim {
                 .unwrap_or(0),
             instances,
             credentials,
+            stack_toml: stack.to_toml(),
         };
         // Saved before readiness so `down` and `status` see a run that is
         // still coming up.
         state::save(&state).map_err(|source| Error::State { path: state::path(name).display().to_string(), source })?;
 
+        // Each service is its own pipeline (its instances ready, then its
+        // provisioning), and all run at once: the data tier is ready when
+        // its slowest service is.
         let t = Instant::now();
         p.say("waiting for readiness");
-        let waits =
-            join_all(state.instances.iter().map(|i| wait_ready(docker, &state, i, self.ready_timeout, p))).await;
-        for (inst, r) in state.instances.iter().zip(waits) {
-            timings.ready.push((inst.name.clone(), r?));
+        let pipelines = join_all(kinds.iter().map(|kind| {
+            let state = &state;
+            async move {
+                let mine: Vec<&InstanceState> = state.instances.iter().filter(|i| i.service == kind.as_str()).collect();
+                let waits = join_all(mine.iter().map(|i| wait_ready(docker, state, i, self.ready_timeout, p))).await;
+                let mut ready = vec![];
+                for (inst, r) in mine.iter().zip(waits) {
+                    ready.push((inst.name.clone(), r?));
+                }
+                p.say(&format!("provisioning {kind}"));
+                services::provision(*kind, state, &self.fixtures, self.ready_timeout)
+                    .await
+                    .map_err(|e| RuntimeError::Provision { service: kind.to_string(), message: e })?;
+                let took = t.elapsed();
+                p.say(&format!("{kind} ready in {:.2}s", took.as_secs_f64()));
+                Ok::<_, Error>((ready, (kind.to_string(), took)))
+            }
+        }))
+        .await;
+        for r in pipelines {
+            let (ready, service) = r?;
+            timings.ready.extend(ready);
+            timings.services.push(service);
         }
         timings.phases.push(("readiness".into(), t.elapsed()));
-
-        let t = Instant::now();
-        for kind in &kinds {
-            let t = Instant::now();
-            p.say(&format!("provisioning {kind}"));
-            services::provision(*kind, &state, &self.fixtures, self.ready_timeout)
-                .await
-                .map_err(|e| RuntimeError::Provision { service: kind.to_string(), message: e })?;
-            timings.ready.push((format!("{kind} (provisioned)"), t.elapsed()));
-        }
-        timings.phases.push(("provisioning".into(), t.elapsed()));
         timings.total = started.elapsed();
         Ok((state, timings))
     }
+}
+
+/// Give every published port a fixed host port: the one the instance had
+/// before (a rebuilt node keeps its address), else a free one. Docker's own
+/// choice would change at every restart of the container, and an instance's
+/// endpoint must not move when the instance reboots.
+fn pin_host_ports(spec: &mut crate::spec::ContainerSpec, previous: Option<&InstanceState>) -> Result<()> {
+    for p in &mut spec.published {
+        if p.host.is_none() {
+            let before = previous.and_then(|i| i.published.get(&p.container)).map(|a| a.port());
+            p.host = Some(match before {
+                Some(port) => port,
+                None => crate::spec::free_local_port()
+                    .map_err(|source| Error::State { path: "127.0.0.1:0".into(), source })?,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What the state file records of a started container. Parts a service runs
+/// beside its instances (the database endpoints) are not in the stack file:
+/// they are regional, in no one AZ.
+async fn instance_state(
+    docker: &Docker,
+    stack: &Stack,
+    kind: ServiceKind,
+    spec: &crate::spec::ContainerSpec,
+    container: String,
+) -> Result<InstanceState> {
+    let published = container::published_ports(docker, &container).await?.into_iter().collect::<BTreeMap<_, _>>();
+    let declared = stack.services.iter().flat_map(|s| &s.instances).find(|i| i.name == spec.instance);
+    Ok(match declared {
+        Some(inst) => InstanceState {
+            name: inst.name.clone(),
+            service: kind.to_string(),
+            az: inst.az.clone(),
+            subnet: inst.tier.to_string(),
+            address: inst.address,
+            container,
+            role: inst.role.clone(),
+            published,
+        },
+        None => InstanceState {
+            name: spec.instance.clone(),
+            service: kind.to_string(),
+            az: "*".into(),
+            subnet: Tier::Private.to_string(),
+            address: spec.address,
+            container,
+            role: "endpoint".into(),
+            published,
+        },
+    })
 }
 
 fn valid_stack_name(s: &str) -> bool {
@@ -469,9 +525,20 @@ impl RunningStack {
         &self.timings
     }
 
-    /// The PostgreSQL writer endpoint, if the stack runs PostgreSQL.
+    /// The PostgreSQL writer endpoint (always the current primary), if the
+    /// stack runs PostgreSQL.
     pub fn postgres(&self) -> Option<PostgresEndpoint> {
-        services::postgres::primary(&self.state)
+        services::postgres::writer(&self.state)
+    }
+
+    /// The PostgreSQL reader endpoint (the read replicas).
+    pub fn postgres_reader(&self) -> Option<PostgresEndpoint> {
+        services::postgres::reader(&self.state)
+    }
+
+    /// One PostgreSQL node directly, bypassing the endpoints.
+    pub fn postgres_instance(&self, name: &str) -> Option<PostgresEndpoint> {
+        services::postgres::instance(&self.state, name)
     }
 
     /// The Kafka cluster (brokers and bootstrap list), if the stack runs Kafka.
@@ -528,6 +595,156 @@ impl RunningStack {
         };
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         Ok(container::run_once(&self.docker, &image, &net, &argv, &labels).await?)
+    }
+
+    /// Take hold of a stack started earlier (by `up` or a detached run), to
+    /// act on it; dropping the handle leaves it running.
+    pub async fn attach(name: &str, p: &Progress) -> Result<RunningStack> {
+        let state = state::load(name)
+            .map_err(|source| Error::State { path: state::path(name).display().to_string(), source })?
+            .ok_or_else(|| Error::usage(format!("stack `{name}` is not up"), "start it with `voyager-sim up`"))?;
+        let docker = docker::connect(p).await?;
+        Ok(RunningStack { docker, state, timings: Timings::default(), cleanup_on_drop: false, done: false })
+    }
+
+    /// RDS "reboot with failover": the primary goes down, the synchronous
+    /// standby is promoted, the writer endpoint moves to it, replicas follow
+    /// it, and the old primary comes back as the new standby (from a fresh
+    /// base backup). Measures how long writes through the writer endpoint
+    /// failed.
+    pub async fn failover_postgres(&mut self, p: &Progress) -> Result<crate::services::postgres::Failover> {
+        use crate::services::postgres as pg;
+        let fail =
+            |m: String| Error::Runtime(RuntimeError::Provision { service: "postgres failover".into(), message: m });
+        let old =
+            pg::nodes(&self.state).find(|i| i.role == "primary").cloned().ok_or_else(|| fail("no primary".into()))?;
+        let new = pg::nodes(&self.state).find(|i| i.role == "standby").cloned().ok_or_else(|| {
+            Error::usage(
+                "failover needs a standby, and this stack has none",
+                "declare a `role = \"standby\"` PostgreSQL instance in another AZ",
+            )
+        })?;
+        let writer = pg::writer(&self.state).ok_or_else(|| fail("no writer endpoint".into()))?;
+        let new_ep = pg::instance(&self.state, &new.name).ok_or_else(|| fail("standby has no port".into()))?;
+        writer
+            .query_strings("CREATE TABLE IF NOT EXISTS voyager_sim_failover_probe (at timestamptz)")
+            .await
+            .map_err(fail)?;
+
+        // Writes through the writer endpoint, as an application would make
+        // them, from the moment the primary goes down until one succeeds.
+        let t0 = Instant::now();
+        let watcher = {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                loop {
+                    let attempt = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        writer.query_strings("INSERT INTO voyager_sim_failover_probe VALUES (now())"),
+                    );
+                    if let Ok(Ok(_)) = attempt.await {
+                        return t0.elapsed();
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        p.say(&format!("failover: {} down", old.name));
+        container::kill(&self.docker, &old.container).await?;
+        pg::haproxy_admin(&self.state, &format!("set server writer/{} state maint", old.name)).await.map_err(fail)?;
+        pg::haproxy_admin(&self.state, &format!("shutdown sessions server writer/{}", old.name)).await.map_err(fail)?;
+        p.say(&format!("failover: promoting {}", new.name));
+        new_ep.query_strings("SELECT pg_promote(true, 60)").await.map_err(fail)?;
+        // Until the old primary is back as a standby there is no one to be
+        // synchronous with; RDS runs without a standby meanwhile, and so do we.
+        new_ep.query_strings("ALTER SYSTEM SET synchronous_standby_names = ''").await.map_err(fail)?;
+        new_ep.query_strings("SELECT pg_reload_conf()").await.map_err(fail)?;
+        pg::haproxy_admin(&self.state, &format!("set server writer/{} state ready", new.name)).await.map_err(fail)?;
+        let writer_unavailable = tokio::time::timeout(Duration::from_secs(60), watcher)
+            .await
+            .map_err(|_| fail("no write through the writer endpoint succeeded within 60 s of the promotion".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        p.say(&format!("failover: writer back after {:.2}s", writer_unavailable.as_secs_f64()));
+
+        // Replicas follow the new primary.
+        let conninfo = |host: std::net::Ipv4Addr, name: &str| {
+            format!(
+                "host={host} port={} user=replicator password={} application_name={}",
+                pg::PORT,
+                self.state.credentials.postgres_replication_password,
+                pg::replication_name(name)
+            )
+        };
+        for r in pg::nodes(&self.state).filter(|i| i.role == "replica").cloned().collect::<Vec<_>>() {
+            let ep = pg::instance(&self.state, &r.name).ok_or_else(|| fail(format!("{} has no port", r.name)))?;
+            let sql =
+                format!("ALTER SYSTEM SET primary_conninfo = '{}'", conninfo(new.address, &r.name).replace('\'', "''"));
+            ep.query_strings(&sql).await.map_err(fail)?;
+            ep.query_strings("SELECT pg_reload_conf()").await.map_err(fail)?;
+        }
+
+        // The roles swap in the recorded stack; the old primary is rebuilt
+        // from it as the new standby.
+        let mut stack = parse_stack(Path::new("<run state>"), &self.state.stack_toml)?;
+        for inst in stack.services.iter_mut().flat_map(|s| s.instances.iter_mut()) {
+            if inst.name == old.name {
+                inst.role = "standby".into();
+            } else if inst.name == new.name {
+                inst.role = "primary".into();
+            }
+        }
+        let t_rejoin = Instant::now();
+        p.say(&format!("failover: rebuilding {} as the standby of {}", old.name, new.name));
+        let labels = Labels {
+            run_id: self.state.run_id.clone(),
+            stack: self.state.stack.clone(),
+            owner: self.cleanup_on_drop.then(labels::this_process_owner),
+        };
+        let fx = fixtures::builtin();
+        let ports = BTreeMap::new();
+        let cx = SpecContext {
+            stack: &stack,
+            stack_name: &self.state.stack,
+            images: self.state.images,
+            credentials: &self.state.credentials,
+            host_ports: &ports,
+            fixtures: &fx,
+        };
+        let mut spec =
+            pg::specs(&cx).into_iter().find(|s| s.instance == old.name).expect("old primary is in the stack");
+        pin_host_ports(&mut spec, Some(&old))?;
+        container::remove(&self.docker, &old.container).await?;
+        for (vol, _) in &spec.volumes {
+            let vname = container::volume_name(&self.state.stack, &old.name, vol);
+            let _ = self.docker.remove_volume(&vname, None::<bollard::query_parameters::RemoveVolumeOptions>).await;
+        }
+        let cname = container::start(&self.docker, &spec, &labels).await?;
+        let rebuilt = instance_state(&self.docker, &stack, ServiceKind::Postgres, &spec, cname).await?;
+        for inst in &mut self.state.instances {
+            if inst.name == old.name {
+                *inst = rebuilt.clone();
+            } else if inst.name == new.name {
+                inst.role = "primary".into();
+            }
+        }
+        self.state.stack_toml = stack.to_toml();
+        state::save(&self.state)
+            .map_err(|source| Error::State { path: state::path(&self.state.stack).display().to_string(), source })?;
+        wait_ready(&self.docker, &self.state, &rebuilt, Duration::from_secs(120), p).await?;
+        let standbys = [old.name.as_str()];
+        new_ep
+            .query_strings(&format!("ALTER SYSTEM SET synchronous_standby_names = '{}'", pg::sync_names(&standbys)))
+            .await
+            .map_err(fail)?;
+        new_ep.query_strings("SELECT pg_reload_conf()").await.map_err(fail)?;
+        pg::provision(&self.state, Duration::from_secs(120)).await.map_err(fail)?;
+        Ok(pg::Failover {
+            old_primary: old.name,
+            new_primary: new.name,
+            writer_unavailable,
+            old_primary_rejoined_after: t_rejoin.elapsed(),
+            total: t0.elapsed(),
+        })
     }
 
     /// Remove everything now, reporting what was removed.
@@ -690,13 +907,13 @@ pub async fn build_images(
     let docker = docker::connect(p).await?;
     Ok(match set {
         ImageSet::Offline => {
-            let recipes: Vec<_> = kinds.iter().map(|k| recipe::for_service(*k)).collect();
+            let recipes: Vec<_> = kinds.iter().flat_map(|k| recipe::for_service_all(*k)).collect();
             ensure_offline(&docker, &recipes, p).await?
         }
         ImageSet::Upstream => {
             let mut out = vec![];
-            for k in kinds {
-                out.push(ensure_upstream(&docker, &image_for(*k, set), p).await?);
+            for image in kinds.iter().flat_map(|k| crate::images::images_for(*k, set)) {
+                out.push(ensure_upstream(&docker, &image, p).await?);
             }
             out
         }

@@ -64,6 +64,13 @@ enum Command {
         #[arg(long, conflicts_with_all = ["stack", "name"])]
         all: bool,
     },
+    /// Fail a service over like RDS "reboot with failover" (today: postgres)
+    Failover {
+        /// The service to fail over
+        service: String,
+        #[command(flatten)]
+        stack: StackArgs,
+    },
     /// Validate a stack file and print the placement it describes
     Check {
         #[command(flatten)]
@@ -176,6 +183,26 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Failover { service, stack } => {
+            if service != "postgres" {
+                return Err(Error::usage(
+                    format!("cannot fail over `{service}`"),
+                    "only `postgres` fails over (Kafka elects leaders by itself)",
+                ));
+            }
+            let name = stack.name()?;
+            let mut running = voyager_sim::RunningStack::attach(&name, &p).await?;
+            let f = running.failover_postgres(&p).await?;
+            println!("postgres failover: {} -> {}", f.old_primary, f.new_primary);
+            println!("  writer endpoint unavailable for {:.2}s", f.writer_unavailable.as_secs_f64());
+            println!(
+                "  {} back as the synchronous standby after {:.2}s",
+                f.old_primary,
+                f.old_primary_rejoined_after.as_secs_f64()
+            );
+            println!("  total {:.2}s", f.total.as_secs_f64());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { stack } => {
             let s = stack.load()?;
             print_plan(&s);
@@ -245,9 +272,8 @@ async fn up(args: StackArgs, only: Option<String>, images: ImageSource, p: Progr
     }
     let phases: Vec<String> = t.phases.iter().map(|(n, d)| format!("{n} {:.2}s", d.as_secs_f64())).collect();
     println!("timings: {} | total {:.2}s", phases.join(", "), t.total.as_secs_f64());
-    for (n, d) in &t.ready {
-        println!("  {n} ready after {:.2}s", d.as_secs_f64());
-    }
+    let services: Vec<String> = t.services.iter().map(|(n, d)| format!("{n} {:.2}s", d.as_secs_f64())).collect();
+    println!("time to ready: {}", services.join(", "));
     println!("next: `voyager-sim status`, `voyager-sim env`, `voyager-sim down`");
     Ok(ExitCode::SUCCESS)
 }

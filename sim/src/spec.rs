@@ -18,11 +18,22 @@ pub struct ContainerSpec {
     pub published: Vec<Publish>,
     /// Named volumes (created and labelled by the runtime) and mount points.
     pub volumes: Vec<(String, String)>,
+    /// Further networks joined before start, with an address Docker picks:
+    /// for regional parts (the database endpoints) that sit in no one AZ.
+    pub extra_networks: Vec<String>,
+    /// Files written into the container before it starts (path, mode,
+    /// content): how both image sets get the same scripts and configs.
+    pub files: Vec<(String, u32, String)>,
+    /// Overrides of the image's entrypoint and user, when a file above
+    /// replaces what the image would run.
+    pub entrypoint: Option<Vec<String>>,
+    pub user: Option<String>,
 }
 
-/// A container port published on 127.0.0.1. `host: None` lets Docker pick, so
-/// parallel runs never fight over host ports; a service that must know its
-/// host port before it starts (Kafka advertises it) reserves a free one.
+/// A container port published on 127.0.0.1. Services leave `host: None`
+/// unless they must know the port (Kafka advertises it); the harness then
+/// fixes a free one before the container is created, so the port survives
+/// restarts, and parallel runs never ask for the same fixed number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Publish {
     pub container: u16,

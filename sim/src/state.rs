@@ -22,6 +22,10 @@ pub struct RunState {
     pub started_unix: u64,
     pub instances: Vec<InstanceState>,
     pub credentials: Credentials,
+    /// The stack as started, with the roles it has now (failover swaps
+    /// them): what instances are re-created from.
+    #[serde(default)]
+    pub stack_toml: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -48,6 +52,8 @@ pub struct Credentials {
     /// KRaft cluster id: 16 random bytes, base64url without padding.
     #[serde(default)]
     pub kafka_cluster_id: String,
+    #[serde(default)]
+    pub postgres_replication_password: String,
     #[serde(default)]
     pub influxdb_password: String,
     /// The database `env` points applications at.
@@ -76,6 +82,9 @@ impl Credentials {
             postgres_password: password,
             postgres_db: "voyager".into(),
             kafka_cluster_id: base64url(&id),
+            postgres_replication_password: (0..24)
+                .map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())]))
+                .collect(),
             influxdb_password: (0..24).map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())])).collect(),
             influxdb_database: String::new(),
         }

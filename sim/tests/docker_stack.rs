@@ -53,7 +53,7 @@ async fn library_stack_serves_postgres_and_is_gone_after_drop() {
     let running = sim(name, 201).start().await.unwrap();
     let pg = running.postgres().expect("postgres endpoint");
     assert_eq!(pg.host.ip().to_string(), "127.0.0.1", "services publish on loopback only");
-    assert_eq!(pg.vpc.to_string(), "10.201.1.10:5432");
+    assert_eq!(pg.vpc.to_string(), "10.201.1.5:5432", "the writer endpoint's VPC address");
     let env = running.env();
     let url = env.iter().find(|(k, _)| k == "DATABASE_URL").map(|(_, v)| v.clone()).expect("DATABASE_URL");
     assert_eq!(url, pg.url());
@@ -79,7 +79,7 @@ async fn library_stack_serves_postgres_and_is_gone_after_drop() {
 async fn subnets_reach_each_other_with_source_addresses_intact() {
     let name = "t-vpc-route";
     let running = sim(name, 202).start().await.unwrap();
-    let pg = running.postgres().unwrap();
+    let pg = running.postgres_instance("postgres-a").unwrap();
     let inside = format!("postgres://{}:{}@{}/{}", pg.user, pg.password, pg.vpc, pg.database);
     // From AZ b's public subnet to PostgreSQL in AZ a's private subnet, as a
     // VPC's local route allows; the server must see the client's own address.
@@ -90,7 +90,8 @@ async fn subnets_reach_each_other_with_source_addresses_intact() {
     assert_eq!(code, 0, "{out}");
     assert!(out.trim().starts_with("10.202.102."), "client address seen by the server: {out:?}");
     let swept = running.shutdown().await.unwrap();
-    assert_eq!((swept.containers, swept.networks, swept.volumes), (1, 6, 1));
+    // Three database nodes and the endpoints; a data volume per node.
+    assert_eq!((swept.containers, swept.networks, swept.volumes), (4, 6, 3));
     assert_nothing_left(name).await;
 }
 
@@ -171,7 +172,7 @@ async fn cli_up_env_status_down_leaves_nothing() {
 
     let again =
         cli(dir.path()).args(["up", "--stack", f, "--only", "postgres", "--images", "offline"]).output().unwrap();
-    assert_eq!(again.status.code(), Some(2));
+    assert_eq!(again.status.code(), Some(2), "{}", String::from_utf8_lossy(&again.stderr));
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("stack `t-cli` is already up"),
         "{}",
@@ -181,7 +182,7 @@ async fn cli_up_env_status_down_leaves_nothing() {
     let down = cli(dir.path()).args(["down", "--stack", f]).output().unwrap();
     assert!(down.status.success());
     assert!(
-        String::from_utf8_lossy(&down.stderr).contains("removed 1 containers, 6 networks, 1 volumes"),
+        String::from_utf8_lossy(&down.stderr).contains("removed 4 containers, 6 networks, 3 volumes"),
         "{}",
         String::from_utf8_lossy(&down.stderr)
     );
@@ -252,7 +253,7 @@ async fn a_library_run_killed_by_sigkill_is_swept_by_the_next_start() {
 
     let d = docker::connect(&Progress::silent()).await.unwrap();
     let (cs, _, _) = sweep::leftovers(&d, name).await.unwrap();
-    assert_eq!(cs.len(), 1, "the killed child's container should still be there");
+    assert_eq!(cs.len(), 4, "the killed child's containers should still be there");
     let other = sim("t-orphan-next", 208).start().await.unwrap();
     assert_nothing_left(name).await;
     other.shutdown().await.unwrap();

@@ -27,14 +27,21 @@ async fn influxdb_stores_points_under_the_fixtures_retention_policies() {
     }
 
     let rps = db.query(Some("journal"), "SHOW RETENTION POLICIES ON journal").await.unwrap();
-    for (name, duration, default) in [("execution_logs", "720h0m0s", true), ("telemetry", "168h0m0s", false), ("telemetry_archive", "2160h0m0s", false)] {
+    for (name, duration, default) in [
+        ("execution_logs", "720h0m0s", true),
+        ("telemetry", "168h0m0s", false),
+        ("telemetry_archive", "2160h0m0s", false),
+    ] {
         let row = format!("[\"{name}\",\"{duration}\",\"24h0m0s\",1,{default}]");
         assert!(rps.contains(&row), "missing {row} in {rps}");
     }
 
     // Execution logs go to the default policy, telemetry to its own.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let lines = format!("execution_log,run=r1,level=info msg=\"started\" {}\nexecution_log,run=r1,level=info msg=\"done\" {now}", now - 1_000_000_000);
+    let lines = format!(
+        "execution_log,run=r1,level=info msg=\"started\" {}\nexecution_log,run=r1,level=info msg=\"done\" {now}",
+        now - 1_000_000_000
+    );
     db.write("journal", None, &lines).await.unwrap();
     db.write("journal", Some("telemetry"), &format!("cpu,host=runner-a value=0.5 {now}")).await.unwrap();
     let logs = db.query(Some("journal"), "SELECT count(msg) FROM execution_log WHERE run = 'r1'").await.unwrap();
@@ -50,9 +57,19 @@ async fn influxdb_stores_points_under_the_fixtures_retention_policies() {
     assert!(err.contains("points beyond retention policy dropped=1"), "{err}");
 
     // No credentials, or wrong ones: refused, as the server is configured.
-    let anon = request("GET", &format!("{}/query?q=SHOW%20DATABASES", db.url()), &[], "", Duration::from_secs(5)).await.unwrap();
+    let anon = request("GET", &format!("{}/query?q=SHOW%20DATABASES", db.url()), &[], "", Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(anon.status, 401, "{}", anon.body);
-    let wrong = request("GET", &format!("{}/query?u=admin&p=nope&q=SHOW%20DATABASES", db.url()), &[], "", Duration::from_secs(5)).await.unwrap();
+    let wrong = request(
+        "GET",
+        &format!("{}/query?u=admin&p=nope&q=SHOW%20DATABASES", db.url()),
+        &[],
+        "",
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
     assert_eq!(wrong.status, 401, "{}", wrong.body);
 
     running.shutdown().await.unwrap();

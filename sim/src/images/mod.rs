@@ -37,6 +37,23 @@ pub const UPSTREAM_POSTGRES: &str = "postgres:15.13-bookworm";
 pub const UPSTREAM_KAFKA: &str = "apache/kafka:4.1.1";
 /// The 1.x line (Debian's offline image is 1.6; the API is the same).
 pub const UPSTREAM_INFLUXDB: &str = "influxdb:1.8.10";
+pub const UPSTREAM_HAPROXY: &str = "haproxy:2.8.14";
+
+/// The HAProxy image of a set (the database endpoints run it).
+pub fn haproxy_image(set: ImageSet) -> String {
+    match set {
+        ImageSet::Upstream => UPSTREAM_HAPROXY.to_string(),
+        ImageSet::Offline => recipe::haproxy().tag(),
+    }
+}
+
+/// Every image a service needs in a set: its own and its helpers'.
+pub fn images_for(kind: ServiceKind, set: ImageSet) -> Vec<String> {
+    match (kind, set) {
+        (ServiceKind::Postgres, _) => vec![image_for(kind, set), haproxy_image(set)],
+        _ => vec![image_for(kind, set)],
+    }
+}
 
 /// The image a service runs in the given set.
 pub fn image_for(kind: ServiceKind, set: ImageSet) -> String {

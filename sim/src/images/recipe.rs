@@ -69,6 +69,27 @@ pub fn influxdb() -> Recipe {
     }
 }
 
+/// HAProxy: the database's writer and reader endpoints (and, later, the load
+/// balancers). Not a service of its own in stack files.
+pub fn haproxy() -> Recipe {
+    Recipe {
+        name: "haproxy",
+        kind: RecipeKind::Dockerfile {
+            dockerfile: include_str!("recipes/haproxy/Dockerfile"),
+            files: &[],
+            maven: None,
+        },
+    }
+}
+
+/// Every offline image a service needs: its own, and helpers it runs beside it.
+pub fn for_service_all(kind: ServiceKind) -> Vec<Recipe> {
+    match kind {
+        ServiceKind::Postgres => vec![postgres(), haproxy()],
+        k => vec![for_service(k)],
+    }
+}
+
 pub fn for_service(kind: ServiceKind) -> Recipe {
     match kind {
         ServiceKind::Postgres => postgres(),
@@ -139,10 +160,22 @@ mod tests {
     }
 
     #[test]
-    fn postgres_recipe_hash_is_unchanged_by_adding_the_maven_field() {
-        // Recipes without a pom must keep their tags, or every machine's
-        // cached PostgreSQL image would be rebuilt for nothing.
-        assert_eq!(postgres().tag(), "voyager-sim/postgres:bookworm-a08fd5739885");
+    fn any_change_to_a_recipe_changes_its_tag() {
+        let r = |dockerfile: &'static str, files: &'static [(&'static str, &'static str)], maven| Recipe {
+            name: "x",
+            kind: RecipeKind::Dockerfile { dockerfile, files, maven },
+        };
+        let base = r("FROM voyager-sim-base\n", &[("a.sh", "echo a")], None);
+        let variants = [
+            r("FROM voyager-sim-base\nRUN true\n", &[("a.sh", "echo a")], None),
+            r("FROM voyager-sim-base\n", &[("a.sh", "echo b")], None),
+            r("FROM voyager-sim-base\n", &[("b.sh", "echo a")], None),
+            r("FROM voyager-sim-base\n", &[("a.sh", "echo a")], Some("<project/>")),
+        ];
+        for v in variants {
+            assert_ne!(v.tag(), base.tag(), "{v:?}");
+        }
+        assert_eq!(base.tag(), r("FROM voyager-sim-base\n", &[("a.sh", "echo a")], None).tag());
     }
 
     #[test]

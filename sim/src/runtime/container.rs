@@ -42,6 +42,8 @@ pub fn create_body(spec: &ContainerSpec, labels: &Labels) -> ContainerCreateBody
         hostname: Some(spec.instance.clone()),
         env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         cmd: if spec.cmd.is_empty() { None } else { Some(spec.cmd.clone()) },
+        entrypoint: spec.entrypoint.clone(),
+        user: spec.user.clone(),
         exposed_ports: Some(ports),
         labels: Some(labels.with_instance(&spec.instance)),
         host_config: Some(HostConfig {
@@ -89,8 +91,36 @@ pub async fn start(docker: &Docker, spec: &ContainerSpec, labels: &Labels) -> Re
         .create_container(Some(opts), create_body(spec, labels))
         .await
         .map_err(RuntimeError::docker(format!("create container {name} from {}", spec.image)))?;
+    for net in &spec.extra_networks {
+        let req = bollard::models::NetworkConnectRequest { container: name.clone(), ..Default::default() };
+        docker.connect_network(net, req).await.map_err(RuntimeError::docker(format!("connect {name} to {net}")))?;
+    }
+    if !spec.files.is_empty() {
+        let tar = files_tar(&spec.files)
+            .map_err(|source| RuntimeError::Io { context: format!("packing files for {name}"), source })?;
+        let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::new().path("/").build();
+        docker
+            .upload_to_container(&name, Some(opts), bollard::body_full(tar.into()))
+            .await
+            .map_err(RuntimeError::docker(format!("copy files into {name}")))?;
+    }
     docker.start_container(&name, None).await.map_err(RuntimeError::docker(format!("start container {name}")))?;
     Ok(name)
+}
+
+/// A tar of files with absolute paths (stored relative to `/`), readable by
+/// every user: the images run their services as unprivileged users.
+fn files_tar(files: &[(String, u32, String)]) -> std::io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, mode, body) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(*mode);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, path.trim_start_matches('/'), body.as_bytes())?;
+    }
+    b.into_inner()
 }
 
 /// Host addresses Docker picked for the container's published ports.

@@ -65,8 +65,33 @@ pub async fn remove(stack: &str) -> Result<(), RuntimeError> {
     if !iptables_available() {
         return Ok(());
     }
+    // Another process may be deleting the same rules (a `down` racing the
+    // orphan sweep of an `up`): a failed delete is fine if the rule is gone.
+    for _ in 0..3 {
+        let ours = listed(stack).await;
+        if ours.is_empty() {
+            return Ok(());
+        }
+        for (table, rule) in ours {
+            let mut args = vec!["-w".to_string(), "-t".into(), table.into(), "-D".into()];
+            args.extend(rule);
+            let _ = run(&args).await;
+        }
+    }
+    match listed(stack).await.first() {
+        None => Ok(()),
+        Some((table, rule)) => Err(RuntimeError::Iptables {
+            command: format!("iptables -t {table} -D {}", rule.join(" ")),
+            stderr: "the rule is still installed after three attempts to delete it".into(),
+        }),
+    }
+}
+
+/// The stack's rules as (table, `-A` arguments without the `-A`).
+async fn listed(stack: &str) -> Vec<(&'static str, Vec<String>)> {
     let tag = format!("\"{}\"", comment(stack));
     let tag_bare = comment(stack);
+    let mut out = vec![];
     for (table, chain) in [("filter", "DOCKER-USER"), ("nat", "POSTROUTING")] {
         let Ok(listing) = run(&["-w".into(), "-t".into(), table.into(), "-S".into(), chain.into()]).await else {
             continue;
@@ -74,15 +99,12 @@ pub async fn remove(stack: &str) -> Result<(), RuntimeError> {
         for line in listing.lines() {
             let words: Vec<&str> = line.split_whitespace().collect();
             let ours = words.windows(2).any(|w| w[0] == "--comment" && (w[1] == tag || w[1] == tag_bare));
-            if !ours || words.first() != Some(&"-A") {
-                continue;
+            if ours && words.first() == Some(&"-A") {
+                out.push((table, words[1..].iter().map(|w| w.trim_matches('"').to_string()).collect()));
             }
-            let mut args = vec!["-w".to_string(), "-t".into(), table.into(), "-D".into()];
-            args.extend(words[1..].iter().map(|w| w.trim_matches('"').to_string()));
-            run(&args).await?;
         }
     }
-    Ok(())
+    out
 }
 
 /// Stacks that still have rules installed (for sweeping orphans).

@@ -102,6 +102,10 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
                 address: inst.address,
                 published: vec![Publish::any(PORT)],
                 volumes: vec![("data".into(), DATA_DIR.into())],
+                extra_networks: vec![],
+                files: vec![],
+                entrypoint: None,
+                user: None,
             }
         })
         .collect()

@@ -123,6 +123,10 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
             // The log lives in the container's own layer: it survives a kill
             // and restart (what faults do) and goes with the container.
             volumes: vec![],
+            extra_networks: vec![],
+            files: vec![],
+            entrypoint: None,
+            user: None,
         });
     }
     for (i, inst) in controllers.iter().enumerate() {
@@ -146,6 +150,10 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
             // Published only so the host can probe it; clients never use it.
             published: vec![Publish::any(CONTROLLER_PORT)],
             volumes: vec![],
+            extra_networks: vec![],
+            files: vec![],
+            entrypoint: None,
+            user: None,
         });
     }
     out

@@ -60,7 +60,7 @@ pub async fn provision(
     match kind {
         ServiceKind::Influxdb => influxdb::provision(state, &fixtures.influxdb).await,
         ServiceKind::Kafka => kafka::provision(state, &fixtures.kafka, timeout).await,
-        ServiceKind::Postgres => Ok(()),
+        ServiceKind::Postgres => postgres::provision(state, timeout).await,
     }
 }
 
@@ -68,7 +68,8 @@ pub async fn provision(
 pub async fn roles(kind: ServiceKind, state: &RunState) -> BTreeMap<String, String> {
     match kind {
         ServiceKind::Kafka => kafka::roles(state).await,
-        ServiceKind::Postgres | ServiceKind::Influxdb => BTreeMap::new(),
+        ServiceKind::Postgres => postgres::roles(state).await,
+        ServiceKind::Influxdb => BTreeMap::new(),
     }
 }
 

@@ -383,11 +383,11 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
                     );
                     continue;
                 }
-                if *ip == net.network() || *ip == net.gateway() || *ip == net.broadcast() {
+                if off.is_some_and(|o| o < FIRST_DERIVED_HOST) || *ip == net.broadcast() {
                     c.push(
                         span.clone(),
-                        format!("address {ip} is the network, gateway or broadcast address of {net}"),
-                        format!("pick a host address from {} upward", net.nth(2)),
+                        format!("address {ip} is reserved in {net} (its first {FIRST_DERIVED_HOST} addresses hold the gateway and the simulator's own parts, the last is broadcast)"),
+                        format!("pick an address from {} to {}", net.nth(FIRST_DERIVED_HOST), net.nth(net.size() as u32 - 2)),
                     );
                     continue;
                 }
