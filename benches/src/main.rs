@@ -3,6 +3,9 @@
 //!   voyager-bench up-down [--runs N]   start the postgres-only stack (cached
 //!                                      images) and shut it down, N times
 //!   voyager-bench image-build          remove the offline images, rebuild them
+//!   voyager-bench data-tier [--runs N] start the whole data tier (cached
+//!                                      images): time to ready per service, then
+//!                                      one PostgreSQL failover per run
 //!
 //! Wall-clock numbers on a shared 2-core machine wobble; the runs are there
 //! to show the spread, not to hide it.
@@ -33,8 +36,9 @@ async fn main() {
     match args.first().map(String::as_str) {
         Some("up-down") | None => up_down(runs).await,
         Some("image-build") => image_build().await,
+        Some("data-tier") => data_tier(runs).await,
         Some(other) => {
-            eprintln!("unknown benchmark `{other}`; use up-down or image-build");
+            eprintln!("unknown benchmark `{other}`; use up-down, image-build or data-tier");
             std::process::exit(2);
         }
     }
@@ -75,4 +79,32 @@ async fn image_build() {
         println!("{:<48} {:.1}s", o.tag, o.elapsed.as_secs_f64());
     }
     println!("offline image build (base + postgres): {:.1}s", t.elapsed().as_secs_f64());
+}
+
+async fn data_tier(runs: usize) {
+    let kinds = [ServiceKind::Influxdb, ServiceKind::Kafka, ServiceKind::Postgres];
+    build_images(ImageSet::Offline, &kinds, &Progress::stderr()).await.expect("offline images");
+    let stack = builtin_stack().relocated("10.251.0.0/16".parse().unwrap()).unwrap();
+    let mut per_service: std::collections::BTreeMap<String, Vec<Duration>> = Default::default();
+    let (mut total, mut writer_down, mut rejoin) = (vec![], vec![], vec![]);
+    for i in 0..runs {
+        let t = Instant::now();
+        let mut running =
+            Sim::new(stack.clone()).with_name("bench-data").with_images(ImageSource::Offline).start().await.expect("up");
+        total.push(t.elapsed());
+        for (name, d) in &running.timings().services {
+            per_service.entry(name.clone()).or_default().push(*d);
+        }
+        let f = running.failover_postgres(&Progress::silent()).await.expect("failover");
+        writer_down.push(f.writer_unavailable);
+        rejoin.push(f.old_primary_rejoined_after);
+        running.shutdown().await.expect("down");
+        eprintln!("run {}/{runs} done", i + 1);
+    }
+    summary("whole data tier up", total);
+    for (name, xs) in per_service {
+        summary(&format!("  {name} ready"), xs);
+    }
+    summary("failover: writer unavailable", writer_down);
+    summary("failover: old primary rejoined", rejoin);
 }
