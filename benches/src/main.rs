@@ -89,8 +89,12 @@ async fn data_tier(runs: usize) {
     let (mut total, mut writer_down, mut rejoin) = (vec![], vec![], vec![]);
     for i in 0..runs {
         let t = Instant::now();
-        let mut running =
-            Sim::new(stack.clone()).with_name("bench-data").with_images(ImageSource::Offline).start().await.expect("up");
+        let mut running = Sim::new(stack.clone())
+            .with_name("bench-data")
+            .with_images(ImageSource::Offline)
+            .start()
+            .await
+            .expect("up");
         total.push(t.elapsed());
         for (name, d) in &running.timings().services {
             per_service.entry(name.clone()).or_default().push(*d);

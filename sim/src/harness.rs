@@ -12,6 +12,7 @@ use futures_util::future::join_all;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::fault::{Fault, Stop};
 use crate::fixtures::{self, parse_influxdb, parse_kafka, Fixtures};
 use crate::images::build::{ensure_offline, ensure_upstream, image_exists};
 use crate::images::{image_for, recipe, ImageSet, ImageSource};
@@ -310,6 +311,7 @@ impl Sim {
             instances,
             credentials,
             stack_toml: stack.to_toml(),
+            faults: vec![],
         };
         // Saved before readiness so `down` and `status` see a run that is
         // still coming up.
@@ -745,6 +747,73 @@ impl RunningStack {
             old_primary_rejoined_after: t_rejoin.elapsed(),
             total: t0.elapsed(),
         })
+    }
+
+    /// The stack as it runs now (roles as they are after any failover).
+    pub fn stack(&self) -> Result<Stack> {
+        Ok(parse_stack(Path::new("<run state>"), &self.state.stack_toml)?)
+    }
+
+    fn save_state(&self) -> Result<()> {
+        state::save(&self.state)
+            .map_err(|source| Error::State { path: state::path(&self.state.stack).display().to_string(), source })
+    }
+
+    /// Break something. The fault is recorded in the run's state before it
+    /// takes effect, so `heal` (or `down`) can undo it even if we die halfway.
+    pub async fn inject(&mut self, fault: Fault) -> Result<()> {
+        let stack = self.stack()?;
+        fault.validate(&stack).map_err(|e| {
+            Error::usage(format!("fault `{fault}`: {e}"), "name AZs and instances as `voyager-sim status` shows them")
+        })?;
+        self.state.faults.push(fault.clone());
+        self.save_state()?;
+        route::install_drops(&self.state.stack, &fault.drops(&stack)).await?;
+        let stops = fault.stops(&stack);
+        let this = &*self;
+        let results = join_all(stops.iter().map(|(name, how)| async move {
+            let inst = this.instance(name)?;
+            match how {
+                Stop::Kill => container::kill(&this.docker, &inst.container).await?,
+                Stop::Pause => container::pause(&this.docker, &inst.container).await?,
+            }
+            Ok::<_, Error>(())
+        }))
+        .await;
+        results.into_iter().collect::<Result<Vec<_>>>()?;
+        Ok(())
+    }
+
+    /// Undo every fault in force: network drops go, paused instances thaw,
+    /// killed ones start again; returns when each of those answers again.
+    pub async fn heal(&mut self, timeout: Duration) -> Result<Vec<Fault>> {
+        let stack = self.stack()?;
+        route::remove_faults(&self.state.stack).await?;
+        // Each stopped instance once; its container's state says whether it
+        // thaws or starts (a paused one may have been killed since).
+        let resume: BTreeMap<String, ()> =
+            self.state.faults.iter().flat_map(|f| f.stops(&stack)).map(|(name, _)| (name, ())).collect();
+        let this = &*self;
+        let results = join_all(resume.keys().map(|name| async move {
+            let inst = this.instance(name)?;
+            match container::state(&this.docker, &inst.container).await {
+                Some(s) if s.paused => container::unpause(&this.docker, &inst.container).await?,
+                Some(s) if !s.running => container::restart_stopped(&this.docker, &inst.container).await?,
+                _ => {}
+            }
+            wait_ready(&this.docker, &this.state, inst, timeout, &Progress::silent()).await
+        }))
+        .await;
+        results.into_iter().collect::<Result<Vec<_>>>()?;
+        let healed = std::mem::take(&mut self.state.faults);
+        self.save_state()?;
+        Ok(healed)
+    }
+
+    /// Stop and start an instance (a reboot): no fault stays in force.
+    pub async fn restart_instance(&self, name: &str, timeout: Duration) -> Result<Duration> {
+        self.kill_instance(name).await?;
+        self.start_instance(name, timeout).await
     }
 
     /// Remove everything now, reporting what was removed.

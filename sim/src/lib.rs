@@ -14,6 +14,7 @@
 //! - `spec`, `state`, `progress`, `error`: plain data and the error type.
 
 pub mod error;
+pub mod fault;
 pub mod fixtures;
 pub mod harness;
 pub mod http;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use voyager_sim::fault::{Fault, OutageMode, Side};
 use voyager_sim::harness::{self, StackStatus};
 use voyager_sim::images::{ImageSet, ImageSource};
 use voyager_sim::stack::Stack;
@@ -71,6 +72,18 @@ enum Command {
         #[command(flatten)]
         stack: StackArgs,
     },
+    /// Break something by hand (undo with `heal`)
+    Fault {
+        #[command(subcommand)]
+        fault: FaultCommand,
+        #[command(flatten)]
+        stack: StackArgs,
+    },
+    /// Undo every fault in force and wait until what they stopped answers again
+    Heal {
+        #[command(flatten)]
+        stack: StackArgs,
+    },
     /// Validate a stack file and print the placement it describes
     Check {
         #[command(flatten)]
@@ -80,6 +93,30 @@ enum Command {
     Images {
         #[command(subcommand)]
         command: ImagesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum FaultCommand {
+    /// Lose an AZ: every instance in it stops at once and its subnets are cut off
+    AzOutage {
+        az: String,
+        /// kill (power loss) or pause (frozen, unresponsive)
+        #[arg(long, default_value = "kill")]
+        mode: String,
+    },
+    /// SIGKILL an instance
+    Kill { instance: String },
+    /// Freeze an instance
+    Pause { instance: String },
+    /// Kill an instance and start it again (nothing stays in force)
+    Restart { instance: String },
+    /// Drop packets from FROM to TO (AZ or instance names); one-way unless --both-ways
+    Partition {
+        from: String,
+        to: String,
+        #[arg(long)]
+        both_ways: bool,
     },
 }
 
@@ -201,6 +238,62 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 f.old_primary_rejoined_after.as_secs_f64()
             );
             println!("  total {:.2}s", f.total.as_secs_f64());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fault { fault, stack } => {
+            let name = stack.name()?;
+            let mut running = voyager_sim::RunningStack::attach(&name, &p).await?;
+            let st = running.stack()?;
+            let bad = |e: String| Error::usage(e, "name AZs and instances as `voyager-sim status` shows them");
+            let faults = match fault {
+                FaultCommand::AzOutage { az, mode } => {
+                    let mode = match mode.as_str() {
+                        "kill" => OutageMode::Kill,
+                        "pause" => OutageMode::Pause,
+                        other => {
+                            return Err(Error::usage(
+                                format!("unknown outage mode `{other}`"),
+                                "use --mode kill or --mode pause",
+                            ))
+                        }
+                    };
+                    vec![Fault::AzOutage { az, mode }]
+                }
+                FaultCommand::Kill { instance } => vec![Fault::Kill { instance }],
+                FaultCommand::Pause { instance } => vec![Fault::Pause { instance }],
+                FaultCommand::Restart { instance } => {
+                    let took = running.restart_instance(&instance, std::time::Duration::from_secs(120)).await?;
+                    println!("{instance} restarted; answering again after {:.2}s", took.as_secs_f64());
+                    return Ok(ExitCode::SUCCESS);
+                }
+                FaultCommand::Partition { from, to, both_ways } => {
+                    let (a, b) = (Side::parse(&from, &st).map_err(bad)?, Side::parse(&to, &st).map_err(bad)?);
+                    let mut v = vec![Fault::Partition { from: a.clone(), to: b.clone() }];
+                    if both_ways {
+                        v.push(Fault::Partition { from: b, to: a });
+                    }
+                    v
+                }
+            };
+            for f in faults {
+                running.inject(f.clone()).await?;
+                println!("fault in force: {f}");
+            }
+            println!("undo with `voyager-sim heal`");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Heal { stack } => {
+            let name = stack.name()?;
+            let mut running = voyager_sim::RunningStack::attach(&name, &p).await?;
+            let t = std::time::Instant::now();
+            let healed = running.heal(std::time::Duration::from_secs(180)).await?;
+            if healed.is_empty() {
+                println!("no fault was in force");
+            }
+            for f in &healed {
+                println!("healed: {f}");
+            }
+            println!("everything answers again after {:.2}s", t.elapsed().as_secs_f64());
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { stack } => {

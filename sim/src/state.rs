@@ -26,6 +26,9 @@ pub struct RunState {
     /// them): what instances are re-created from.
     #[serde(default)]
     pub stack_toml: String,
+    /// Faults in force, oldest first: what `heal` undoes.
+    #[serde(default)]
+    pub faults: Vec<crate::fault::Fault>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -132,11 +132,12 @@ fn a_bad_image_set_is_rejected_by_the_argument_parser() {
 #[test]
 fn status_and_env_of_a_stack_that_is_not_up_explain_how_to_start_it() {
     let dir = tempfile::tempdir().unwrap();
-    for cmd in ["status", "env"] {
-        let out = bin().env("VOYAGER_SIM_HOME", dir.path()).args([cmd, "--name", "nothing-here"]).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{cmd}");
+    for cmd in [&["status"][..], &["env"], &["heal"], &["fault", "kill", "postgres-a"], &["failover", "postgres"]] {
+        let out =
+            bin().env("VOYAGER_SIM_HOME", dir.path()).args(cmd).args(["--name", "nothing-here"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}");
         let err = text(&out.stderr);
-        assert!(err.contains("stack `nothing-here` is not up") && err.contains("voyager-sim up"), "{cmd}: {err}");
+        assert!(err.contains("stack `nothing-here` is not up") && err.contains("voyager-sim up"), "{cmd:?}: {err}");
     }
 }
 

@@ -252,3 +252,12 @@ pub async fn kill(docker: &Docker, name: &str) -> Result<(), RuntimeError> {
 pub async fn restart_stopped(docker: &Docker, name: &str) -> Result<(), RuntimeError> {
     docker.start_container(name, None).await.map_err(RuntimeError::docker(format!("start container {name}")))
 }
+
+/// Freeze every process of the container (cgroup freezer).
+pub async fn pause(docker: &Docker, name: &str) -> Result<(), RuntimeError> {
+    docker.pause_container(name).await.map_err(RuntimeError::docker(format!("pause container {name}")))
+}
+
+pub async fn unpause(docker: &Docker, name: &str) -> Result<(), RuntimeError> {
+    docker.unpause_container(name).await.map_err(RuntimeError::docker(format!("unpause container {name}")))
+}

@@ -14,6 +14,12 @@ fn comment(stack: &str) -> String {
     format!("voyager-sim:{stack}")
 }
 
+/// Fault rules carry their own tag, so `heal` can remove them and leave the
+/// VPC's route; `down` removes both.
+fn fault_comment(stack: &str) -> String {
+    format!("voyager-sim:{stack}:fault")
+}
+
 /// The rules for one stack, as (table, chain, rule arguments).
 pub fn rules(stack: &str, vpc: Cidr) -> Vec<(&'static str, &'static str, Vec<String>)> {
     let base = |target: &str| -> Vec<String> {
@@ -67,8 +73,67 @@ pub async fn remove(stack: &str) -> Result<(), RuntimeError> {
     }
     // Another process may be deleting the same rules (a `down` racing the
     // orphan sweep of an `up`): a failed delete is fine if the rule is gone.
+    remove_tagged(&[comment(stack), fault_comment(stack)]).await
+}
+
+/// Remove the fault drops of a stack (none is fine).
+pub async fn remove_faults(stack: &str) -> Result<(), RuntimeError> {
+    if !iptables_available() {
+        return Ok(());
+    }
+    remove_tagged(&[fault_comment(stack)]).await
+}
+
+/// Drop packets from each source to each destination network. Inserted at
+/// the top of DOCKER-USER, so they come before the VPC route's accept.
+pub async fn install_drops(stack: &str, drops: &[(Cidr, Cidr)]) -> Result<(), RuntimeError> {
+    if drops.is_empty() {
+        return Ok(());
+    }
+    if !iptables_available() {
+        return Err(RuntimeError::Iptables {
+            command: "iptables".into(),
+            stderr: "not installed; network faults need it (apt-get install -y iptables)".into(),
+        });
+    }
+    for (src, dst) in drops {
+        let args: Vec<String> = [
+            "-w",
+            "-t",
+            "filter",
+            "-I",
+            "DOCKER-USER",
+            "1",
+            "-s",
+            &src.to_string(),
+            "-d",
+            &dst.to_string(),
+            "-m",
+            "comment",
+            "--comment",
+            &fault_comment(stack),
+            "-j",
+            "DROP",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        run(&args).await?;
+    }
+    Ok(())
+}
+
+/// How many fault drops a stack has installed.
+pub async fn fault_rule_count(stack: &str) -> usize {
+    if !iptables_available() {
+        return 0;
+    }
+    listed(&[fault_comment(stack)]).await.len()
+}
+
+async fn remove_tagged(tags: &[String]) -> Result<(), RuntimeError> {
     for _ in 0..3 {
-        let ours = listed(stack).await;
+        let ours = listed(tags).await;
         if ours.is_empty() {
             return Ok(());
         }
@@ -78,7 +143,7 @@ pub async fn remove(stack: &str) -> Result<(), RuntimeError> {
             let _ = run(&args).await;
         }
     }
-    match listed(stack).await.first() {
+    match listed(tags).await.first() {
         None => Ok(()),
         Some((table, rule)) => Err(RuntimeError::Iptables {
             command: format!("iptables -t {table} -D {}", rule.join(" ")),
@@ -87,10 +152,9 @@ pub async fn remove(stack: &str) -> Result<(), RuntimeError> {
     }
 }
 
-/// The stack's rules as (table, `-A` arguments without the `-A`).
-async fn listed(stack: &str) -> Vec<(&'static str, Vec<String>)> {
-    let tag = format!("\"{}\"", comment(stack));
-    let tag_bare = comment(stack);
+/// Rules with one of these comments, as (table, `-A` arguments without the
+/// `-A`).
+async fn listed(tags: &[String]) -> Vec<(&'static str, Vec<String>)> {
     let mut out = vec![];
     for (table, chain) in [("filter", "DOCKER-USER"), ("nat", "POSTROUTING")] {
         let Ok(listing) = run(&["-w".into(), "-t".into(), table.into(), "-S".into(), chain.into()]).await else {
@@ -98,7 +162,8 @@ async fn listed(stack: &str) -> Vec<(&'static str, Vec<String>)> {
         };
         for line in listing.lines() {
             let words: Vec<&str> = line.split_whitespace().collect();
-            let ours = words.windows(2).any(|w| w[0] == "--comment" && (w[1] == tag || w[1] == tag_bare));
+            let ours =
+                words.windows(2).any(|w| w[0] == "--comment" && tags.iter().any(|t| w[1].trim_matches('"') == t));
             if ours && words.first() == Some(&"-A") {
                 out.push((table, words[1..].iter().map(|w| w.trim_matches('"').to_string()).collect()));
             }
@@ -118,7 +183,7 @@ pub async fn stacks_with_rules() -> Vec<String> {
     let mut out: Vec<String> = listing
         .lines()
         .filter_map(|l| l.split("voyager-sim:").nth(1))
-        .map(|rest| rest.split(|c: char| c == '"' || c.is_whitespace()).next().unwrap_or("").to_string())
+        .map(|rest| rest.split(|c: char| c == '"' || c == ':' || c.is_whitespace()).next().unwrap_or("").to_string())
         .filter(|s| !s.is_empty())
         .collect();
     out.sort();

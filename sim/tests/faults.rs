@@ -1,0 +1,112 @@
+//! Faults against real containers: a one-way partition drops exactly the
+//! traffic it names, an AZ outage stops the AZ, pause freezes, and `heal`
+//! (or `down`) leaves no fault behind.
+
+use std::time::Duration;
+
+use voyager_sim::fault::{Fault, OutageMode, Side};
+use voyager_sim::harness::builtin_stack;
+use voyager_sim::runtime::{container, docker, route};
+use voyager_sim::{ImageSource, Progress, RunningStack, ServiceKind, Sim, Tier};
+
+async fn start(name: &str, octet: u8) -> RunningStack {
+    let mut stack = builtin_stack().relocated(format!("10.{octet}.0.0/16").parse().unwrap()).unwrap();
+    stack.name = name.into();
+    Sim::new(stack)
+        .with_only(&[ServiceKind::Postgres])
+        .with_images(ImageSource::Offline)
+        .with_progress(Progress::stderr())
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Can a client in (az, tier) open a PostgreSQL connection to `addr`?
+async fn reaches(running: &RunningStack, az: &str, tier: Tier, addr: &str) -> bool {
+    let (code, _) =
+        running.run_in_subnet(az, tier, &["pg_isready", "-h", addr, "-p", "5432", "-t", "2"]).await.unwrap();
+    code == 0
+}
+
+async fn running_state(name: &str) -> (bool, bool) {
+    let d = docker::connect(&Progress::silent()).await.unwrap();
+    let s = container::state(&d, name).await.unwrap();
+    (s.running, s.paused)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_way_partition_drops_only_what_it_names_and_heal_restores_it() {
+    let mut running = start("t-part", 215).await;
+    let a = "10.215.1.10";
+    assert!(reaches(&running, "c", Tier::Public, a).await, "before: c reaches postgres-a");
+
+    let stack = running.stack().unwrap();
+    running
+        .inject(Fault::Partition {
+            from: Side::parse("c", &stack).unwrap(),
+            to: Side::parse("postgres-a", &stack).unwrap(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(route::fault_rule_count("t-part").await, 2, "one drop per subnet of AZ c");
+    assert!(!reaches(&running, "c", Tier::Public, a).await, "c -> postgres-a is cut");
+    assert!(reaches(&running, "b", Tier::Public, a).await, "b -> postgres-a is not part of the fault");
+    assert!(reaches(&running, "c", Tier::Public, "10.215.2.10").await, "c -> postgres-b is not part of the fault");
+
+    let healed = running.heal(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(healed.len(), 1);
+    assert_eq!(route::fault_rule_count("t-part").await, 0);
+    assert!(reaches(&running, "c", Tier::Public, a).await, "after heal: c reaches postgres-a again");
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_az_outage_stops_the_az_and_heal_brings_it_back_replicating() {
+    let mut running = start("t-azout", 216).await;
+    running.inject(Fault::AzOutage { az: "c".into(), mode: OutageMode::Kill }).await.unwrap();
+    assert_eq!(running_state("vs-t-azout-postgres-c").await, (false, false), "postgres-c is down");
+    assert_eq!(running_state("vs-t-azout-postgres-a").await, (true, false), "AZ a is untouched");
+    assert!(reaches(&running, "a", Tier::Public, "10.216.2.10").await, "a still reaches b");
+    assert!(!reaches(&running, "c", Tier::Public, "10.216.1.10").await, "AZ c's subnets are cut off");
+
+    running.heal(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(running_state("vs-t-azout-postgres-c").await, (true, false));
+    voyager_sim::services::postgres::provision(running.state(), Duration::from_secs(60))
+        .await
+        .expect("the replica streams again");
+    assert_eq!(route::fault_rule_count("t-azout").await, 0);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_freezes_an_instance_and_heal_thaws_it() {
+    let mut running = start("t-pause", 217).await;
+    let c = running.postgres_instance("postgres-c").unwrap();
+    running.inject(Fault::Pause { instance: "postgres-c".into() }).await.unwrap();
+    assert_eq!(running_state("vs-t-pause-postgres-c").await, (true, true));
+    let frozen = tokio::time::timeout(Duration::from_secs(3), c.query_strings("SELECT 1")).await;
+    assert!(!matches!(frozen, Ok(Ok(_))), "a paused server must not answer");
+    running.heal(Duration::from_secs(60)).await.unwrap();
+    assert!(c.query_strings("SELECT 1").await.is_ok());
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn down_removes_faults_that_were_never_healed() {
+    let mut running = start("t-unhealed", 218).await;
+    running.inject(Fault::Partition { from: Side::Az("a".into()), to: Side::Az("b".into()) }).await.unwrap();
+    running.inject(Fault::Pause { instance: "postgres-c".into() }).await.unwrap();
+    assert!(route::fault_rule_count("t-unhealed").await > 0);
+    running.shutdown().await.unwrap();
+    assert_eq!(route::fault_rule_count("t-unhealed").await, 0);
+    assert!(!route::stacks_with_rules().await.contains(&"t-unhealed".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fault_naming_something_the_stack_lacks_is_refused_before_anything_breaks() {
+    let mut running = start("t-badfault", 219).await;
+    let err = running.inject(Fault::AzOutage { az: "d".into(), mode: OutageMode::Kill }).await.unwrap_err();
+    assert!(err.to_string().contains("unknown AZ `d`; the stack's AZs are a, b, c"), "{err}");
+    assert!(running.state().faults.is_empty(), "a refused fault is not recorded");
+    running.shutdown().await.unwrap();
+}
