@@ -25,10 +25,10 @@ struct Cli {
 #[derive(clap::Args, Clone)]
 struct StackArgs {
     /// Stack file [default: fixtures/voyager.toml, else the built-in production stack]
-    #[arg(long, env = "VOYAGER_SIM_STACK_FILE")]
+    #[arg(long, env = "VOYAGER_SIM_STACK_FILE", global = true)]
     stack: Option<PathBuf>,
     /// Name of the running stack [default: the stack file's `name`]
-    #[arg(long)]
+    #[arg(long, global = true)]
     name: Option<String>,
 }
 
