@@ -176,18 +176,18 @@ struct RawTopic {
     retention: Spanned<String>,
 }
 
-/// `7d`, `12h`, `30m`, `45s`: the units retention is written in.
+/// `7d`, `12h`, `30m`, `45s`, `500ms`: the units durations are written in.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
     let n: u64 = num.parse().ok()?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    Some(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86_400),
         _ => return None,
-    };
-    Some(Duration::from_secs(secs))
+    })
 }
 
 fn valid_topic_name(s: &str) -> bool {
@@ -249,7 +249,7 @@ pub fn parse_kafka(file: &Path, text: &str) -> Result<KafkaFixture, StackError> 
             c.push(
                 t.retention.span(),
                 format!("`{}` is not a duration", t.retention.get_ref()),
-                "write it like `7d`, `12h`, `30m` or `45s`",
+                "write it like `7d`, `12h`, `30m`, `45s` or `500ms`",
             );
             continue;
         };

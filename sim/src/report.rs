@@ -1,0 +1,388 @@
+//! The report of a scenario run: a JSON document with a stable schema
+//! (`schema = 1`, documented in docs/report-schema.md) and a self-contained
+//! HTML page (inline SVG, no scripts, no network). These are the report's own
+//! types, not the runner's: the JSON is a contract. **No I/O.**
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::ledger::Check;
+
+pub const SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema: u32,
+    pub scenario: String,
+    pub description: String,
+    /// Seeds the arrival times; the same seed replays the same load.
+    pub seed: u64,
+    pub stack: String,
+    pub run_id: String,
+    pub started_unix: u64,
+    /// Scenario times were multiplied by this (1 = as written).
+    pub time_scale: f64,
+    pub duration_s: f64,
+    pub faults: Vec<FaultMark>,
+    pub timeline: Vec<Second>,
+    pub phases: Vec<PhaseStats>,
+    pub recovery: Vec<Recovery>,
+    pub checks: Vec<Check>,
+    pub assertions: Vec<Assertion>,
+    pub notes: Vec<String>,
+    pub passed: bool,
+}
+
+/// A fault on the timeline: when it started and (if it did) ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultMark {
+    pub label: String,
+    pub at_s: f64,
+    pub heal_at_s: Option<f64>,
+}
+
+/// One second of the run, per operation, by intended send time.
+#[derive(Debug, Clone, Serialize)]
+pub struct Second {
+    pub t: u32,
+    pub ops: BTreeMap<String, SecondOp>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SecondOp {
+    pub ok: u32,
+    pub failed: u32,
+    pub ambiguous: u32,
+    pub p99_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseStats {
+    pub phase: String,
+    pub op: String,
+    pub attempts: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub ambiguous: u64,
+    pub error_rate: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// How a tier came back after a fault: the first acknowledged write sent
+/// after it, and the start of the first window (`window_s`) after it in which
+/// every write succeeded (the RTO). `None`: it did not within the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recovery {
+    pub tier: String,
+    pub fault: String,
+    pub fault_at_s: f64,
+    pub first_success_s: Option<f64>,
+    pub sustained_s: Option<f64>,
+    pub window_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Assertion {
+    pub name: String,
+    pub expected: String,
+    pub actual: String,
+    pub passed: bool,
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+impl Report {
+    /// A short text summary for the terminal.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "scenario {} (seed {}, {:.0}s, time scale {}): {}\n",
+            self.scenario,
+            self.seed,
+            self.duration_s,
+            self.time_scale,
+            if self.passed { "PASSED" } else { "FAILED" }
+        );
+        for r in &self.recovery {
+            let f = |v: Option<f64>| v.map(|s| format!("{s:.1}s")).unwrap_or_else(|| "not within the run".into());
+            let _ = writeln!(
+                out,
+                "  RTO {:<9} after {}: first success {}, sustained {}",
+                r.tier,
+                r.fault,
+                f(r.first_success_s),
+                f(r.sustained_s)
+            );
+        }
+        for c in &self.checks {
+            let _ = writeln!(
+                out,
+                "  {:<16} acknowledged {:>6}, lost {}, duplicated {}, ambiguous {} ({} present), failed-but-present {}",
+                c.op_name(),
+                c.acknowledged,
+                c.lost.len(),
+                c.duplicated.len(),
+                c.ambiguous_present.len() + c.ambiguous_absent.len(),
+                c.ambiguous_present.len(),
+                c.failed_but_present.len()
+            );
+            if !c.lost.is_empty() {
+                let ids: Vec<String> = c.lost.iter().take(20).map(|i| i.to_string()).collect();
+                let _ =
+                    writeln!(out, "    lost ids: {}{}", ids.join(", "), if c.lost.len() > 20 { ", ..." } else { "" });
+            }
+        }
+        for a in &self.assertions {
+            let _ = writeln!(
+                out,
+                "  [{}] {}: expected {}, got {}",
+                if a.passed { "ok" } else { "FAIL" },
+                a.name,
+                a.expected,
+                a.actual
+            );
+        }
+        for n in &self.notes {
+            let _ = writeln!(out, "  note: {n}");
+        }
+        out
+    }
+
+    /// The report as one HTML page: a summary, then per operation a timeline
+    /// of throughput, errors and p99 with the faults marked.
+    pub fn html(&self) -> String {
+        let mut h = String::new();
+        let status = if self.passed { ("PASSED", "#1a7f37") } else { ("FAILED", "#cf222e") };
+        let _ = write!(
+            h,
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{name} — voyager-sim</title><style>\
+             body{{font:14px system-ui,sans-serif;margin:24px;color:#1f2328;max-width:1100px}}\
+             table{{border-collapse:collapse;margin:8px 0 20px}}td,th{{border:1px solid #d0d7de;padding:4px 8px;text-align:left}}\
+             th{{background:#f6f8fa}}.ok{{color:#1a7f37}}.fail{{color:#cf222e;font-weight:bold}}h2{{margin-top:28px}}\
+             .legend span{{display:inline-block;margin-right:14px}}</style></head><body>\
+             <h1>{name} <span style=\"color:{color}\">{st}</span></h1><p>{desc}</p>\
+             <p>stack <b>{stack}</b>, run {run}, seed <b>{seed}</b>, {dur:.0} s, time scale {scale}</p>",
+            name = esc(&self.scenario),
+            color = status.1,
+            st = status.0,
+            desc = esc(&self.description),
+            stack = esc(&self.stack),
+            run = esc(&self.run_id),
+            seed = self.seed,
+            dur = self.duration_s,
+            scale = self.time_scale
+        );
+        h += "<h2>Assertions</h2><table><tr><th>assertion</th><th>expected</th><th>actual</th><th></th></tr>";
+        for a in &self.assertions {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+                esc(&a.name),
+                esc(&a.expected),
+                esc(&a.actual),
+                if a.passed { "ok" } else { "fail" },
+                if a.passed { "pass" } else { "FAIL" }
+            );
+        }
+        h += "</table><h2>Recovery</h2><table><tr><th>tier</th><th>fault</th><th>at</th><th>first success</th><th>sustained (RTO)</th></tr>";
+        for r in &self.recovery {
+            let f = |v: Option<f64>| v.map(|s| format!("{s:.1} s")).unwrap_or_else(|| "—".into());
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{:.1} s</td><td>{}</td><td>{}</td></tr>",
+                esc(&r.tier),
+                esc(&r.fault),
+                r.fault_at_s,
+                f(r.first_success_s),
+                f(r.sustained_s)
+            );
+        }
+        h += "</table><h2>Acknowledged writes</h2><table><tr><th>operation</th><th>acknowledged</th><th>lost</th><th>duplicated</th><th>ambiguous (present / absent)</th><th>failed but present</th></tr>";
+        for c in &self.checks {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{} / {}</td><td>{}</td></tr>",
+                c.op_name(),
+                c.acknowledged,
+                if c.lost.is_empty() { "ok" } else { "fail" },
+                c.lost.len(),
+                c.duplicated.len(),
+                c.ambiguous_present.len(),
+                c.ambiguous_absent.len(),
+                c.failed_but_present.len()
+            );
+        }
+        h += "</table><h2>Per phase</h2><table><tr><th>phase</th><th>operation</th><th>attempts</th><th>error rate</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>";
+        for p in &self.phases {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.2}%</td><td>{:.1} ms</td><td>{:.1} ms</td><td>{:.1} ms</td><td>{:.1} ms</td></tr>",
+                p.phase,
+                p.op,
+                p.attempts,
+                p.error_rate * 100.0,
+                p.p50_ms,
+                p.p90_ms,
+                p.p99_ms,
+                p.max_ms
+            );
+        }
+        h += "</table><h2>Timeline</h2><p class=\"legend\"><span style=\"color:#2da44e\">■ acknowledged/s</span><span style=\"color:#cf222e\">■ failed/s</span><span style=\"color:#bf8700\">■ ambiguous/s</span><span style=\"color:#0969da\">— p99 latency</span><span style=\"color:#8250df\">░ fault in force</span></p>";
+        let ops: Vec<String> = self
+            .timeline
+            .iter()
+            .flat_map(|s| s.ops.keys().cloned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for op in ops {
+            h += &self.chart(&op);
+        }
+        if !self.notes.is_empty() {
+            h += "<h2>Notes</h2><ul>";
+            for n in &self.notes {
+                let _ = write!(h, "<li>{}</li>", esc(n));
+            }
+            h += "</ul>";
+        }
+        h += "</body></html>\n";
+        h
+    }
+
+    fn chart(&self, op: &str) -> String {
+        let (w, hgt, left, top) = (1000.0_f64, 180.0_f64, 50.0_f64, 10.0_f64);
+        let n = self.timeline.len().max(1) as f64;
+        let max_count = self
+            .timeline
+            .iter()
+            .filter_map(|s| s.ops.get(op))
+            .map(|o| (o.ok + o.failed + o.ambiguous) as f64)
+            .fold(1.0, f64::max);
+        let max_p99 = self.timeline.iter().filter_map(|s| s.ops.get(op)?.p99_ms).fold(1.0, f64::max);
+        let x = |t: f64| left + t / n * (w - left - 10.0);
+        let y = |v: f64, max: f64| top + hgt - v / max * hgt;
+        let bw = ((w - left - 10.0) / n).max(1.0) - 0.5;
+        let mut s = format!("<h3>{}</h3><svg width=\"{w}\" height=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" style=\"background:#fff;border:1px solid #d0d7de\">", esc(op), hgt + 40.0);
+        for f in &self.faults {
+            let end = f.heal_at_s.unwrap_or(self.duration_s);
+            let _ = write!(
+                s,
+                "<rect x=\"{:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{hgt}\" fill=\"#8250df\" fill-opacity=\"0.12\"/><line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{top}\" y2=\"{2}\" stroke=\"#8250df\" stroke-dasharray=\"4 3\"/><text x=\"{3:.1}\" y=\"{4}\" font-size=\"11\" fill=\"#8250df\">{5}</text>",
+                x(f.at_s),
+                (x(end) - x(f.at_s)).max(1.0),
+                top + hgt,
+                x(f.at_s) + 3.0,
+                top + 12.0,
+                esc(&f.label)
+            );
+        }
+        let mut line = String::new();
+        for sec in &self.timeline {
+            let Some(o) = sec.ops.get(op) else { continue };
+            let t = sec.t as f64;
+            let mut base = 0.0;
+            for (v, color) in [(o.ok, "#2da44e"), (o.failed, "#cf222e"), (o.ambiguous, "#bf8700")] {
+                if v > 0 {
+                    let v = v as f64;
+                    let _ = write!(
+                        s,
+                        "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{bw:.1}\" height=\"{:.1}\" fill=\"{color}\"/>",
+                        x(t),
+                        y(base + v, max_count),
+                        v / max_count * hgt
+                    );
+                    base += v;
+                }
+            }
+            if let Some(p) = o.p99_ms {
+                let _ = write!(line, "{:.1},{:.1} ", x(t) + bw / 2.0, y(p, max_p99));
+            }
+        }
+        if !line.is_empty() {
+            let _ = write!(s, "<polyline points=\"{line}\" fill=\"none\" stroke=\"#0969da\" stroke-width=\"1.5\"/>");
+        }
+        let _ = write!(
+            s,
+            "<text x=\"4\" y=\"{}\" font-size=\"11\">{max_count:.0}/s</text><text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"#0969da\" text-anchor=\"end\">p99 max {max_p99:.0} ms</text><text x=\"{left}\" y=\"{}\" font-size=\"11\">0 s</text><text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">{:.0} s</text></svg>",
+            top + 10.0,
+            w - 12.0,
+            top + 10.0,
+            top + hgt + 16.0,
+            w - 10.0,
+            top + hgt + 16.0,
+            self.duration_s
+        );
+        s
+    }
+}
+
+impl Check {
+    pub fn op_name(&self) -> &'static str {
+        self.op.as_str()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{check, Ledger, Op, Outcome};
+
+    fn report(lost: bool) -> Report {
+        let mut l = Ledger::default();
+        l.record(Op::KafkaProduce, 1, Outcome::Acked);
+        l.record(Op::KafkaProduce, 2, Outcome::Acked);
+        let found: BTreeMap<u64, usize> = if lost { [(1, 1)].into() } else { [(1, 1), (2, 1)].into() };
+        let c = check(Op::KafkaProduce, &l, &found);
+        let mut ops = BTreeMap::new();
+        ops.insert("kafka_produce".to_string(), SecondOp { ok: 5, failed: 1, ambiguous: 0, p99_ms: Some(12.0) });
+        Report {
+            schema: SCHEMA,
+            scenario: "az-loss".into(),
+            description: "lose <b>".into(),
+            seed: 7,
+            stack: "s".into(),
+            run_id: "r".into(),
+            started_unix: 0,
+            time_scale: 1.0,
+            duration_s: 2.0,
+            faults: vec![FaultMark { label: "az-outage b".into(), at_s: 1.0, heal_at_s: None }],
+            timeline: vec![Second { t: 0, ops: ops.clone() }, Second { t: 1, ops }],
+            phases: vec![],
+            recovery: vec![],
+            assertions: vec![Assertion {
+                name: "lost acknowledged writes".into(),
+                expected: "0".into(),
+                actual: c.lost.len().to_string(),
+                passed: c.lost.is_empty(),
+            }],
+            checks: vec![c],
+            notes: vec![],
+            passed: !lost,
+        }
+    }
+
+    #[test]
+    fn the_html_is_self_contained_escaped_and_marks_faults() {
+        let h = report(false).html();
+        assert!(h.contains("<svg") && h.contains("az-outage b") && h.contains("PASSED"));
+        assert!(h.contains("lose &lt;b&gt;") && !h.contains("lose <b>"));
+        assert!(!h.contains("<script") && !h.contains("src=\"http") && !h.contains("href=\"http"));
+    }
+
+    #[test]
+    fn lost_writes_show_in_json_text_and_html() {
+        let r = report(true);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["schema"], 1);
+        assert_eq!(json["checks"][0]["lost"], serde_json::json!([2]));
+        assert_eq!(json["passed"], false);
+        assert!(r.summary().contains("lost ids: 2"), "{}", r.summary());
+        assert!(r.html().contains("FAILED"));
+    }
+}

@@ -1,0 +1,452 @@
+//! Scenario files: load (an open-model arrival rate per operation), faults at
+//! given times with optional heal times, and the expectations that make a
+//! run fail. Parsed with positioned errors like stack files. **No I/O.**
+//!
+//! ```toml
+//! name = "az-loss"
+//! seed = 7
+//! duration = "150s"
+//! [load]
+//! ramp = "5s"
+//! rate = { kafka_produce = 40, postgres_insert = 20, influx_write = 20 }
+//! [[fault]]
+//! at = "30s"
+//! heal_at = "90s"
+//! kind = "az-outage"
+//! target = "b"
+//! [expect]
+//! lost_acknowledged = 0
+//! recovery = { kafka = "30s", postgres = "30s" }
+//! error_rate = { after = 0.01 }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::fault::{Fault, OutageMode, Side};
+use crate::fixtures::parse_duration;
+use crate::ledger::Op;
+use crate::stack::parse::{from_toml, Collector, Lines};
+use crate::stack::{Stack, StackError};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    /// Seeds the arrival times; printed in the report so a run can be replayed.
+    pub seed: u64,
+    pub duration: Duration,
+    pub ramp: Duration,
+    /// Operations per second, per operation.
+    pub rates: BTreeMap<Op, f64>,
+    pub faults: Vec<TimedFault>,
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimedFault {
+    pub at: Duration,
+    pub heal_at: Option<Duration>,
+    pub action: Action,
+}
+
+/// What happens at a fault's time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Faults in force until `heal_at` (a two-way partition is two).
+    Inject(Vec<Fault>),
+    /// Kill and start again: nothing to heal.
+    Restart(String),
+    /// RDS "reboot with failover" of PostgreSQL.
+    Failover,
+}
+
+/// Report phases: before the first fault, while faults are in force, after
+/// the last heal. A scenario without faults has only `before`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Before,
+    During,
+    After,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Expect {
+    pub lost_acknowledged: Option<usize>,
+    /// Per tier: sustained recovery (RTO) at most this long after a fault.
+    pub recovery: BTreeMap<String, Duration>,
+    pub error_rate: BTreeMap<Phase, f64>,
+    pub p99: BTreeMap<(Phase, Op), Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: String,
+    #[serde(default)]
+    description: String,
+    seed: u64,
+    duration: Spanned<String>,
+    load: RawLoad,
+    #[serde(default)]
+    fault: Vec<Spanned<RawFault>>,
+    #[serde(default)]
+    expect: RawExpect,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLoad {
+    #[serde(default)]
+    ramp: Option<Spanned<String>>,
+    rate: BTreeMap<Spanned<String>, Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    at: Spanned<String>,
+    heal_at: Option<Spanned<String>>,
+    kind: Spanned<String>,
+    target: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    from: Option<Spanned<String>>,
+    to: Option<Spanned<String>>,
+    #[serde(default)]
+    both_ways: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    lost_acknowledged: Option<usize>,
+    #[serde(default)]
+    recovery: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    error_rate: BTreeMap<Spanned<String>, Spanned<f64>>,
+    #[serde(default)]
+    p99: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<String>>>,
+}
+
+const KINDS: &[&str] = &["az-outage", "kill", "pause", "restart", "partition", "failover"];
+const TIERS: &[&str] = &["kafka", "postgres", "influxdb"];
+
+fn phase(s: &str) -> Option<Phase> {
+    match s {
+        "before" => Some(Phase::Before),
+        "during" => Some(Phase::During),
+        "after" => Some(Phase::After),
+        _ => None,
+    }
+}
+
+/// Parse a scenario file. Names of AZs and instances are checked against a
+/// stack separately ([`Scenario::validate`]), since one file can run on
+/// several stacks.
+pub fn parse_scenario(file: &Path, text: &str) -> Result<Scenario, StackError> {
+    let raw: RawScenario = from_toml(file, text)?;
+    let mut c = Collector { lines: Lines { text }, problems: vec![] };
+    let dur = |c: &mut Collector, s: &Spanned<String>, what: &str| -> Duration {
+        parse_duration(s.get_ref()).unwrap_or_else(|| {
+            c.push(
+                s.span(),
+                format!("{what}: `{}` is not a duration", s.get_ref()),
+                "write it like `30s`, `2m` or `1h`",
+            );
+            Duration::ZERO
+        })
+    };
+    let duration = dur(&mut c, &raw.duration, "duration");
+    let ramp = raw.load.ramp.as_ref().map(|r| dur(&mut c, r, "load.ramp")).unwrap_or_default();
+    let mut rates = BTreeMap::new();
+    for (op, rate) in &raw.load.rate {
+        match Op::parse(op.get_ref()) {
+            Some(o) if *rate.get_ref() >= 0.0 && rate.get_ref().is_finite() => {
+                rates.insert(o, *rate.get_ref());
+            }
+            Some(_) => c.push(
+                rate.span(),
+                format!("rate {} is not a rate", rate.get_ref()),
+                "use operations per second, 0 or more",
+            ),
+            None => c.push(
+                op.span(),
+                format!("unknown operation `{}`", op.get_ref()),
+                format!("use {}", Op::ALL.map(|o| o.as_str()).join(", ")),
+            ),
+        }
+    }
+    let mut faults = vec![];
+    for f in &raw.fault {
+        let r = f.get_ref();
+        let at = dur(&mut c, &r.at, "fault.at");
+        let heal_at = r.heal_at.as_ref().map(|h| dur(&mut c, h, "fault.heal_at"));
+        if at > duration {
+            c.push(
+                r.at.span(),
+                format!("the fault comes after the scenario ends ({})", raw.duration.get_ref()),
+                "move it inside the duration",
+            );
+        }
+        if let (Some(h), Some(hs)) = (heal_at, &r.heal_at) {
+            if h <= at || h > duration {
+                c.push(
+                    hs.span(),
+                    "heal_at must come after `at` and within the duration",
+                    "move it, or leave it out to heal at the end",
+                );
+            }
+        }
+        let need = |c: &mut Collector, v: &Option<Spanned<String>>, key: &str| -> Option<String> {
+            match v {
+                Some(s) => Some(s.get_ref().clone()),
+                None => {
+                    c.push(
+                        r.kind.span(),
+                        format!("a `{}` fault needs `{key}`", r.kind.get_ref()),
+                        format!("add `{key} = \"...\"`"),
+                    );
+                    None
+                }
+            }
+        };
+        let action = match r.kind.get_ref().as_str() {
+            "az-outage" => {
+                let mode = match r.mode.as_ref().map(|m| m.get_ref().as_str()) {
+                    None | Some("kill") => OutageMode::Kill,
+                    Some("pause") => OutageMode::Pause,
+                    Some(other) => {
+                        c.push(
+                            r.mode.as_ref().unwrap().span(),
+                            format!("unknown mode `{other}`"),
+                            "use `kill` or `pause`",
+                        );
+                        continue;
+                    }
+                };
+                need(&mut c, &r.target, "target").map(|az| Action::Inject(vec![Fault::AzOutage { az, mode }]))
+            }
+            "kill" => need(&mut c, &r.target, "target").map(|instance| Action::Inject(vec![Fault::Kill { instance }])),
+            "pause" => {
+                need(&mut c, &r.target, "target").map(|instance| Action::Inject(vec![Fault::Pause { instance }]))
+            }
+            "restart" => need(&mut c, &r.target, "target").map(Action::Restart),
+            "failover" => Some(Action::Failover),
+            "partition" => match (need(&mut c, &r.from, "from"), need(&mut c, &r.to, "to")) {
+                (Some(from), Some(to)) => {
+                    // AZ or instance is decided against the stack in `validate`;
+                    // until then a one-letter name is an AZ.
+                    let side = |s: String| if s.len() <= 2 { Side::Az(s) } else { Side::Instance(s) };
+                    let mut v = vec![Fault::Partition { from: side(from.clone()), to: side(to.clone()) }];
+                    if r.both_ways {
+                        v.push(Fault::Partition { from: side(to), to: side(from) });
+                    }
+                    Some(Action::Inject(v))
+                }
+                _ => None,
+            },
+            other => {
+                let help = match crate::stack::parse::did_you_mean(other, KINDS.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("use one of {}", KINDS.join(", ")),
+                };
+                c.push(r.kind.span(), format!("unknown fault kind `{other}`"), help);
+                None
+            }
+        };
+        if let Some(action) = action {
+            faults.push(TimedFault { at, heal_at, action });
+        }
+    }
+    let mut expect = Expect { lost_acknowledged: raw.expect.lost_acknowledged, ..Default::default() };
+    for (tier, d) in &raw.expect.recovery {
+        if !TIERS.contains(&tier.get_ref().as_str()) {
+            c.push(tier.span(), format!("unknown tier `{}`", tier.get_ref()), format!("use {}", TIERS.join(", ")));
+            continue;
+        }
+        let v = dur(&mut c, d, "expect.recovery");
+        expect.recovery.insert(tier.get_ref().clone(), v);
+    }
+    for (p, rate) in &raw.expect.error_rate {
+        match phase(p.get_ref()) {
+            Some(ph) => {
+                expect.error_rate.insert(ph, *rate.get_ref());
+            }
+            None => c.push(p.span(), format!("unknown phase `{}`", p.get_ref()), "use before, during or after"),
+        }
+    }
+    for (p, ops) in &raw.expect.p99 {
+        let Some(ph) = phase(p.get_ref()) else {
+            c.push(p.span(), format!("unknown phase `{}`", p.get_ref()), "use before, during or after");
+            continue;
+        };
+        for (op, d) in ops {
+            match Op::parse(op.get_ref()) {
+                Some(o) => {
+                    let v = dur(&mut c, d, "expect.p99");
+                    expect.p99.insert((ph, o), v);
+                }
+                None => c.push(
+                    op.span(),
+                    format!("unknown operation `{}`", op.get_ref()),
+                    format!("use {}", Op::ALL.map(|o| o.as_str()).join(", ")),
+                ),
+            }
+        }
+    }
+    if !c.problems.is_empty() {
+        return Err(StackError { file: file.to_path_buf(), problems: c.problems });
+    }
+    faults.sort_by_key(|f| f.at);
+    Ok(Scenario { name: raw.name, description: raw.description, seed: raw.seed, duration, ramp, rates, faults, expect })
+}
+
+impl Scenario {
+    /// Check the scenario's faults name things the stack has, settling
+    /// whether each partition side is an AZ or an instance.
+    pub fn validate(&mut self, stack: &Stack) -> Result<(), String> {
+        for (i, tf) in self.faults.iter_mut().enumerate() {
+            let n = i + 1;
+            match &mut tf.action {
+                Action::Inject(fs) => {
+                    for f in fs.iter_mut() {
+                        if let Fault::Partition { from, to } = f {
+                            for side in [from, to] {
+                                let word = match side {
+                                    Side::Az(w) | Side::Instance(w) => w.clone(),
+                                };
+                                *side = Side::parse(&word, stack).map_err(|e| format!("fault #{n}: {e}"))?;
+                            }
+                        }
+                        f.validate(stack).map_err(|e| format!("fault #{n}: {e}"))?;
+                    }
+                }
+                Action::Restart(name) => {
+                    Fault::Kill { instance: name.clone() }.validate(stack).map_err(|e| format!("fault #{n}: {e}"))?;
+                }
+                Action::Failover => {
+                    if stack.with_role(crate::stack::ServiceKind::Postgres, "standby").is_empty() {
+                        return Err(format!("fault #{n}: failover needs a PostgreSQL standby and the stack has none"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The same scenario with every time multiplied by `factor`: CI runs the
+    /// shipped scenarios shortened, same steps, phases of a few seconds.
+    pub fn scaled(&self, factor: f64) -> Scenario {
+        let s = |d: Duration| Duration::from_secs_f64(d.as_secs_f64() * factor);
+        let mut out = self.clone();
+        out.duration = s(self.duration);
+        out.ramp = s(self.ramp);
+        for f in &mut out.faults {
+            f.at = s(f.at);
+            f.heal_at = f.heal_at.map(s);
+        }
+        out
+    }
+
+    /// When the phases start: `during` at the first fault, `after` at the
+    /// last heal (or the last fault, for faults that heal themselves).
+    pub fn phase_at(&self, t: Duration) -> Phase {
+        let Some(first) = self.faults.first() else { return Phase::Before };
+        let last_heal = self.faults.iter().map(|f| f.heal_at.unwrap_or(f.at)).max().unwrap_or(first.at);
+        if t < first.at {
+            Phase::Before
+        } else if t < last_heal {
+            Phase::During
+        } else {
+            Phase::After
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Before => "before",
+            Phase::During => "during",
+            Phase::After => "after",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AZ_LOSS: &str = r#"
+name = "az-loss"
+seed = 7
+duration = "150s"
+[load]
+ramp = "5s"
+rate = { kafka_produce = 40, postgres_insert = 20 }
+[[fault]]
+at = "30s"
+heal_at = "90s"
+kind = "az-outage"
+target = "b"
+[expect]
+lost_acknowledged = 0
+recovery = { kafka = "30s" }
+error_rate = { after = 0.01 }
+p99 = { before = { kafka_produce = "500ms" } }
+"#;
+
+    #[test]
+    fn a_scenario_parses_into_load_faults_and_expectations() {
+        let s = parse_scenario(Path::new("az-loss.toml"), AZ_LOSS).unwrap();
+        assert_eq!((s.seed, s.duration, s.ramp), (7, Duration::from_secs(150), Duration::from_secs(5)));
+        assert_eq!(s.rates[&Op::KafkaProduce], 40.0);
+        assert_eq!(
+            s.faults[0].action,
+            Action::Inject(vec![Fault::AzOutage { az: "b".into(), mode: OutageMode::Kill }])
+        );
+        assert_eq!(s.faults[0].heal_at, Some(Duration::from_secs(90)));
+        assert_eq!(s.expect.lost_acknowledged, Some(0));
+        assert_eq!(s.expect.recovery["kafka"], Duration::from_secs(30));
+        assert_eq!(s.expect.p99[&(Phase::Before, Op::KafkaProduce)], Duration::from_millis(500));
+        assert_eq!(
+            (
+                s.phase_at(Duration::from_secs(10)),
+                s.phase_at(Duration::from_secs(30)),
+                s.phase_at(Duration::from_secs(90))
+            ),
+            (Phase::Before, Phase::During, Phase::After)
+        );
+    }
+
+    #[test]
+    fn scaling_shortens_every_time_and_keeps_the_steps() {
+        let s = parse_scenario(Path::new("az-loss.toml"), AZ_LOSS).unwrap().scaled(0.1);
+        assert_eq!(s.duration, Duration::from_secs(15));
+        assert_eq!((s.faults[0].at, s.faults[0].heal_at), (Duration::from_secs(3), Some(Duration::from_secs(9))));
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_position_and_fix() {
+        let bad = AZ_LOSS
+            .replace("kind = \"az-outage\"", "kind = \"az-outge\"")
+            .replace("kafka_produce = 40", "kafka_prodce = 40");
+        let err = parse_scenario(Path::new("az-loss.toml"), &bad).unwrap_err().to_string();
+        assert!(err.contains("az-loss.toml:7:10: unknown operation `kafka_prodce`"), "{err}");
+        assert!(err.contains("unknown fault kind `az-outge`\n  help: did you mean `az-outage`?"), "{err}");
+    }
+
+    #[test]
+    fn faults_are_checked_against_the_stack() {
+        let mut s = parse_scenario(Path::new("x.toml"), &AZ_LOSS.replace("target = \"b\"", "target = \"q\"")).unwrap();
+        let err = s.validate(&crate::harness::builtin_stack()).unwrap_err();
+        assert_eq!(err, "fault #1: unknown AZ `q`; the stack's AZs are a, b, c");
+    }
+}
