@@ -72,6 +72,25 @@ enum Command {
         #[command(flatten)]
         stack: StackArgs,
     },
+    /// Run a scenario: load, faults on their timeline, checks, a report
+    Run {
+        /// The scenario file (scenarios/*.toml)
+        scenario: PathBuf,
+        #[command(flatten)]
+        stack: StackArgs,
+        /// Bring the stack up first and tear it down after (else it must be up)
+        #[arg(long)]
+        up: bool,
+        /// Image set when --up starts the stack
+        #[arg(long, default_value = "auto")]
+        images: ImageSource,
+        /// Multiply every scenario time by this (0.1 runs a 150 s scenario in 15 s)
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
+        /// Where the JSON and HTML reports go
+        #[arg(long, default_value = "reports")]
+        report_dir: PathBuf,
+    },
     /// Break something by hand (undo with `heal`)
     Fault {
         #[command(subcommand)]
@@ -240,6 +259,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             println!("  total {:.2}s", f.total.as_secs_f64());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run { scenario, stack, up, images, time_scale, report_dir } => {
+            run_scenario(&scenario, &stack, up, images, time_scale, &report_dir, &p).await
+        }
         Command::Fault { fault, stack } => {
             let name = stack.name()?;
             let mut running = voyager_sim::RunningStack::attach(&name, &p).await?;
@@ -369,6 +391,80 @@ async fn up(args: StackArgs, only: Option<String>, images: ImageSource, p: Progr
     println!("time to ready: {}", services.join(", "));
     println!("next: `voyager-sim status`, `voyager-sim env`, `voyager-sim down`");
     Ok(ExitCode::SUCCESS)
+}
+
+async fn run_scenario(
+    file: &std::path::Path,
+    args: &StackArgs,
+    up: bool,
+    images: ImageSource,
+    time_scale: f64,
+    report_dir: &std::path::Path,
+    p: &Progress,
+) -> Result<ExitCode, Error> {
+    if !(time_scale > 0.0 && time_scale.is_finite()) {
+        return Err(Error::usage(
+            format!("--time-scale {time_scale} is not a factor"),
+            "use a positive number, such as 0.1 or 1",
+        ));
+    }
+    let text = std::fs::read_to_string(file)
+        .map_err(|source| Error::ReadStack { file: file.display().to_string(), source })?;
+    let scenario = voyager_sim::scenario::parse_scenario(file, &text)?;
+    let mut running = if up {
+        let stack = args.load()?;
+        let mut sim = Sim::new(stack).with_images(images).with_progress(p.clone());
+        if let Some(n) = &args.name {
+            sim = sim.with_name(n.clone());
+        }
+        sim.start().await?
+    } else {
+        let name = args.name()?;
+        voyager_sim::RunningStack::attach(&name, p).await.map_err(|_| {
+            Error::usage(
+                format!("stack `{name}` is not up"),
+                "start it with `voyager-sim up`, or pass --up to start it for this run",
+            )
+        })?
+    };
+    let opts = voyager_sim::runner::RunOptions { time_scale, ..Default::default() };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::usage(e.to_string(), "signal setup failed"))?;
+    let outcome = tokio::select! {
+        r = voyager_sim::runner::run(&mut running, &scenario, &opts, p) => Some(r),
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+    };
+    let Some(report) = outcome else {
+        // Interrupted: no fault of this run may stay in force.
+        p.say("interrupted; healing every fault of this run");
+        let healed = running.heal(std::time::Duration::from_secs(180)).await;
+        if up {
+            let _ = running.shutdown().await;
+        }
+        healed?;
+        return Err(Error::Interrupted);
+    };
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = running.heal(std::time::Duration::from_secs(180)).await;
+            return Err(e);
+        }
+    };
+    std::fs::create_dir_all(report_dir)
+        .map_err(|source| Error::State { path: report_dir.display().to_string(), source })?;
+    let base = report_dir.join(&report.scenario);
+    let (json, html) = (base.with_extension("json"), base.with_extension("html"));
+    std::fs::write(&json, serde_json::to_string_pretty(&report).expect("serializable"))
+        .map_err(|source| Error::State { path: json.display().to_string(), source })?;
+    std::fs::write(&html, report.html()).map_err(|source| Error::State { path: html.display().to_string(), source })?;
+    print!("{}", report.summary());
+    println!("report: {} and {}", json.display(), html.display());
+    if up {
+        running.shutdown().await?;
+    }
+    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 async fn interrupted(name: &str, p: &Progress) {

@@ -174,6 +174,15 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
                     "hot_standby=on",
                     "-c",
                     "wal_log_hints=on",
+                    // A killed peer sends no FIN: without short timeouts a dead
+                    // standby's walsender lingers for a minute and, as the
+                    // named synchronous standby, holds every commit.
+                    "-c",
+                    "wal_sender_timeout=5s",
+                    "-c",
+                    "wal_receiver_timeout=5s",
+                    "-c",
+                    "wal_receiver_status_interval=1s",
                 ]
                 .map(String::from)
                 .to_vec(),

@@ -1,0 +1,268 @@
+//! The load generator: an open model (arrivals on their own clock, never
+//! waiting for earlier requests), so a stalled service shows up as latency
+//! and errors rather than as a politely slower client. Latency is measured
+//! from each request's *intended* send time (no coordinated omission).
+//! Arrivals are a Poisson process per operation, drawn from the scenario's
+//! seed, so the same seed replays the same load.
+//!
+//! Reads top-down like a goose load test: [`generate`] → one schedule per
+//! operation → [`Targets::execute`], plain async functions per service.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+use tokio::sync::{mpsc, Mutex};
+
+use crate::ledger::{Op, Outcome};
+use crate::scenario::Scenario;
+use crate::services::influxdb::InfluxEndpoint;
+use crate::services::postgres::PostgresEndpoint;
+
+/// The Kafka topic the load writes to (the platform's run status events).
+pub const KAFKA_TOPIC: &str = "runs.status.v1";
+pub const PG_TABLE: &str = "voyager_sim_writes";
+pub const INFLUX_MEASUREMENT: &str = "voyager_sim_write";
+
+/// One attempted write.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub op: Op,
+    pub id: u64,
+    /// When it was meant to be sent, from the start of the run.
+    pub intended: Duration,
+    /// From the intended send time to the answer.
+    pub latency: Duration,
+    pub outcome: Outcome,
+}
+
+/// Where the writes go. Each write carries `run` (the run's tag) and a
+/// per-operation id, which is what the checker reads back.
+pub struct Targets {
+    pub run: String,
+    kafka: Option<FutureProducer>,
+    postgres: Option<(PostgresEndpoint, Mutex<Vec<tokio_postgres::Client>>)>,
+    influx: Option<InfluxEndpoint>,
+}
+
+impl Targets {
+    pub fn new(
+        run: &str,
+        kafka_bootstrap: Option<&str>,
+        postgres: Option<PostgresEndpoint>,
+        influx: Option<InfluxEndpoint>,
+    ) -> Result<Targets, String> {
+        let kafka = match kafka_bootstrap {
+            Some(b) => Some(
+                ClientConfig::new()
+                    .set("bootstrap.servers", b)
+                    .set("acks", "all")
+                    // As production clients run: no duplicates from retries.
+                    .set("enable.idempotence", "true")
+                    .set("message.timeout.ms", "10000")
+                    .set("request.timeout.ms", "5000")
+                    .set("linger.ms", "2")
+                    .set("log_level", "0")
+                    .create()
+                    .map_err(|e| format!("Kafka producer: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Targets { run: run.to_string(), kafka, postgres: postgres.map(|p| (p, Mutex::new(vec![]))), influx })
+    }
+
+    pub fn supports(&self, op: Op) -> bool {
+        match op {
+            Op::KafkaProduce => self.kafka.is_some(),
+            Op::PostgresInsert => self.postgres.is_some(),
+            Op::InfluxWrite => self.influx.is_some(),
+        }
+    }
+
+    /// Create what the writes need (the PostgreSQL table).
+    pub async fn prepare(&self) -> Result<(), String> {
+        if let Some((pg, _)) = &self.postgres {
+            pg.query_strings(&format!(
+                "CREATE TABLE IF NOT EXISTS {PG_TABLE} (run text NOT NULL, id bigint NOT NULL, at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (run, id))"
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// One write, classified: acknowledged, failed (it certainly did not
+    /// happen), or ambiguous (it may have).
+    pub async fn execute(&self, op: Op, id: u64) -> Outcome {
+        match op {
+            Op::KafkaProduce => self.kafka_produce(id).await,
+            Op::PostgresInsert => self.postgres_insert(id).await,
+            Op::InfluxWrite => self.influx_write(id).await,
+        }
+    }
+
+    async fn kafka_produce(&self, id: u64) -> Outcome {
+        let Some(p) = &self.kafka else { return Outcome::Failed };
+        let payload = format!("{}:{id}", self.run);
+        let key = id.to_string();
+        let rec = FutureRecord::to(KAFKA_TOPIC).key(&key).payload(&payload);
+        match p.send(rec, Duration::from_secs(12)).await {
+            Ok(_) => Outcome::Acked,
+            Err((e, _)) => kafka_outcome(&e),
+        }
+    }
+
+    async fn postgres_insert(&self, id: u64) -> Outcome {
+        let Some((pg, pool)) = &self.postgres else { return Outcome::Failed };
+        let client = match pool.lock().await.pop() {
+            Some(c) if !c.is_closed() => c,
+            _ => match tokio::time::timeout(Duration::from_secs(3), pg.config().connect(tokio_postgres::NoTls)).await {
+                Ok(Ok((c, conn))) => {
+                    tokio::spawn(conn);
+                    c
+                }
+                // Nothing was sent: certainly not written.
+                _ => return Outcome::Failed,
+            },
+        };
+        let sql = format!("INSERT INTO {PG_TABLE} (run, id) VALUES ($1, $2)");
+        match tokio::time::timeout(Duration::from_secs(10), client.execute(sql.as_str(), &[&self.run, &(id as i64)]))
+            .await
+        {
+            Ok(Ok(_)) => {
+                pool.lock().await.push(client);
+                Outcome::Acked
+            }
+            // The server answered with an error: the statement did not commit.
+            Ok(Err(e)) if e.as_db_error().is_some() => Outcome::Failed,
+            // The connection broke or we gave up waiting after the statement
+            // left: it may have committed.
+            _ => Outcome::Ambiguous,
+        }
+    }
+
+    async fn influx_write(&self, id: u64) -> Outcome {
+        let Some(ep) = &self.influx else { return Outcome::Failed };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let line = format!("{INFLUX_MEASUREMENT},run={},id={id} v=1i {now}", self.run);
+        match tokio::time::timeout(Duration::from_secs(10), ep.write(&ep.database, None, &line)).await {
+            Ok(Ok(())) => Outcome::Acked,
+            // Not connected (nothing sent), or refused with a 4xx: not written.
+            Ok(Err(e)) if e.contains("(Connect)") || e.contains("failed: 4") => Outcome::Failed,
+            _ => Outcome::Ambiguous,
+        }
+    }
+}
+
+/// Kafka errors after which the broker may hold the record count as
+/// ambiguous; the others mean it was refused.
+fn kafka_outcome(e: &KafkaError) -> Outcome {
+    match e {
+        KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageTimedOut
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::NotEnoughReplicasAfterAppend
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown,
+        ) => Outcome::Ambiguous,
+        KafkaError::MessageProduction(_) => Outcome::Failed,
+        _ => Outcome::Ambiguous,
+    }
+}
+
+/// The intended send times of one operation: a Poisson process at `rate`
+/// per second, ramped linearly from zero over `ramp`, until `duration`.
+pub fn schedule(seed: u64, op: Op, rate: f64, ramp: Duration, duration: Duration) -> Vec<Duration> {
+    if rate <= 0.0 {
+        return vec![];
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (op as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut out = vec![];
+    let mut t = 0.0;
+    let end = duration.as_secs_f64();
+    loop {
+        // Thinning: draw at the full rate, keep with the ramp's share.
+        let u: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+        t += -u.ln() / rate;
+        if t >= end {
+            return out;
+        }
+        let share = if ramp.is_zero() { 1.0 } else { (t / ramp.as_secs_f64()).min(1.0) };
+        if rng.random::<f64>() < share {
+            out.push(Duration::from_secs_f64(t));
+        }
+    }
+}
+
+/// Run the scenario's load from `start` until its end, sending every sample
+/// to `samples`. Returns when every request has been answered.
+pub async fn generate(
+    scenario: &Scenario,
+    targets: Arc<Targets>,
+    start: Instant,
+    samples: mpsc::UnboundedSender<Sample>,
+) {
+    let mut tasks = vec![];
+    for (op, rate) in &scenario.rates {
+        let times = schedule(scenario.seed, *op, *rate, scenario.ramp, scenario.duration);
+        let (op, targets, samples) = (*op, targets.clone(), samples.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut inflight = vec![];
+            for (i, at) in times.into_iter().enumerate() {
+                tokio::time::sleep_until((start + at).into()).await;
+                let (targets, samples) = (targets.clone(), samples.clone());
+                inflight.push(tokio::spawn(async move {
+                    let id = i as u64 + 1;
+                    let outcome = targets.execute(op, id).await;
+                    let latency = start.elapsed().saturating_sub(at);
+                    let _ = samples.send(Sample { op, id, intended: at, latency, outcome });
+                }));
+            }
+            for t in inflight {
+                let _ = t.await;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_arrivals_and_another_seed_does_not() {
+        let a = schedule(7, Op::KafkaProduce, 50.0, Duration::ZERO, Duration::from_secs(10));
+        assert_eq!(a, schedule(7, Op::KafkaProduce, 50.0, Duration::ZERO, Duration::from_secs(10)));
+        assert_ne!(a, schedule(8, Op::KafkaProduce, 50.0, Duration::ZERO, Duration::from_secs(10)));
+        assert_ne!(a, schedule(7, Op::PostgresInsert, 50.0, Duration::ZERO, Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn arrivals_average_the_rate_and_ramp_up_from_zero() {
+        let a = schedule(1, Op::InfluxWrite, 200.0, Duration::from_secs(10), Duration::from_secs(60));
+        let first = a.iter().filter(|t| t.as_secs() < 5).count() as f64;
+        let steady = a.iter().filter(|t| t.as_secs() >= 30 && t.as_secs() < 35).count() as f64;
+        assert!((900.0..1100.0).contains(&steady), "steady 5 s at 200/s gave {steady}");
+        assert!(first < steady * 0.4, "the ramp's first 5 s ({first}) must be well under steady ({steady})");
+        assert!(a.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn a_timed_out_produce_is_ambiguous_and_a_refused_one_failed() {
+        assert_eq!(
+            kafka_outcome(&KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)),
+            Outcome::Ambiguous
+        );
+        assert_eq!(
+            kafka_outcome(&KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicasAfterAppend)),
+            Outcome::Ambiguous
+        );
+        assert_eq!(kafka_outcome(&KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicas)), Outcome::Failed);
+    }
+}

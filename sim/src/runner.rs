@@ -1,0 +1,557 @@
+//! Running a scenario against a running stack: the load, the faults on their
+//! timeline, healing, reading every write back, and the report. Also the
+//! stack's stand-in for RDS's control plane during a run: when the
+//! synchronous standby is lost, the primary stops waiting for it (RDS keeps
+//! the primary writable while it replaces a standby), and waits again once
+//! it is back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::harness::RunningStack;
+use crate::ledger::{check, Ledger, Op, Outcome};
+use crate::load::{self, Sample, Targets, INFLUX_MEASUREMENT, KAFKA_TOPIC, PG_TABLE};
+use crate::progress::Progress;
+use crate::report::{Assertion, FaultMark, PhaseStats, Recovery, Report, Second, SecondOp, SCHEMA};
+use crate::scenario::{Action, Phase, Scenario};
+use crate::services::postgres as pg;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Multiply every scenario time by this (CI runs shortened scenarios).
+    pub time_scale: f64,
+    /// Recovery counts as sustained from the start of a window this long in
+    /// which every write succeeded.
+    pub sustain_window: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { time_scale: 1.0, sustain_window: Duration::from_secs(5) }
+    }
+}
+
+enum Event {
+    Act(usize),
+    Heal,
+}
+
+/// Run `scenario` on `stack` and return its report (also when it fails its
+/// expectations: `report.passed` says).
+pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOptions, p: &Progress) -> Result<Report> {
+    let mut sc = scenario.scaled(opts.time_scale);
+    sc.validate(&stack.stack()?).map_err(|e| {
+        Error::usage(format!("scenario {}: {e}", sc.name), "name AZs and instances as `voyager-sim status` shows them")
+    })?;
+    let run_tag = format!(
+        "{}-{}",
+        sc.name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+        crate::runtime::labels::random_suffix()
+    );
+    let kafka = stack.kafka().map(|k| k.bootstrap_servers);
+    let targets = Arc::new(
+        Targets::new(&run_tag, kafka.as_deref(), stack.postgres(), stack.influxdb())
+            .map_err(|e| Error::usage(e, "check `voyager-sim status`"))?,
+    );
+    for op in sc.rates.iter().filter(|(_, r)| **r > 0.0).map(|(o, _)| *o) {
+        if !targets.supports(op) {
+            return Err(Error::usage(
+                format!("scenario {} puts load on {} but the stack does not run {}", sc.name, op.as_str(), op.tier()),
+                format!("start the stack with {} (or without --only)", op.tier()),
+            ));
+        }
+    }
+    targets
+        .prepare()
+        .await
+        .map_err(|e| Error::usage(format!("preparing the load: {e}"), "check `voyager-sim status`"))?;
+
+    // The timeline: each fault's action at its time, heals at heal times,
+    // everything still in force healed at the end.
+    let mut events: Vec<(Duration, Event)> = vec![];
+    for (i, f) in sc.faults.iter().enumerate() {
+        events.push((f.at, Event::Act(i)));
+        if let Some(h) = f.heal_at {
+            events.push((h, Event::Heal));
+        }
+    }
+    events.sort_by_key(|(t, _)| *t);
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Sample>();
+    let start = Instant::now();
+    p.say(&format!(
+        "scenario {}: {:.0}s of load, {} fault(s), seed {}",
+        sc.name,
+        sc.duration.as_secs_f64(),
+        sc.faults.len(),
+        sc.seed
+    ));
+    let load = {
+        let (sc2, targets) = (sc.clone(), targets.clone());
+        tokio::spawn(async move { load::generate(&sc2, targets, start, tx).await })
+    };
+    let collector = tokio::spawn(async move {
+        let mut all = vec![];
+        while let Some(s) = rx.recv().await {
+            all.push(s);
+        }
+        all
+    });
+    let has_failover = sc.faults.iter().any(|f| matches!(f.action, Action::Failover));
+    let control = (!has_failover).then(|| spawn_control_plane(stack.state().clone(), start + sc.duration, p.clone()));
+    let progress = spawn_progress(start, sc.duration, p.clone());
+
+    let mut marks: Vec<FaultMark> = vec![];
+    let mut notes: Vec<String> = vec![];
+    for (t, ev) in events {
+        tokio::time::sleep_until((start + t).into()).await;
+        match ev {
+            Event::Act(i) => {
+                let f = &sc.faults[i];
+                let label = match &f.action {
+                    Action::Inject(fs) => fs.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(" + "),
+                    Action::Restart(n) => format!("restart {n}"),
+                    Action::Failover => "failover postgres".into(),
+                };
+                p.say(&format!("t={:.1}s: {label}", start.elapsed().as_secs_f64()));
+                marks.push(FaultMark { label: label.clone(), at_s: start.elapsed().as_secs_f64(), heal_at_s: None });
+                match &f.action {
+                    Action::Inject(fs) => {
+                        for fault in fs {
+                            stack.inject(fault.clone()).await?;
+                        }
+                    }
+                    Action::Restart(n) => {
+                        stack.restart_instance(n, Duration::from_secs(120)).await?;
+                        marks.last_mut().expect("pushed").heal_at_s = Some(start.elapsed().as_secs_f64());
+                    }
+                    Action::Failover => {
+                        let fo = stack.failover_postgres(p).await?;
+                        marks.last_mut().expect("pushed").heal_at_s = Some(start.elapsed().as_secs_f64());
+                        notes.push(format!(
+                            "failover {} -> {}: writer endpoint unavailable {:.2}s, old primary back as standby after {:.2}s",
+                            fo.old_primary,
+                            fo.new_primary,
+                            fo.writer_unavailable.as_secs_f64(),
+                            fo.old_primary_rejoined_after.as_secs_f64()
+                        ));
+                    }
+                }
+            }
+            Event::Heal => {
+                p.say(&format!("t={:.1}s: heal", start.elapsed().as_secs_f64()));
+                let now = start.elapsed().as_secs_f64();
+                stack.heal(Duration::from_secs(180)).await?;
+                for m in marks.iter_mut().filter(|m| m.heal_at_s.is_none()) {
+                    m.heal_at_s = Some(now);
+                }
+            }
+        }
+    }
+    tokio::time::sleep_until((start + sc.duration).into()).await;
+    if !stack.state().faults.is_empty() {
+        p.say("end of load: healing what is still broken");
+        let now = start.elapsed().as_secs_f64();
+        stack.heal(Duration::from_secs(180)).await?;
+        for m in marks.iter_mut().filter(|m| m.heal_at_s.is_none()) {
+            m.heal_at_s = Some(now);
+        }
+    }
+    p.say("waiting for the last answers");
+    let _ = load.await;
+    let samples = collector.await.unwrap_or_default();
+    progress.abort();
+    if let Some(c) = control {
+        notes.extend(c.await.unwrap_or_default());
+    }
+
+    let mut ledger = Ledger::default();
+    for s in &samples {
+        ledger.record(s.op, s.id, s.outcome);
+    }
+    p.say("reading every write back");
+    let mut checks = vec![];
+    for op in sc.rates.iter().filter(|(_, r)| **r > 0.0).map(|(o, _)| *o) {
+        let found = read_back(stack, op, &run_tag)
+            .await
+            .map_err(|e| Error::usage(format!("reading back {}: {e}", op.as_str()), "check `voyager-sim status`"))?;
+        checks.push(check(op, &ledger, &found));
+    }
+
+    let st = stack.state();
+    let mut report = Report {
+        schema: SCHEMA,
+        scenario: sc.name.clone(),
+        description: sc.description.clone(),
+        seed: sc.seed,
+        stack: st.stack.clone(),
+        run_id: run_tag,
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        time_scale: opts.time_scale,
+        duration_s: sc.duration.as_secs_f64(),
+        timeline: timeline(&samples, sc.duration),
+        phases: phase_stats(&samples, &sc),
+        recovery: recovery(&samples, &sc, &marks, opts.sustain_window),
+        faults: marks,
+        checks,
+        assertions: vec![],
+        notes,
+        passed: false,
+    };
+    report.assertions = assertions(&report, &sc);
+    report.passed = report.assertions.iter().all(|a| a.passed);
+    Ok(report)
+}
+
+/// Everything of this run that the service holds, by id and count.
+async fn read_back(stack: &RunningStack, op: Op, run: &str) -> std::result::Result<BTreeMap<u64, usize>, String> {
+    let mut found: BTreeMap<u64, usize> = BTreeMap::new();
+    match op {
+        Op::PostgresInsert => {
+            let w = stack.postgres().ok_or("no PostgreSQL")?;
+            for row in w.query_strings(&format!("SELECT id FROM {PG_TABLE} WHERE run = '{run}'")).await? {
+                if let Some(id) = row[0].as_deref().and_then(|s| s.parse().ok()) {
+                    *found.entry(id).or_default() += 1;
+                }
+            }
+        }
+        Op::InfluxWrite => {
+            let ep = stack.influxdb().ok_or("no InfluxDB")?;
+            let q = format!("SHOW TAG VALUES FROM \"{INFLUX_MEASUREMENT}\" WITH KEY = \"id\" WHERE \"run\" = '{run}'");
+            let body = ep.query(Some(&ep.database), &q).await?;
+            let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+            for series in v["results"][0]["series"].as_array().into_iter().flatten() {
+                for row in series["values"].as_array().into_iter().flatten() {
+                    if let Some(id) = row[1].as_str().and_then(|s| s.parse().ok()) {
+                        *found.entry(id).or_default() += 1;
+                    }
+                }
+            }
+        }
+        Op::KafkaProduce => {
+            let bootstrap = stack.kafka().ok_or("no Kafka")?.bootstrap_servers;
+            let prefix = format!("{run}:");
+            found = tokio::task::spawn_blocking(move || read_topic(&bootstrap, &prefix))
+                .await
+                .map_err(|e| e.to_string())??;
+        }
+    }
+    Ok(found)
+}
+
+/// Every partition of the load's topic from the beginning to its high
+/// watermark as of now.
+fn read_topic(bootstrap: &str, prefix: &str) -> std::result::Result<BTreeMap<u64, usize>, String> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("voyager-sim-check-{prefix}"))
+        .set("enable.auto.commit", "false")
+        .set("log_level", "0")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let md = c.fetch_metadata(Some(KAFKA_TOPIC), Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    let parts = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0) as i32;
+    let mut tpl = TopicPartitionList::new();
+    let mut remaining: BTreeMap<i32, i64> = BTreeMap::new();
+    for p in 0..parts {
+        let (low, high) = c.fetch_watermarks(KAFKA_TOPIC, p, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+        if high > low {
+            remaining.insert(p, high);
+        }
+        tpl.add_partition_offset(KAFKA_TOPIC, p, Offset::Beginning).map_err(|e| e.to_string())?;
+    }
+    c.assign(&tpl).map_err(|e| e.to_string())?;
+    let mut found: BTreeMap<u64, usize> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !remaining.is_empty() {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "reading {KAFKA_TOPIC} back did not reach the end of partitions {:?}",
+                remaining.keys().collect::<Vec<_>>()
+            ));
+        }
+        let Some(msg) = c.poll(Duration::from_millis(500)) else { continue };
+        let m = msg.map_err(|e| e.to_string())?;
+        if let Some(id) = m
+            .payload()
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .and_then(|s| s.strip_prefix(prefix))
+            .and_then(|s| s.parse().ok())
+        {
+            *found.entry(id).or_default() += 1;
+        }
+        if remaining.get(&m.partition()).is_some_and(|high| m.offset() + 1 >= *high) {
+            remaining.remove(&m.partition());
+        }
+    }
+    Ok(found)
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        0.0
+    } else {
+        h.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+fn timeline(samples: &[Sample], duration: Duration) -> Vec<Second> {
+    let secs = duration.as_secs_f64().ceil().max(1.0) as usize;
+    let mut hists: Vec<BTreeMap<Op, Histogram<u64>>> = (0..secs).map(|_| BTreeMap::new()).collect();
+    let mut out: Vec<Second> = (0..secs).map(|t| Second { t: t as u32, ops: BTreeMap::new() }).collect();
+    for s in samples {
+        let i = (s.intended.as_secs() as usize).min(secs - 1);
+        let e = out[i].ops.entry(s.op.as_str().to_string()).or_default();
+        match s.outcome {
+            Outcome::Acked => e.ok += 1,
+            Outcome::Failed => e.failed += 1,
+            Outcome::Ambiguous => e.ambiguous += 1,
+        }
+        let _ = hists[i].entry(s.op).or_insert_with(histogram).record((s.latency.as_micros() as u64).max(1));
+    }
+    for (sec, hs) in out.iter_mut().zip(hists) {
+        for (op, h) in hs {
+            if let Some(e) = sec.ops.get_mut(op.as_str()) {
+                e.p99_ms = Some(ms(&h, 0.99));
+            }
+        }
+    }
+    // Seconds with no attempt still show as zeros, so gaps are visible.
+    for sec in &mut out {
+        for op in samples.iter().map(|s| s.op).collect::<BTreeSet<_>>() {
+            sec.ops.entry(op.as_str().to_string()).or_insert_with(SecondOp::default);
+        }
+    }
+    out
+}
+
+fn phase_stats(samples: &[Sample], sc: &Scenario) -> Vec<PhaseStats> {
+    let mut groups: BTreeMap<(Phase, Op), (Histogram<u64>, u64, u64, u64)> = BTreeMap::new();
+    for s in samples {
+        let g = groups.entry((sc.phase_at(s.intended), s.op)).or_insert_with(|| (histogram(), 0, 0, 0));
+        let _ = g.0.record((s.latency.as_micros() as u64).max(1));
+        match s.outcome {
+            Outcome::Acked => g.1 += 1,
+            Outcome::Failed => g.2 += 1,
+            Outcome::Ambiguous => g.3 += 1,
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((phase, op), (h, ok, failed, ambiguous))| {
+            let attempts = ok + failed + ambiguous;
+            PhaseStats {
+                phase: phase.to_string(),
+                op: op.as_str().into(),
+                attempts,
+                ok,
+                failed,
+                ambiguous,
+                error_rate: if attempts == 0 { 0.0 } else { (failed + ambiguous) as f64 / attempts as f64 },
+                p50_ms: ms(&h, 0.5),
+                p90_ms: ms(&h, 0.9),
+                p99_ms: ms(&h, 0.99),
+                max_ms: h.max() as f64 / 1000.0,
+            }
+        })
+        .collect()
+}
+
+/// Per tier and fault: the first acknowledged write sent after the fault, and
+/// the start of the first window after it in which every write succeeded.
+fn recovery(samples: &[Sample], sc: &Scenario, marks: &[FaultMark], window: Duration) -> Vec<Recovery> {
+    let ops: BTreeSet<Op> = samples.iter().map(|s| s.op).collect();
+    let mut out = vec![];
+    for m in marks {
+        let at = Duration::from_secs_f64(m.at_s);
+        for op in &ops {
+            let mut mine: Vec<&Sample> = samples.iter().filter(|s| s.op == *op && s.intended >= at).collect();
+            mine.sort_by_key(|s| s.intended);
+            let first = mine.iter().find(|s| s.outcome == Outcome::Acked).map(|s| (s.intended - at).as_secs_f64());
+            // Candidates are the sends right after each failure (or the fault
+            // itself); the first one followed by a clean window wins.
+            let mut sustained = None;
+            let mut candidate = at;
+            for (i, s) in mine.iter().enumerate() {
+                if s.outcome != Outcome::Acked {
+                    candidate = mine.get(i + 1).map(|n| n.intended).unwrap_or(sc.duration);
+                    continue;
+                }
+                let window_end = candidate + window;
+                if s.intended >= window_end || (window_end > sc.duration && i + 1 == mine.len()) {
+                    sustained = Some((candidate - at).as_secs_f64());
+                    break;
+                }
+            }
+            if sustained.is_none() && mine.iter().all(|s| s.outcome == Outcome::Acked) && !mine.is_empty() {
+                sustained = Some(0.0);
+            }
+            out.push(Recovery {
+                tier: op.tier().into(),
+                fault: m.label.clone(),
+                fault_at_s: m.at_s,
+                first_success_s: first,
+                sustained_s: sustained,
+                window_s: window.as_secs_f64(),
+            });
+        }
+    }
+    out
+}
+
+fn assertions(r: &Report, sc: &Scenario) -> Vec<Assertion> {
+    let mut out = vec![];
+    if let Some(max) = sc.expect.lost_acknowledged {
+        let lost: usize = r.checks.iter().map(|c| c.lost.len()).sum();
+        out.push(Assertion {
+            name: "acknowledged writes lost".into(),
+            expected: format!("<= {max}"),
+            actual: lost.to_string(),
+            passed: lost <= max,
+        });
+    }
+    for (tier, limit) in &sc.expect.recovery {
+        for rec in r.recovery.iter().filter(|x| &x.tier == tier) {
+            let ok = rec.sustained_s.is_some_and(|s| s <= limit.as_secs_f64());
+            out.push(Assertion {
+                name: format!("{tier} recovery (RTO) after {}", rec.fault),
+                expected: format!("<= {:.1}s", limit.as_secs_f64()),
+                actual: rec.sustained_s.map(|s| format!("{s:.1}s")).unwrap_or_else(|| "not within the run".into()),
+                passed: ok,
+            });
+        }
+    }
+    for (phase, max) in &sc.expect.error_rate {
+        for ps in r.phases.iter().filter(|p| p.phase == phase.to_string()) {
+            out.push(Assertion {
+                name: format!("{} error rate {phase}", ps.op),
+                expected: format!("<= {:.2}%", max * 100.0),
+                actual: format!("{:.2}% of {}", ps.error_rate * 100.0, ps.attempts),
+                passed: ps.error_rate <= *max,
+            });
+        }
+    }
+    for ((phase, op), limit) in &sc.expect.p99 {
+        if let Some(ps) = r.phases.iter().find(|p| p.phase == phase.to_string() && p.op == op.as_str()) {
+            out.push(Assertion {
+                name: format!("{} p99 {phase}", op.as_str()),
+                expected: format!("<= {:.0} ms", limit.as_secs_f64() * 1000.0),
+                actual: format!("{:.1} ms", ps.p99_ms),
+                passed: ps.p99_ms <= limit.as_secs_f64() * 1000.0,
+            });
+        }
+    }
+    out
+}
+
+fn spawn_progress(start: Instant, duration: Duration, p: Progress) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let step = Duration::from_secs(10).min(duration / 4).max(Duration::from_secs(1));
+        loop {
+            tokio::time::sleep(step).await;
+            let t = start.elapsed();
+            if t >= duration {
+                return;
+            }
+            let done = (t.as_secs_f64() / duration.as_secs_f64() * 30.0) as usize;
+            p.say(&format!(
+                "[{}{}] {:.0}/{:.0}s",
+                "#".repeat(done),
+                ".".repeat(30 - done.min(30)),
+                t.as_secs_f64(),
+                duration.as_secs_f64()
+            ));
+        }
+    })
+}
+
+/// RDS's part during a run: if the synchronous standby stops answering, the
+/// primary is told to stop waiting for it; when it streams again, to wait
+/// again. Returns what it did, for the report's notes.
+fn spawn_control_plane(
+    state: crate::state::RunState,
+    until: Instant,
+    p: Progress,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let mut notes = vec![];
+        let primary = pg::nodes(&state).find(|i| i.role == "primary").and_then(|i| pg::instance(&state, &i.name));
+        let standbys: Vec<String> = pg::nodes(&state).filter(|i| i.role == "standby").map(|i| i.name.clone()).collect();
+        let (Some(primary), false) = (primary, standbys.is_empty()) else { return notes };
+        let start = Instant::now();
+        let mut misses = 0;
+        let mut detached = false;
+        while Instant::now() < until + Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut up = true;
+            for s in &standbys {
+                let ep = pg::instance(&state, s).expect("standby endpoint");
+                up &= matches!(
+                    tokio::time::timeout(Duration::from_secs(1), ep.query_strings("SELECT 1")).await,
+                    Ok(Ok(_))
+                );
+            }
+            misses = if up { 0 } else { misses + 1 };
+            if !detached && misses >= 2 {
+                match set_sync_names(&primary, "").await {
+                    Ok(()) => {
+                        detached = true;
+                        let n = format!(
+                            "t={:.1}s control plane: standby lost; the primary stops waiting for it",
+                            start.elapsed().as_secs_f64()
+                        );
+                        p.say(&n);
+                        notes.push(n);
+                    }
+                    Err(e) => notes.push(format!("control plane: could not detach the lost standby: {e}")),
+                }
+            } else if detached && up && standbys_streaming(&primary, &standbys).await {
+                let names: Vec<&str> = standbys.iter().map(String::as_str).collect();
+                match set_sync_names(&primary, &pg::sync_names(&names)).await {
+                    Ok(()) => {
+                        detached = false;
+                        let n = format!(
+                            "t={:.1}s control plane: standby streaming again; commits wait for it again",
+                            start.elapsed().as_secs_f64()
+                        );
+                        p.say(&n);
+                        notes.push(n);
+                    }
+                    Err(e) => notes.push(format!("control plane: could not re-attach the standby: {e}")),
+                }
+            }
+            if Instant::now() > until && !detached {
+                break;
+            }
+        }
+        notes
+    })
+}
+
+/// `ALTER SYSTEM` refuses to run inside a transaction, which a
+/// multi-statement query is: two round trips.
+async fn set_sync_names(primary: &pg::PostgresEndpoint, names: &str) -> std::result::Result<(), String> {
+    primary.query_strings(&format!("ALTER SYSTEM SET synchronous_standby_names = '{names}'")).await?;
+    primary.query_strings("SELECT pg_reload_conf()").await.map(|_| ())
+}
+
+/// Whether every standby streams from the primary (in whatever sync state:
+/// a detached standby reports `async`).
+async fn standbys_streaming(primary: &pg::PostgresEndpoint, standbys: &[String]) -> bool {
+    let Ok(repl) = pg::replication(primary).await else { return false };
+    standbys.iter().all(|s| repl.iter().any(|(n, st, _)| *n == pg::replication_name(s) && st == "streaming"))
+}
