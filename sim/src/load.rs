@@ -40,12 +40,23 @@ pub struct Sample {
     pub outcome: Outcome,
 }
 
+/// At most this many PostgreSQL connections, as an application's pool would
+/// have: a stalled database must not exhaust `max_connections`. Waiting for
+/// a connection counts as latency (it is measured from the intended time).
+pub const PG_POOL: usize = 32;
+
+struct PgPool {
+    endpoint: PostgresEndpoint,
+    idle: Mutex<Vec<tokio_postgres::Client>>,
+    slots: tokio::sync::Semaphore,
+}
+
 /// Where the writes go. Each write carries `run` (the run's tag) and a
 /// per-operation id, which is what the checker reads back.
 pub struct Targets {
     pub run: String,
     kafka: Option<FutureProducer>,
-    postgres: Option<(PostgresEndpoint, Mutex<Vec<tokio_postgres::Client>>)>,
+    postgres: Option<PgPool>,
     influx: Option<InfluxEndpoint>,
 }
 
@@ -72,7 +83,12 @@ impl Targets {
             ),
             None => None,
         };
-        Ok(Targets { run: run.to_string(), kafka, postgres: postgres.map(|p| (p, Mutex::new(vec![]))), influx })
+        let postgres = postgres.map(|endpoint| PgPool {
+            endpoint,
+            idle: Mutex::new(vec![]),
+            slots: tokio::sync::Semaphore::new(PG_POOL),
+        });
+        Ok(Targets { run: run.to_string(), kafka, postgres, influx })
     }
 
     pub fn supports(&self, op: Op) -> bool {
@@ -85,7 +101,7 @@ impl Targets {
 
     /// Create what the writes need (the PostgreSQL table).
     pub async fn prepare(&self) -> Result<(), String> {
-        if let Some((pg, _)) = &self.postgres {
+        if let Some(PgPool { endpoint: pg, .. }) = &self.postgres {
             pg.query_strings(&format!(
                 "CREATE TABLE IF NOT EXISTS {PG_TABLE} (run text NOT NULL, id bigint NOT NULL, at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (run, id))"
             ))
@@ -116,8 +132,10 @@ impl Targets {
     }
 
     async fn postgres_insert(&self, id: u64) -> Outcome {
-        let Some((pg, pool)) = &self.postgres else { return Outcome::Failed };
-        let client = match pool.lock().await.pop() {
+        let Some(pool) = &self.postgres else { return Outcome::Failed };
+        let Ok(_slot) = pool.slots.acquire().await else { return Outcome::Failed };
+        let pg = &pool.endpoint;
+        let client = match pool.idle.lock().await.pop() {
             Some(c) if !c.is_closed() => c,
             _ => match tokio::time::timeout(Duration::from_secs(3), pg.config().connect(tokio_postgres::NoTls)).await {
                 Ok(Ok((c, conn))) => {
@@ -133,7 +151,7 @@ impl Targets {
             .await
         {
             Ok(Ok(_)) => {
-                pool.lock().await.push(client);
+                pool.idle.lock().await.push(client);
                 Outcome::Acked
             }
             // The server answered with an error: the statement did not commit.

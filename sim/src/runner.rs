@@ -30,11 +30,14 @@ pub struct RunOptions {
     /// Recovery counts as sustained from the start of a window this long in
     /// which every write succeeded.
     pub sustain_window: Duration,
+    /// A write answered later than this after its intended send time has
+    /// not recovered yet, even if it succeeded (it sat in a queue).
+    pub timely: Duration,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { time_scale: 1.0, sustain_window: Duration::from_secs(5) }
+        RunOptions { time_scale: 1.0, sustain_window: Duration::from_secs(5), timely: Duration::from_secs(1) }
     }
 }
 
@@ -109,7 +112,7 @@ pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOption
     let progress = spawn_progress(start, sc.duration, p.clone());
 
     let mut marks: Vec<FaultMark> = vec![];
-    let mut notes: Vec<String> = vec![];
+    let mut notes: Vec<String> = primary_outage_warnings(stack, &sc);
     for (t, ev) in events {
         tokio::time::sleep_until((start + t).into()).await;
         match ev {
@@ -201,7 +204,7 @@ pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOption
         duration_s: sc.duration.as_secs_f64(),
         timeline: timeline(&samples, sc.duration),
         phases: phase_stats(&samples, &sc),
-        recovery: recovery(&samples, &sc, &marks, opts.sustain_window),
+        recovery: recovery(&samples, &marks, opts),
         faults: marks,
         checks,
         assertions: vec![],
@@ -373,44 +376,59 @@ fn phase_stats(samples: &[Sample], sc: &Scenario) -> Vec<PhaseStats> {
 
 /// Per tier and fault: the first acknowledged write sent after the fault, and
 /// the start of the first window after it in which every write succeeded.
-fn recovery(samples: &[Sample], sc: &Scenario, marks: &[FaultMark], window: Duration) -> Vec<Recovery> {
+fn recovery(samples: &[Sample], marks: &[FaultMark], opts: &RunOptions) -> Vec<Recovery> {
+    // Shortened runs shorten the window too, but not below a second.
+    let window = Duration::from_secs_f64((opts.sustain_window.as_secs_f64() * opts.time_scale).max(1.0));
     let ops: BTreeSet<Op> = samples.iter().map(|s| s.op).collect();
     let mut out = vec![];
     for m in marks {
         let at = Duration::from_secs_f64(m.at_s);
         for op in &ops {
-            let mut mine: Vec<&Sample> = samples.iter().filter(|s| s.op == *op && s.intended >= at).collect();
-            mine.sort_by_key(|s| s.intended);
-            let first = mine.iter().find(|s| s.outcome == Outcome::Acked).map(|s| (s.intended - at).as_secs_f64());
-            // Candidates are the sends right after each failure (or the fault
-            // itself); the first one followed by a clean window wins.
-            let mut sustained = None;
-            let mut candidate = at;
-            for (i, s) in mine.iter().enumerate() {
-                if s.outcome != Outcome::Acked {
-                    candidate = mine.get(i + 1).map(|n| n.intended).unwrap_or(sc.duration);
-                    continue;
-                }
-                let window_end = candidate + window;
-                if s.intended >= window_end || (window_end > sc.duration && i + 1 == mine.len()) {
-                    sustained = Some((candidate - at).as_secs_f64());
-                    break;
-                }
-            }
-            if sustained.is_none() && mine.iter().all(|s| s.outcome == Outcome::Acked) && !mine.is_empty() {
-                sustained = Some(0.0);
-            }
+            let (first, sustained) = recovery_of(samples.iter().filter(|s| s.op == *op), at, window, opts.timely);
             out.push(Recovery {
                 tier: op.tier().into(),
                 fault: m.label.clone(),
                 fault_at_s: m.at_s,
-                first_success_s: first,
-                sustained_s: sustained,
+                first_success_s: first.map(|d| d.as_secs_f64()),
+                sustained_s: sustained.map(|d| d.as_secs_f64()),
                 window_s: window.as_secs_f64(),
             });
         }
     }
     out
+}
+
+/// Recovery of one operation after a fault at `at`, judged by when writes
+/// sent after the fault *completed*: a write held in a queue until the
+/// service is back is not a success at its send time, and one answered later
+/// than `timely` has not recovered yet. Returns (first acknowledged
+/// completion, start of the first run of timely acknowledged completions
+/// lasting `window` with nothing else in it, or clean to the end), both
+/// measured from the fault.
+pub fn recovery_of<'a>(
+    samples: impl Iterator<Item = &'a Sample>,
+    at: Duration,
+    window: Duration,
+    timely: Duration,
+) -> (Option<Duration>, Option<Duration>) {
+    let mut done: Vec<(Duration, bool, bool)> = samples
+        .filter(|s| s.intended >= at)
+        .map(|s| {
+            (s.intended + s.latency, s.outcome == Outcome::Acked && s.latency <= timely, s.outcome == Outcome::Acked)
+        })
+        .collect();
+    done.sort();
+    let first = done.iter().find(|(_, _, acked)| *acked).map(|(t, _, _)| *t - at);
+    let mut streak: Option<Duration> = None;
+    for (t, ok, _) in &done {
+        match (ok, streak) {
+            (false, _) => streak = None,
+            (true, None) => streak = Some(*t),
+            (true, Some(s)) if *t - s >= window => return (first, Some(s - at)),
+            _ => {}
+        }
+    }
+    (first, streak.map(|s| s - at))
 }
 
 fn assertions(r: &Report, sc: &Scenario) -> Vec<Assertion> {
@@ -542,6 +560,30 @@ fn spawn_control_plane(
     })
 }
 
+/// RDS fails a lost primary over by itself; this control plane does not yet
+/// (only `failover` faults do), so a run that takes out the primary's AZ says
+/// so up front instead of leaving the reader to guess.
+fn primary_outage_warnings(stack: &RunningStack, sc: &Scenario) -> Vec<String> {
+    let Some(primary) = pg::nodes(stack.state()).find(|i| i.role == "primary") else { return vec![] };
+    sc.faults
+        .iter()
+        .filter_map(|f| match &f.action {
+            Action::Inject(fs) => fs.iter().find_map(|fault| match fault {
+                crate::fault::Fault::AzOutage { az, .. } if *az == primary.az => Some(az.clone()),
+                crate::fault::Fault::Kill { instance } if *instance == primary.name => Some(primary.az.clone()),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .map(|az| {
+            format!(
+                "the PostgreSQL primary ({}) is in AZ {az}, which this run takes out; automatic failover of a lost primary is not simulated, so writes wait until it is back",
+                primary.name
+            )
+        })
+        .collect()
+}
+
 /// `ALTER SYSTEM` refuses to run inside a transaction, which a
 /// multi-statement query is: two round trips.
 async fn set_sync_names(primary: &pg::PostgresEndpoint, names: &str) -> std::result::Result<(), String> {
@@ -554,4 +596,56 @@ async fn set_sync_names(primary: &pg::PostgresEndpoint, names: &str) -> std::res
 async fn standbys_streaming(primary: &pg::PostgresEndpoint, standbys: &[String]) -> bool {
     let Ok(repl) = pg::replication(primary).await else { return false };
     standbys.iter().all(|s| repl.iter().any(|(n, st, _)| *n == pg::replication_name(s) && st == "streaming"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(intended_ms: u64, latency_ms: u64, outcome: Outcome) -> Sample {
+        Sample {
+            op: Op::PostgresInsert,
+            id: intended_ms,
+            intended: Duration::from_millis(intended_ms),
+            latency: Duration::from_millis(latency_ms),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn writes_held_in_a_queue_recover_when_they_complete_not_when_sent() {
+        // Fault at 10 s; everything sent in the next 2 s waits until 12.2 s.
+        let mut s: Vec<Sample> =
+            (0..20).map(|i| sample(10_000 + i * 100, 12_200 - (10_000 + i * 100), Outcome::Acked)).collect();
+        s.extend((0..100).map(|i| sample(12_000 + i * 100, 5, Outcome::Acked)));
+        let (first, sustained) =
+            recovery_of(s.iter(), Duration::from_secs(10), Duration::from_secs(5), Duration::from_secs(1));
+        assert_eq!(first, Some(Duration::from_millis(2_005)));
+        // The queued writes answer at 12.2 s, the oldest of them more than 1 s
+        // late: recovery is sustained only from then.
+        assert_eq!(sustained, Some(Duration::from_millis(2_200)));
+    }
+
+    #[test]
+    fn a_failure_restarts_the_clean_window() {
+        let mut s = vec![sample(10_000, 10, Outcome::Acked), sample(11_000, 10, Outcome::Failed)];
+        s.extend((0..100).map(|i| sample(12_000 + i * 100, 10, Outcome::Acked)));
+        let (first, sustained) =
+            recovery_of(s.iter(), Duration::from_secs(10), Duration::from_secs(5), Duration::from_secs(1));
+        assert_eq!(first, Some(Duration::from_millis(10)));
+        assert_eq!(sustained, Some(Duration::from_millis(2_010)));
+    }
+
+    #[test]
+    fn never_succeeding_again_is_no_recovery() {
+        let s = [
+            sample(9_000, 10, Outcome::Acked),
+            sample(10_500, 10, Outcome::Failed),
+            sample(11_000, 10, Outcome::Ambiguous),
+        ];
+        assert_eq!(
+            recovery_of(s.iter(), Duration::from_secs(10), Duration::from_secs(5), Duration::from_secs(1)),
+            (None, None)
+        );
+    }
 }

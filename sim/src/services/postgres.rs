@@ -67,7 +67,7 @@ impl PostgresEndpoint {
 
     /// Connect, run one statement, and return its rows' first columns as text.
     pub async fn query_strings(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
-        let (client, conn) = self.config().connect(tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+        let (client, conn) = self.config().connect(tokio_postgres::NoTls).await.map_err(|e| db_error(&e))?;
         let task = tokio::spawn(conn);
         let rows = client.simple_query(sql).await.map_err(|e| db_error(&e));
         drop(client);
@@ -84,7 +84,15 @@ impl PostgresEndpoint {
 
 /// A server error's message, not tokio-postgres' generic "db error".
 pub fn db_error(e: &tokio_postgres::Error) -> String {
-    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+    match e.as_db_error() {
+        Some(d) => format!("{}: {}", d.severity(), d.message()),
+        None => {
+            // The generic text ("db error", "error connecting to server") is
+            // useless alone; the cause says what happened.
+            let cause = std::error::Error::source(e).map(|s| format!(": {s}")).unwrap_or_default();
+            format!("{e}{cause}")
+        }
+    }
 }
 
 impl fmt::Debug for PostgresEndpoint {
@@ -183,6 +191,8 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
                     "wal_receiver_timeout=5s",
                     "-c",
                     "wal_receiver_status_interval=1s",
+                    "-c",
+                    "max_connections=200",
                 ]
                 .map(String::from)
                 .to_vec(),

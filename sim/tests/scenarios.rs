@@ -1,0 +1,107 @@
+//! Every shipped scenario, shortened fivefold (same steps, phases of a few
+//! seconds), against one real production-shaped stack: each must pass with
+//! no acknowledged write lost, and leave no fault in force. Then a run killed
+//! with SIGKILL in the middle of its fault is healed by `heal`. One test on
+//! one stack: scenarios measure latency, and a second stack starting beside
+//! them on two cores would be measured too.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use voyager_sim::harness::builtin_stack;
+use voyager_sim::runner::{run, RunOptions};
+use voyager_sim::runtime::{container, docker, route};
+use voyager_sim::scenario::parse_scenario;
+use voyager_sim::{ImageSource, Progress, Sim};
+
+fn scenario_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios").join(format!("{name}.toml"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
+    let mut stack = builtin_stack().relocated("10.220.0.0/16".parse().unwrap()).unwrap();
+    stack.name = "t-scen".into();
+    let mut running =
+        Sim::new(stack).with_images(ImageSource::Offline).with_progress(Progress::stderr()).start().await.unwrap();
+
+    let shipped: Vec<String> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".toml").map(str::to_string))
+        .collect();
+    // db-failover last: it moves the primary to AZ b, which az-loss takes out.
+    let order = ["load-baseline", "broker-kill", "partition-az", "az-loss", "db-failover"];
+    let mut sorted = shipped.clone();
+    sorted.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(usize::MAX));
+    assert!(order.iter().all(|o| shipped.iter().any(|s| s == o)), "a shipped scenario is missing: {shipped:?}");
+
+    let opts = RunOptions { time_scale: 0.2, ..Default::default() };
+    let mut failures = vec![];
+    for name in &sorted {
+        let path = scenario_file(name);
+        let sc = parse_scenario(&path, &std::fs::read_to_string(&path).unwrap()).unwrap();
+        let report = run(&mut running, &sc, &opts, &Progress::stderr()).await.unwrap();
+        eprintln!("{}", report.summary());
+        if !report.passed {
+            failures.push(report.summary());
+        }
+        let lost: usize = report.checks.iter().map(|c| c.lost.len()).sum();
+        assert_eq!(lost, 0, "{name}: acknowledged writes lost");
+        assert!(
+            report.checks.iter().all(|c| c.acknowledged > 0),
+            "{name}: every loaded operation had acknowledged writes"
+        );
+        assert!(running.state().faults.is_empty(), "{name}: a fault is still in force");
+        assert_eq!(route::fault_rule_count("t-scen").await, 0, "{name}: a fault rule is still installed");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["schema"], 1);
+        assert!(report.html().contains("<svg"));
+    }
+    assert!(failures.is_empty(), "scenarios failed:\n{}", failures.join("\n"));
+
+    // A `run` killed by SIGKILL while its fault is in force leaves the fault
+    // recorded in the run state; `heal` undoes it and the broker answers.
+    let report_dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_voyager-sim"))
+        .args([
+            "run",
+            scenario_file("broker-kill").to_str().unwrap(),
+            "--name",
+            "t-scen",
+            "--time-scale",
+            "0.5",
+            "--report-dir",
+        ])
+        .arg(report_dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = voyager_sim::state::path("t-scen");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&state).unwrap_or_default().contains("\"fault\": \"kill\"") {
+        assert!(start.elapsed() < Duration::from_secs(60), "the fault never went in force");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let d = docker::connect(&Progress::silent()).await.unwrap();
+    let broker = "vs-t-scen-kafka-b";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while container::state(&d, broker).await.is_some_and(|s| s.running) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!container::state(&d, broker).await.unwrap().running, "the killed run's fault is in force");
+    let heal = Command::new(env!("CARGO_BIN_EXE_voyager-sim")).args(["heal", "--name", "t-scen"]).output().unwrap();
+    assert!(heal.status.success(), "{}", String::from_utf8_lossy(&heal.stderr));
+    assert!(
+        String::from_utf8_lossy(&heal.stdout).contains("healed: kill kafka-b"),
+        "{}",
+        String::from_utf8_lossy(&heal.stdout)
+    );
+    assert!(container::state(&d, broker).await.unwrap().running);
+
+    running.shutdown().await.unwrap();
+}
