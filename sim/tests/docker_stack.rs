@@ -7,24 +7,17 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use voyager_sim::harness::builtin_stack;
 use voyager_sim::runtime::{docker, route, sweep};
-use voyager_sim::{ImageSource, Progress, ServiceKind, Sim, Stack, Tier};
+use voyager_sim::{Progress, ServiceKind, Sim, Tier};
 
-/// The production stack moved to 10.OCTET.0.0/16 and renamed.
-fn stack(name: &str, octet: u8) -> Stack {
-    let mut s = builtin_stack().relocated(format!("10.{octet}.0.0/16").parse().unwrap()).unwrap();
-    s.name = name.to_string();
-    s
-}
+mod common;
+
+use common::stack;
 
 /// PostgreSQL only: these tests are about the stack's lifecycle, and every
 /// Kafka node is a JVM on a two-core machine.
 fn sim(name: &str, octet: u8) -> Sim {
-    Sim::new(stack(name, octet))
-        .with_only(&[ServiceKind::Postgres])
-        .with_images(ImageSource::Offline)
-        .with_progress(Progress::stderr())
+    common::sim(name, octet, &[ServiceKind::Postgres])
 }
 
 async fn assert_nothing_left(name: &str) {

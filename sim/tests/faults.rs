@@ -5,20 +5,13 @@
 use std::time::Duration;
 
 use voyager_sim::fault::{Fault, OutageMode, Side};
-use voyager_sim::harness::builtin_stack;
 use voyager_sim::runtime::{container, docker, route};
-use voyager_sim::{ImageSource, Progress, RunningStack, ServiceKind, Sim, Tier};
+use voyager_sim::{Progress, RunningStack, ServiceKind, Tier};
+
+mod common;
 
 async fn start(name: &str, octet: u8) -> RunningStack {
-    let mut stack = builtin_stack().relocated(format!("10.{octet}.0.0/16").parse().unwrap()).unwrap();
-    stack.name = name.into();
-    Sim::new(stack)
-        .with_only(&[ServiceKind::Postgres])
-        .with_images(ImageSource::Offline)
-        .with_progress(Progress::stderr())
-        .start()
-        .await
-        .unwrap()
+    common::start(name, octet, &[ServiceKind::Postgres]).await
 }
 
 /// Can a client in (az, tier) open a PostgreSQL connection to `addr`?

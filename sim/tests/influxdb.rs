@@ -4,21 +4,14 @@
 
 use std::time::Duration;
 
-use voyager_sim::harness::builtin_stack;
 use voyager_sim::http::request;
-use voyager_sim::{ImageSource, Progress, ServiceKind, Sim};
+use voyager_sim::ServiceKind;
+
+mod common;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn influxdb_stores_points_under_the_fixtures_retention_policies() {
-    let mut stack = builtin_stack().relocated("10.212.0.0/16".parse().unwrap()).unwrap();
-    stack.name = "t-influx".into();
-    let running = Sim::new(stack)
-        .with_only(&[ServiceKind::Influxdb])
-        .with_images(ImageSource::Offline)
-        .with_progress(Progress::stderr())
-        .start()
-        .await
-        .unwrap();
+    let running = common::start("t-influx", 212, &[ServiceKind::Influxdb]).await;
     let db = running.influxdb().unwrap();
     assert_eq!(db.database, "journal");
     let env = running.env();

@@ -11,21 +11,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use voyager_sim::fixtures::builtin_kafka;
-use voyager_sim::harness::builtin_stack;
 use voyager_sim::services::kafka::{metadata, under_replicated};
-use voyager_sim::{ImageSource, Progress, RunningStack, ServiceKind, Sim};
+use voyager_sim::ServiceKind;
 
-async fn start(name: &str, octet: u8) -> RunningStack {
-    let mut stack = builtin_stack().relocated(format!("10.{octet}.0.0/16").parse().unwrap()).unwrap();
-    stack.name = name.into();
-    Sim::new(stack)
-        .with_only(&[ServiceKind::Kafka])
-        .with_images(ImageSource::Offline)
-        .with_progress(Progress::stderr())
-        .start()
-        .await
-        .unwrap()
-}
+mod common;
 
 fn producer(bootstrap: &str, retries: &str) -> FutureProducer {
     ClientConfig::new()
@@ -92,7 +81,7 @@ async fn wait_for(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kafka_keeps_acknowledged_writes_and_refuses_unsafe_ones() {
-    let running = start("t-kafka", 211).await;
+    let running = common::start("t-kafka", 211, &[ServiceKind::Kafka]).await;
     let kafka = running.kafka().unwrap();
     assert_eq!(kafka.brokers.len(), 3);
     assert!(kafka.brokers.iter().all(|b| b.host.ip().to_string() == "127.0.0.1"));

@@ -5,29 +5,18 @@
 
 use std::time::Duration;
 
-use voyager_sim::harness::builtin_stack;
-use voyager_sim::{ImageSource, Progress, RunningStack, ServiceKind, Sim};
+use voyager_sim::{Progress, ServiceKind};
+
+mod common;
 
 async fn one(ep: &voyager_sim::PostgresEndpoint, sql: &str) -> String {
     let rows = ep.query_strings(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     rows[0][0].clone().unwrap_or_default()
 }
 
-async fn start() -> RunningStack {
-    let mut stack = builtin_stack().relocated("10.213.0.0/16".parse().unwrap()).unwrap();
-    stack.name = "t-pg".into();
-    Sim::new(stack)
-        .with_only(&[ServiceKind::Postgres])
-        .with_images(ImageSource::Offline)
-        .with_progress(Progress::stderr())
-        .start()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_multi_az_commits_synchronously_and_fails_over_without_losing_rows() {
-    let mut running = start().await;
+    let mut running = common::start("t-pg", 213, &[ServiceKind::Postgres]).await;
     let writer = running.postgres().unwrap();
     let reader = running.postgres_reader().unwrap();
     let env = running.env();

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use voyager_sim::harness::builtin_stack;
 use voyager_sim::runner::{run, RunOptions};
 use voyager_sim::runtime::{container, docker, route};
 use voyager_sim::scenario::parse_scenario;
-use voyager_sim::{ImageSource, Progress, Sim};
+use voyager_sim::Progress;
+
+mod common;
 
 fn scenario_file(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios").join(format!("{name}.toml"))
@@ -21,10 +22,7 @@ fn scenario_file(name: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
-    let mut stack = builtin_stack().relocated("10.220.0.0/16".parse().unwrap()).unwrap();
-    stack.name = "t-scen".into();
-    let mut running =
-        Sim::new(stack).with_images(ImageSource::Offline).with_progress(Progress::stderr()).start().await.unwrap();
+    let mut running = common::start("t-scen", 220, &[]).await;
 
     let shipped: Vec<String> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios"))
         .unwrap()

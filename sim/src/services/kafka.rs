@@ -80,7 +80,6 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
     };
     let mut out = vec![];
     for (i, inst) in brokers.iter().enumerate() {
-        let az = cx.stack.az(&inst.az).expect("validated");
         let host_port = *cx.host_ports.get(&inst.name).expect("harness reserves a port per Kafka broker");
         let mut env = common(i as i32 + 1, if combined { "broker,controller" } else { "broker" });
         let mut listeners = format!("INTERNAL://0.0.0.0:{INTERNAL_PORT},EXTERNAL://0.0.0.0:{EXTERNAL_PORT}");
@@ -112,25 +111,9 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
             ]
             .map(|(k, v)| (k.to_string(), v)),
         );
-        out.push(ContainerSpec {
-            instance: inst.name.clone(),
-            image: image_for(ServiceKind::Kafka, cx.images),
-            env,
-            cmd: vec![],
-            network: network_name(cx.stack_name, az, inst.tier),
-            address: inst.address,
-            published: vec![Publish { container: EXTERNAL_PORT, host: Some(host_port) }],
-            // The log lives in the container's own layer: it survives a kill
-            // and restart (what faults do) and goes with the container.
-            volumes: vec![],
-            extra_networks: vec![],
-            files: vec![],
-            entrypoint: None,
-            user: None,
-        });
+        out.push(node(cx, inst, env, Publish { container: EXTERNAL_PORT, host: Some(host_port) }));
     }
     for (i, inst) in controllers.iter().enumerate() {
-        let az = cx.stack.az(&inst.az).expect("validated");
         let mut env = common(FIRST_CONTROLLER_ID + i as i32, "controller");
         env.extend(
             [
@@ -140,21 +123,8 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
             ]
             .map(|(k, v)| (k.to_string(), v)),
         );
-        out.push(ContainerSpec {
-            instance: inst.name.clone(),
-            image: image_for(ServiceKind::Kafka, cx.images),
-            env,
-            cmd: vec![],
-            network: network_name(cx.stack_name, az, inst.tier),
-            address: inst.address,
-            // Published only so the host can probe it; clients never use it.
-            published: vec![Publish::any(CONTROLLER_PORT)],
-            volumes: vec![],
-            extra_networks: vec![],
-            files: vec![],
-            entrypoint: None,
-            user: None,
-        });
+        // Published only so the host can probe it; clients never use it.
+        out.push(node(cx, inst, env, Publish::any(CONTROLLER_PORT)));
     }
     out
 }
@@ -166,6 +136,31 @@ fn brokers(state: &RunState) -> impl Iterator<Item = (i32, &InstanceState)> {
 
 fn controllers(state: &RunState) -> impl Iterator<Item = (i32, &InstanceState)> {
     kafka_with_role(state, "controller").enumerate().map(|(n, i)| (FIRST_CONTROLLER_ID + n as i32, i))
+}
+
+/// A Kafka node's container. The log lives in the container's own layer: it
+/// survives a kill and restart (what faults do) and goes with the container.
+fn node(
+    cx: &SpecContext,
+    inst: &crate::stack::Instance,
+    env: BTreeMap<String, String>,
+    published: Publish,
+) -> ContainerSpec {
+    let az = cx.stack.az(&inst.az).expect("validated");
+    ContainerSpec {
+        instance: inst.name.clone(),
+        image: image_for(ServiceKind::Kafka, cx.images),
+        env,
+        cmd: vec![],
+        network: network_name(cx.stack_name, az, inst.tier),
+        address: inst.address,
+        published: vec![published],
+        volumes: vec![],
+        extra_networks: vec![],
+        files: vec![],
+        entrypoint: None,
+        user: None,
+    }
 }
 
 fn kafka_with_role<'a>(state: &'a RunState, role: &'a str) -> impl Iterator<Item = &'a InstanceState> {
