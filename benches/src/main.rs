@@ -3,6 +3,11 @@
 //!   voyager-bench up-down [--runs N]   start the postgres-only stack (cached
 //!                                      images) and shut it down, N times
 //!   voyager-bench image-build          remove the offline images, rebuild them
+//!   voyager-bench load-max             per operation, double the open-model
+//!                                      rate every 10 s step until fewer than
+//!                                      95% are acknowledged or p90 passes 1 s
+//!                                      (p99 also holds each step's client
+//!                                      start-up, so it is shown, not judged)
 //!   voyager-bench data-tier [--runs N] start the whole data tier (cached
 //!                                      images): time to ready per service, then
 //!                                      one PostgreSQL failover per run
@@ -37,6 +42,7 @@ async fn main() {
         Some("up-down") | None => up_down(runs).await,
         Some("image-build") => image_build().await,
         Some("data-tier") => data_tier(runs).await,
+        Some("load-max") => load_max().await,
         Some(other) => {
             eprintln!("unknown benchmark `{other}`; use up-down, image-build or data-tier");
             std::process::exit(2);
@@ -111,4 +117,59 @@ async fn data_tier(runs: usize) {
     }
     summary("failover: writer unavailable", writer_down);
     summary("failover: old primary rejoined", rejoin);
+}
+
+async fn load_max() {
+    use voyager_sim::ledger::Op;
+    use voyager_sim::runner::{run, RunOptions};
+    use voyager_sim::scenario::{Expect, Scenario};
+    let kinds = [ServiceKind::Influxdb, ServiceKind::Kafka, ServiceKind::Postgres];
+    build_images(ImageSet::Offline, &kinds, &Progress::stderr()).await.expect("offline images");
+    let stack = builtin_stack().relocated("10.252.0.0/16".parse().unwrap()).unwrap();
+    let mut running =
+        Sim::new(stack).with_name("bench-load").with_images(ImageSource::Offline).start().await.expect("up");
+    let step = |op: Op, rate: f64, secs: u64| Scenario {
+        name: format!("load-max-{}", op.as_str()),
+        description: String::new(),
+        seed: 1,
+        duration: Duration::from_secs(secs),
+        ramp: Duration::ZERO,
+        rates: [(op, rate)].into(),
+        faults: vec![],
+        expect: Expect::default(),
+    };
+    for op in [Op::KafkaProduce, Op::PostgresInsert, Op::InfluxWrite] {
+        // Fresh JVMs and empty caches first: their warm-up is not the
+        // generator's limit.
+        run(&mut running, &step(op, 50.0, 10), &RunOptions::default(), &Progress::silent()).await.expect("warm-up");
+        let mut rate = 100.0;
+        let mut best = None;
+        loop {
+            let sc = step(op, rate, 10);
+            let r = run(&mut running, &sc, &RunOptions::default(), &Progress::silent()).await.expect("run");
+            let ph = &r.phases[0];
+            let acked_rate = ph.ok as f64 / 10.0;
+            println!(
+                "{:<16} offered {rate:>6.0}/s  acknowledged {acked_rate:>7.1}/s  p50 {:>7.1} ms  p90 {:>7.1} ms  p99 {:>8.1} ms",
+                op.as_str(),
+                ph.p50_ms,
+                ph.p90_ms,
+                ph.p99_ms
+            );
+            if acked_rate < rate * 0.95 || ph.p90_ms > 1000.0 {
+                break;
+            }
+            best = Some(rate);
+            if rate >= 3_200.0 {
+                break;
+            }
+            rate *= 2.0;
+        }
+        println!(
+            "{:<16} highest sustained offered rate: {}",
+            op.as_str(),
+            best.map(|b| format!("{b:.0}/s")).unwrap_or_else(|| "below 100/s".into())
+        );
+    }
+    running.shutdown().await.expect("down");
 }

@@ -55,6 +55,9 @@ struct PgPool {
 /// per-operation id, which is what the checker reads back.
 pub struct Targets {
     pub run: String,
+    /// When the targets were made, in ns since the epoch: InfluxDB points are
+    /// stamped from here, one nanosecond per id.
+    epoch_ns: u128,
     kafka: Option<FutureProducer>,
     postgres: Option<PgPool>,
     influx: Option<InfluxEndpoint>,
@@ -88,7 +91,9 @@ impl Targets {
             idle: Mutex::new(vec![]),
             slots: tokio::sync::Semaphore::new(PG_POOL),
         });
-        Ok(Targets { run: run.to_string(), kafka, postgres, influx })
+        let epoch_ns =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        Ok(Targets { run: run.to_string(), epoch_ns, kafka, postgres, influx })
     }
 
     pub fn supports(&self, op: Op) -> bool {
@@ -164,8 +169,10 @@ impl Targets {
 
     async fn influx_write(&self, id: u64) -> Outcome {
         let Some(ep) = &self.influx else { return Outcome::Failed };
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let line = format!("{INFLUX_MEASUREMENT},run={},id={id} v=1i {now}", self.run);
+        // One series per run (the id is a field, not a tag: a series per
+        // write would swamp InfluxDB's index), and a timestamp per id, since
+        // points of a series with equal timestamps overwrite each other.
+        let line = format!("{INFLUX_MEASUREMENT},run={} id={id}i {}", self.run, self.epoch_ns + id as u128);
         match tokio::time::timeout(Duration::from_secs(10), ep.write(&ep.database, None, &line)).await {
             Ok(Ok(())) => Outcome::Acked,
             // Not connected (nothing sent), or refused with a 4xx: not written.

@@ -230,13 +230,15 @@ async fn read_back(stack: &RunningStack, op: Op, run: &str) -> std::result::Resu
         }
         Op::InfluxWrite => {
             let ep = stack.influxdb().ok_or("no InfluxDB")?;
-            let q = format!("SHOW TAG VALUES FROM \"{INFLUX_MEASUREMENT}\" WITH KEY = \"id\" WHERE \"run\" = '{run}'");
-            let body = ep.query(Some(&ep.database), &q).await?;
-            let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-            for series in v["results"][0]["series"].as_array().into_iter().flatten() {
-                for row in series["values"].as_array().into_iter().flatten() {
-                    if let Some(id) = row[1].as_str().and_then(|s| s.parse().ok()) {
-                        *found.entry(id).or_default() += 1;
+            let q = format!("SELECT \"id\" FROM \"{INFLUX_MEASUREMENT}\" WHERE \"run\" = '{run}'");
+            // Chunked: one JSON document per line, whatever the row limit.
+            for doc in ep.query_chunked(&ep.database, &q).await? {
+                let v: serde_json::Value = serde_json::from_str(&doc).map_err(|e| e.to_string())?;
+                for series in v["results"][0]["series"].as_array().into_iter().flatten() {
+                    for row in series["values"].as_array().into_iter().flatten() {
+                        if let Some(id) = row[1].as_u64() {
+                            *found.entry(id).or_default() += 1;
+                        }
                     }
                 }
             }
@@ -255,36 +257,58 @@ async fn read_back(stack: &RunningStack, op: Op, run: &str) -> std::result::Resu
 /// Every partition of the load's topic from the beginning to its high
 /// watermark as of now.
 fn read_topic(bootstrap: &str, prefix: &str) -> std::result::Result<BTreeMap<u64, usize>, String> {
+    let mut last = String::new();
+    for attempt in 1..=3 {
+        match read_topic_once(bootstrap, prefix, attempt) {
+            Ok(found) => return Ok(found),
+            Err(e) => last = e,
+        }
+    }
+    Err(format!("reading {KAFKA_TOPIC} back failed three times: {last}"))
+}
+
+/// One complete read, or an error if any partition gave fewer records than
+/// its offsets say it holds: a reader that skips (a consumer reset past
+/// records it could not fetch for a moment) would otherwise report writes
+/// as lost that are not.
+fn read_topic_once(bootstrap: &str, prefix: &str, attempt: u32) -> std::result::Result<BTreeMap<u64, usize>, String> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("voyager-sim-check-{prefix}"))
+        .set("group.id", format!("voyager-sim-check-{prefix}{attempt}"))
         .set("enable.auto.commit", "false")
+        // Never jump to the end: a checker must see every record.
+        .set("auto.offset.reset", "earliest")
         .set("log_level", "0")
         .create()
         .map_err(|e| e.to_string())?;
     let md = c.fetch_metadata(Some(KAFKA_TOPIC), Duration::from_secs(10)).map_err(|e| e.to_string())?;
     let parts = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0) as i32;
     let mut tpl = TopicPartitionList::new();
-    let mut remaining: BTreeMap<i32, i64> = BTreeMap::new();
+    // Per partition: (log start, high watermark) as of now.
+    let mut bounds: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
     for p in 0..parts {
         let (low, high) = c.fetch_watermarks(KAFKA_TOPIC, p, Duration::from_secs(10)).map_err(|e| e.to_string())?;
         if high > low {
-            remaining.insert(p, high);
+            bounds.insert(p, (low, high));
+            tpl.add_partition_offset(KAFKA_TOPIC, p, Offset::Offset(low)).map_err(|e| e.to_string())?;
         }
-        tpl.add_partition_offset(KAFKA_TOPIC, p, Offset::Beginning).map_err(|e| e.to_string())?;
     }
     c.assign(&tpl).map_err(|e| e.to_string())?;
+    let mut read: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut remaining: BTreeSet<i32> = bounds.keys().copied().collect();
     let mut found: BTreeMap<u64, usize> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(90);
     while !remaining.is_empty() {
         if Instant::now() > deadline {
-            return Err(format!(
-                "reading {KAFKA_TOPIC} back did not reach the end of partitions {:?}",
-                remaining.keys().collect::<Vec<_>>()
-            ));
+            return Err(format!("did not reach the end of partitions {remaining:?}"));
         }
         let Some(msg) = c.poll(Duration::from_millis(500)) else { continue };
         let m = msg.map_err(|e| e.to_string())?;
+        let Some((low, high)) = bounds.get(&m.partition()).copied() else { continue };
+        if m.offset() < low || m.offset() >= high {
+            continue;
+        }
+        *read.entry(m.partition()).or_default() += 1;
         if let Some(id) = m
             .payload()
             .and_then(|p| std::str::from_utf8(p).ok())
@@ -293,8 +317,14 @@ fn read_topic(bootstrap: &str, prefix: &str) -> std::result::Result<BTreeMap<u64
         {
             *found.entry(id).or_default() += 1;
         }
-        if remaining.get(&m.partition()).is_some_and(|high| m.offset() + 1 >= *high) {
+        if m.offset() + 1 >= high {
             remaining.remove(&m.partition());
+        }
+    }
+    for (p, (low, high)) in &bounds {
+        let got = read.get(p).copied().unwrap_or(0);
+        if got != high - low {
+            return Err(format!("partition {p} holds offsets {low}..{high} but {got} records were read"));
         }
     }
     Ok(found)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::SpecContext;
 use crate::fixtures::InfluxFixture;
-use crate::http::{encode, request};
+use crate::http::{encode, request, request_with, HttpClient};
 use crate::images::image_for;
 use crate::runtime::network::network_name;
 use crate::spec::{ContainerSpec, Publish};
@@ -20,7 +20,7 @@ pub const PORT: u16 = 8086;
 pub const DATA_DIR: &str = "/var/lib/influxdb";
 
 /// Where InfluxDB is reached from the host. `Debug` hides the password.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct InfluxEndpoint {
     pub instance: String,
     pub host: SocketAddr,
@@ -29,6 +29,8 @@ pub struct InfluxEndpoint {
     pub password: String,
     /// The first database of the fixture: what `env` exports.
     pub database: String,
+    /// Keeps connections alive across this endpoint's requests.
+    pub client: HttpClient,
 }
 
 impl std::fmt::Debug for InfluxEndpoint {
@@ -52,7 +54,7 @@ impl InfluxEndpoint {
         let db = db.map(|d| format!("&db={}", encode(d))).unwrap_or_default();
         let url =
             format!("{}/query?u={}&p={}{db}&q={}", self.url(), encode(&self.user), encode(&self.password), encode(q));
-        let r = request("POST", &url, &[], "", Duration::from_secs(10)).await?;
+        let r = request_with(&self.client, "POST", &url, &[], "", Duration::from_secs(10)).await?;
         // InfluxDB answers 200 with an "error" member for a bad statement.
         if r.status != 200 || r.body.contains("\"error\"") {
             return Err(format!("InfluxDB refused `{q}`: {} {}", r.status, r.body.trim()));
@@ -60,12 +62,30 @@ impl InfluxEndpoint {
         Ok(r.body)
     }
 
+    /// Run a query whose answer may be large: InfluxDB streams it in chunks,
+    /// one JSON document per line.
+    pub async fn query_chunked(&self, db: &str, q: &str) -> Result<Vec<String>, String> {
+        let url = format!(
+            "{}/query?u={}&p={}&db={}&chunked=true&chunk_size=10000&q={}",
+            self.url(),
+            encode(&self.user),
+            encode(&self.password),
+            encode(db),
+            encode(q)
+        );
+        let r = request_with(&self.client, "POST", &url, &[], "", Duration::from_secs(60)).await?;
+        if r.status != 200 || r.body.contains("\"error\"") {
+            return Err(format!("InfluxDB refused `{q}`: {} {}", r.status, r.body.trim()));
+        }
+        Ok(r.body.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect())
+    }
+
     /// Write points in line protocol to `db` (and `rp`, or the default).
     pub async fn write(&self, db: &str, rp: Option<&str>, lines: &str) -> Result<(), String> {
         let rp = rp.map(|r| format!("&rp={}", encode(r))).unwrap_or_default();
         let url =
             format!("{}/write?u={}&p={}&db={}{rp}", self.url(), encode(&self.user), encode(&self.password), encode(db));
-        let r = request("POST", &url, &[], lines, Duration::from_secs(10)).await?;
+        let r = request_with(&self.client, "POST", &url, &[], lines, Duration::from_secs(10)).await?;
         if r.status != 204 {
             return Err(format!("write to {db} failed: {} {}", r.status, r.body.trim()));
         }
@@ -120,6 +140,7 @@ pub fn endpoint(state: &RunState) -> Option<InfluxEndpoint> {
         user: "admin".into(),
         password: state.credentials.influxdb_password.clone(),
         database: state.credentials.influxdb_database.clone(),
+        client: HttpClient::new(),
     })
 }
 
