@@ -104,13 +104,27 @@ impl Targets {
         }
     }
 
-    /// Create what the writes need (the PostgreSQL table).
+    /// Create what the writes need (the PostgreSQL table, the pool's connections).
     pub async fn prepare(&self) -> Result<(), String> {
-        if let Some(PgPool { endpoint: pg, .. }) = &self.postgres {
+        if let Some(pool) = &self.postgres {
+            let pg = &pool.endpoint;
             pg.query_strings(&format!(
                 "CREATE TABLE IF NOT EXISTS {PG_TABLE} (run text NOT NULL, id bigint NOT NULL, at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (run, id))"
             ))
             .await?;
+            // A warm pool, as an application has: otherwise the first
+            // seconds of every run measure 32 authentication handshakes at
+            // once, not the database.
+            let conns = futures_util::future::join_all(
+                (0..PG_POOL).map(|_| async { pg.config().connect(tokio_postgres::NoTls).await }),
+            )
+            .await;
+            let mut idle = pool.idle.lock().await;
+            for c in conns {
+                let (client, conn) = c.map_err(|e| crate::services::postgres::db_error(&e))?;
+                tokio::spawn(conn);
+                idle.push(client);
+            }
         }
         Ok(())
     }
