@@ -245,17 +245,7 @@ impl Sim {
 
         let t = Instant::now();
         let set = resolve_images(docker, self.images, &kinds, p).await;
-        match set {
-            ImageSet::Offline => {
-                let recipes: Vec<_> = kinds.iter().flat_map(|k| recipe::for_service_all(*k)).collect();
-                ensure_offline(docker, &recipes, p).await?;
-            }
-            ImageSet::Upstream => {
-                for image in kinds.iter().flat_map(|k| crate::images::images_for(*k, set)) {
-                    ensure_upstream(docker, &image, p).await?;
-                }
-            }
-        }
+        ensure_images(docker, set, &kinds, p).await?;
         timings.phases.push(("images".into(), t.elapsed()));
 
         let t = Instant::now();
@@ -583,12 +573,7 @@ impl RunningStack {
     /// Run a command in a throwaway container placed in one of the stack's
     /// subnets: how tests check what the VPC lets through.
     pub async fn run_in_subnet(&self, az: &str, tier: Tier, argv: &[&str]) -> Result<(i64, String)> {
-        let stack_az = crate::stack::Az {
-            name: az.to_string(),
-            private: "10.0.0.0/32".parse().expect("const"),
-            public: "10.0.0.0/32".parse().expect("const"),
-        };
-        let net = network::network_name(&self.state.stack, &stack_az, tier);
+        let net = network::network_name(&self.state.stack, az, tier);
         let image = image_for(ServiceKind::Postgres, self.state.images);
         let labels = Labels {
             run_id: self.state.run_id.clone(),
@@ -851,11 +836,17 @@ impl Drop for RunningStack {
     }
 }
 
-/// dotenv lines for a run, service by service.
-pub fn env_of(state: &RunState) -> Vec<(String, String)> {
+/// The services a run has, each once.
+fn kinds_of(state: &RunState) -> Vec<ServiceKind> {
     let mut kinds: Vec<ServiceKind> = state.instances.iter().filter_map(|i| i.service.parse().ok()).collect();
     kinds.sort();
     kinds.dedup();
+    kinds
+}
+
+/// dotenv lines for a run, service by service.
+pub fn env_of(state: &RunState) -> Vec<(String, String)> {
+    let kinds = kinds_of(state);
     let mut out = vec![("VOYAGER_SIM_STACK".to_string(), state.stack.clone())];
     for k in kinds {
         out.extend(services::env(k, state));
@@ -924,8 +915,7 @@ pub async fn status(name: &str, p: &Progress) -> Result<Option<StackStatus>> {
         return Ok(None);
     };
     let docker = docker::connect(p).await?;
-    let mut kinds: Vec<ServiceKind> = state.instances.iter().filter_map(|i| i.service.parse().ok()).collect();
-    kinds.dedup();
+    let kinds = kinds_of(&state);
     let mut roles: BTreeMap<String, String> = BTreeMap::new();
     for r in join_all(kinds.iter().map(|k| services::roles(*k, &state))).await {
         roles.extend(r);
@@ -974,17 +964,28 @@ pub async fn build_images(
     p: &Progress,
 ) -> Result<Vec<crate::images::build::ImageOutcome>> {
     let docker = docker::connect(p).await?;
-    Ok(match set {
+    Ok(ensure_images(&docker, set, kinds, p).await?)
+}
+
+/// Every image the services need in a set: offline ones built (or found by
+/// their recipe's tag), upstream ones pulled (or found).
+async fn ensure_images(
+    docker: &Docker,
+    set: ImageSet,
+    kinds: &[ServiceKind],
+    p: &Progress,
+) -> std::result::Result<Vec<crate::images::build::ImageOutcome>, crate::images::build::ImageError> {
+    match set {
         ImageSet::Offline => {
             let recipes: Vec<_> = kinds.iter().flat_map(|k| recipe::for_service_all(*k)).collect();
-            ensure_offline(&docker, &recipes, p).await?
+            ensure_offline(docker, &recipes, p).await
         }
         ImageSet::Upstream => {
             let mut out = vec![];
             for image in kinds.iter().flat_map(|k| crate::images::images_for(*k, set)) {
-                out.push(ensure_upstream(&docker, &image, p).await?);
+                out.push(ensure_upstream(docker, &image, p).await?);
             }
-            out
+            Ok(out)
         }
-    })
+    }
 }

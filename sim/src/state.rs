@@ -77,18 +77,19 @@ impl Credentials {
     pub fn generate() -> Credentials {
         use rand::Rng;
         let mut rng = rand::rng();
-        let alphabet = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-        let password = (0..24).map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())])).collect();
+        // No look-alike characters: these get read off a terminal.
+        const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+        let mut secret =
+            || -> String { (0..24).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect() };
+        let (postgres_password, postgres_replication_password, influxdb_password) = (secret(), secret(), secret());
         let id: Vec<u8> = (0..16).map(|_| rng.random()).collect();
         Credentials {
             postgres_user: "voyager".into(),
-            postgres_password: password,
+            postgres_password,
             postgres_db: "voyager".into(),
             kafka_cluster_id: base64url(&id),
-            postgres_replication_password: (0..24)
-                .map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())]))
-                .collect(),
-            influxdb_password: (0..24).map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())])).collect(),
+            postgres_replication_password,
+            influxdb_password,
             influxdb_database: String::new(),
         }
     }

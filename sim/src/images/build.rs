@@ -68,9 +68,8 @@ pub async fn ensure_offline(
         .map_err(io("taking the image build lock"))?;
     let mut out = vec![];
     let base = recipe::base();
-    if recipes.iter().any(|r| matches!(r.kind, RecipeKind::Dockerfile { .. }))
-        || recipes.iter().any(|r| r.name == "base")
-    {
+    // Every offline image builds on the base.
+    if !recipes.is_empty() {
         out.push(ensure_one(docker, &base, progress).await?);
     }
     for r in recipes.iter().filter(|r| r.name != "base") {

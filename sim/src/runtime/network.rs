@@ -8,16 +8,18 @@ use bollard::Docker;
 
 use super::labels::{self, Labels};
 use super::RuntimeError;
-use crate::stack::{Az, Cidr, Stack, Tier};
+use crate::stack::{Cidr, Stack, Tier};
 
-pub fn network_name(stack: &str, az: &Az, tier: Tier) -> String {
-    labels::object_name(stack, &format!("{}-{}", az.name, tier))
+/// The Docker network of one subnet: named from the AZ's name alone, so a
+/// running stack's networks are found without its CIDRs.
+pub fn network_name(stack: &str, az: &str, tier: Tier) -> String {
+    labels::object_name(stack, &format!("{az}-{tier}"))
 }
 
 pub async fn create_all(docker: &Docker, stack: &Stack, labels: &Labels) -> Result<Vec<String>, RuntimeError> {
     let mut made = vec![];
     for (az, tier, cidr) in stack.subnets() {
-        let name = network_name(&labels.stack, az, tier);
+        let name = network_name(&labels.stack, &az.name, tier);
         create(docker, &name, cidr, labels).await?;
         made.push(name);
     }

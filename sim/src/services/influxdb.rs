@@ -118,7 +118,7 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
                 image: image_for(ServiceKind::Influxdb, cx.images),
                 env,
                 cmd: vec![],
-                network: network_name(cx.stack_name, az, inst.tier),
+                network: network_name(cx.stack_name, &az.name, inst.tier),
                 address: inst.address,
                 published: vec![Publish::any(PORT)],
                 volumes: vec![("data".into(), DATA_DIR.into())],

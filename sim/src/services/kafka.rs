@@ -152,7 +152,7 @@ fn node(
         image: image_for(ServiceKind::Kafka, cx.images),
         env,
         cmd: vec![],
-        network: network_name(cx.stack_name, az, inst.tier),
+        network: network_name(cx.stack_name, &az.name, inst.tier),
         address: inst.address,
         published: vec![published],
         volumes: vec![],

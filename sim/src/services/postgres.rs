@@ -196,7 +196,7 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
                 ]
                 .map(String::from)
                 .to_vec(),
-                network: network_name(cx.stack_name, az, inst.tier),
+                network: network_name(cx.stack_name, &az.name, inst.tier),
                 address: inst.address,
                 published: vec![Publish::any(PORT)],
                 volumes: vec![("data".into(), DATA_DIR.into())],
@@ -218,11 +218,14 @@ fn endpoints_spec(cx: &SpecContext) -> ContainerSpec {
         image: haproxy_image(cx.images),
         env: BTreeMap::new(),
         cmd: ["-W", "-db", "-f", HAPROXY_CFG].map(String::from).to_vec(),
-        network: network_name(cx.stack_name, first, Tier::Private),
+        network: network_name(cx.stack_name, &first.name, Tier::Private),
         address: first.private.nth(ENDPOINTS_HOST),
         published: vec![Publish::any(WRITER_PORT), Publish::any(READER_PORT), Publish::any(ADMIN_PORT)],
         volumes: vec![],
-        extra_networks: cx.stack.azs[1..].iter().map(|az| network_name(cx.stack_name, az, Tier::Private)).collect(),
+        extra_networks: cx.stack.azs[1..]
+            .iter()
+            .map(|az| network_name(cx.stack_name, &az.name, Tier::Private))
+            .collect(),
         files: vec![(HAPROXY_CFG.into(), 0o644, haproxy_config(cx.stack))],
         entrypoint: Some(vec!["haproxy".into()]),
         user: Some("haproxy".into()),
