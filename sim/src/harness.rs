@@ -12,14 +12,14 @@ use futures_util::future::join_all;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::fault::{Fault, Stop};
+use crate::fault::{Fault, LinkEffect, Stop};
 use crate::fixtures::{self, parse_influxdb, parse_kafka, Fixtures};
 use crate::images::build::{ensure_offline, ensure_upstream, image_exists};
 use crate::images::{image_for, recipe, ImageSet, ImageSource};
 use crate::progress::Progress;
 use crate::runtime::labels::{self, Labels};
 use crate::runtime::sweep::{self, Swept};
-use crate::runtime::{container, docker, network, route, RuntimeError};
+use crate::runtime::{container, docker, link, network, route, RuntimeError};
 use crate::services::{self, postgres::PostgresEndpoint, SpecContext};
 use crate::stack::{parse_stack, ServiceKind, Stack, Tier};
 use crate::state::{self, Credentials, InstanceState, RunState};
@@ -242,6 +242,15 @@ impl Sim {
         let name = &labels.stack;
         let kinds: Vec<ServiceKind> = stack.services.iter().map(|s| s.kind).collect();
         let mut timings = Timings::default();
+        // Found before anything is created: a missing agent must not leave
+        // a half-started stack.
+        let agent = if stack.inter_az_latency.is_zero() {
+            None
+        } else {
+            Some(crate::companion::NETAGENT.locate().map_err(|e| {
+                Error::usage(e, "or set `inter_az_latency = \"0ms\"` under [vpc] in the stack file to run without it")
+            })?)
+        };
 
         let t = Instant::now();
         let set = resolve_images(docker, self.images, &kinds, p).await;
@@ -252,6 +261,14 @@ impl Sim {
         p.say(&format!("creating {} subnets of VPC {}", stack.azs.len() * 2, stack.vpc));
         network::create_all(docker, stack, labels).await?;
         route::install(name, stack.vpc, p).await?;
+        if let Some(binary) = &agent {
+            let lat = stack.inter_az_latency;
+            p.say(&format!("inter-AZ latency {}", crate::fault::micros_text(lat.as_micros() as u64)));
+            let image = crate::images::companion_base(set);
+            let q = link::start_delay_agent(docker, labels, link::BASE_AGENT, &image, binary, lat, Duration::ZERO, 1)
+                .await?;
+            route::install_queue(name, &crate::fault::inter_az_pairs(stack), q, false).await?;
+        }
         timings.phases.push(("networks".into(), t.elapsed()));
 
         let t = Instant::now();
@@ -570,18 +587,72 @@ impl RunningStack {
         wait_ready(&self.docker, &self.state, inst, timeout, &Progress::silent()).await
     }
 
+    /// The labels of what this run creates.
+    fn labels(&self) -> Labels {
+        Labels {
+            run_id: self.state.run_id.clone(),
+            stack: self.state.stack.clone(),
+            owner: self.cleanup_on_drop.then(labels::this_process_owner),
+        }
+    }
+
+    /// Where link probes run between AZ `from` and AZ `to`: each AZ's
+    /// private subnet, at addresses the stack keeps for the harness (.8 and
+    /// .9; services start at .10).
+    fn probe_sites(
+        &self,
+        from: &str,
+        to: &str,
+    ) -> Result<(String, std::path::PathBuf, [(String, std::net::Ipv4Addr); 2])> {
+        let stack = self.stack()?;
+        let site = |az: &str, host: u32| -> Result<(String, std::net::Ipv4Addr)> {
+            let a = stack.az(az).ok_or_else(|| {
+                Error::usage(format!("unknown AZ `{az}`"), "name AZs as `voyager-sim status` shows them")
+            })?;
+            let ip = std::net::Ipv4Addr::from(u32::from(a.private.network()) + host);
+            Ok((network::network_name(&self.state.stack, az, Tier::Private), ip))
+        };
+        let binary =
+            crate::companion::NETAGENT.locate().map_err(|e| Error::usage(e, "link probes run the link agent"))?;
+        Ok((crate::images::companion_base(self.state.images), binary, [site(from, 8)?, site(to, 9)?]))
+    }
+
+    /// UDP round trips AZ `from` → AZ `to` → back, by the link agent's
+    /// pinger: what a link's delay really is. Returns each round trip and
+    /// how many probes were lost.
+    pub async fn round_trips(
+        &self,
+        from: &str,
+        to: &str,
+        count: u32,
+        interval: Duration,
+    ) -> Result<(Vec<Duration>, u32)> {
+        let (image, binary, [client, server]) = self.probe_sites(from, to)?;
+        let sites = link::ProbeSites { image: &image, binary: &binary, client, server };
+        Ok(sites.round_trips(&self.docker, &self.labels(), count, interval).await?)
+    }
+
+    /// TCP throughput from AZ `from` to AZ `to`, in kbit/s, sending `bytes`.
+    pub async fn throughput(&self, from: &str, to: &str, bytes: u64) -> Result<f64> {
+        let (image, binary, [client, server]) = self.probe_sites(from, to)?;
+        let sites = link::ProbeSites { image: &image, binary: &binary, client, server };
+        Ok(sites.throughput(&self.docker, &self.labels(), bytes).await?)
+    }
+
     /// Run a command in a throwaway container placed in one of the stack's
     /// subnets: how tests check what the VPC lets through.
     pub async fn run_in_subnet(&self, az: &str, tier: Tier, argv: &[&str]) -> Result<(i64, String)> {
         let net = network::network_name(&self.state.stack, az, tier);
         let image = image_for(ServiceKind::Postgres, self.state.images);
-        let labels = Labels {
-            run_id: self.state.run_id.clone(),
-            stack: self.state.stack.clone(),
-            owner: self.cleanup_on_drop.then(labels::this_process_owner),
+        let labels = self.labels();
+        let shot = container::OneShot {
+            image,
+            network: Some(net),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            role: "probe".into(),
+            ..Default::default()
         };
-        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-        Ok(container::run_once(&self.docker, &image, &net, &argv, &labels).await?)
+        Ok(shot.run(&self.docker, &labels).await?)
     }
 
     /// Take hold of a stack started earlier (by `up` or a detached run), to
@@ -682,11 +753,7 @@ impl RunningStack {
         }
         let t_rejoin = Instant::now();
         p.say(&format!("failover: rebuilding {} as the standby of {}", old.name, new.name));
-        let labels = Labels {
-            run_id: self.state.run_id.clone(),
-            stack: self.state.stack.clone(),
-            owner: self.cleanup_on_drop.then(labels::this_process_owner),
-        };
+        let labels = self.labels();
         let fx = fixtures::builtin();
         let ports = BTreeMap::new();
         let cx = SpecContext {
@@ -751,9 +818,49 @@ impl RunningStack {
         fault.validate(&stack).map_err(|e| {
             Error::usage(format!("fault `{fault}`: {e}"), "name AZs and instances as `voyager-sim status` shows them")
         })?;
+        let binary = match fault {
+            Fault::Latency { .. } => Some(
+                crate::companion::NETAGENT
+                    .locate()
+                    .map_err(|e| Error::usage(e, "latency faults run the link agent"))?,
+            ),
+            _ => None,
+        };
         self.state.faults.push(fault.clone());
+        let index = self.state.faults.len();
         self.save_state()?;
         route::install_drops(&self.state.stack, &fault.drops(&stack)).await?;
+        match fault.shapes(&stack) {
+            Some((LinkEffect::Delay { delay_us, jitter_us }, pairs)) => {
+                // A queued packet skips the normal latency's queue, so this
+                // agent adds it when the link crosses AZs.
+                let (src, dst) = pairs[0];
+                let crosses = stack.subnets().find(|s| s.2.contains_net(&src)).map(|s| &s.0.name)
+                    != stack.subnets().find(|s| s.2.contains_net(&dst)).map(|s| &s.0.name);
+                let base = if crosses { stack.inter_az_latency } else { Duration::ZERO };
+                let role = format!("{}-{index}", link::FAULT_AGENT);
+                let image = crate::images::companion_base(self.state.images);
+                let binary = binary.expect("located above");
+                let delay = base + Duration::from_micros(delay_us);
+                let q = link::start_delay_agent(
+                    &self.docker,
+                    &self.labels(),
+                    &role,
+                    &image,
+                    &binary,
+                    delay,
+                    Duration::from_micros(jitter_us),
+                    index as u64,
+                )
+                .await?;
+                route::install_queue(&self.state.stack, &pairs, q, true).await?;
+            }
+            Some((LinkEffect::Loss { ppm }, pairs)) => route::install_loss(&self.state.stack, &pairs, ppm).await?,
+            Some((LinkEffect::Rate { kbit }, pairs)) => {
+                link::install_rate(&self.state.stack, &stack, &pairs, kbit, 0x10 + index as u16).await?
+            }
+            None => {}
+        }
         let stops = fault.stops(&stack);
         let this = &*self;
         let results = join_all(stops.iter().map(|(name, how)| async move {
@@ -774,6 +881,8 @@ impl RunningStack {
     pub async fn heal(&mut self, timeout: Duration) -> Result<Vec<Fault>> {
         let stack = self.stack()?;
         route::remove_faults(&self.state.stack).await?;
+        link::remove_agents(&self.docker, &self.state.stack, link::FAULT_AGENT).await?;
+        link::remove_rates(&self.state.stack, &stack).await;
         // Each stopped instance once; its container's state says whether it
         // thaws or starts (a paused one may have been killed since).
         let resume: BTreeMap<String, ()> =
@@ -977,12 +1086,15 @@ async fn ensure_images(
 ) -> std::result::Result<Vec<crate::images::build::ImageOutcome>, crate::images::build::ImageError> {
     match set {
         ImageSet::Offline => {
-            let recipes: Vec<_> = kinds.iter().flat_map(|k| recipe::for_service_all(*k)).collect();
+            // The base is also where companion binaries run.
+            let mut recipes = vec![recipe::base()];
+            recipes.extend(kinds.iter().flat_map(|k| recipe::for_service_all(*k)));
             ensure_offline(docker, &recipes, p).await
         }
         ImageSet::Upstream => {
             let mut out = vec![];
-            for image in kinds.iter().flat_map(|k| crate::images::images_for(*k, set)) {
+            let images = kinds.iter().flat_map(|k| crate::images::images_for(*k, set));
+            for image in images.chain([crate::images::UPSTREAM_DEBIAN.to_string()]) {
                 out.push(ensure_upstream(docker, &image, p).await?);
             }
             Ok(out)

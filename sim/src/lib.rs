@@ -13,6 +13,7 @@
 //! - `stack`: the stack file's model, parser and validator (no I/O).
 //! - `spec`, `state`, `progress`, `error`: plain data and the error type.
 
+pub mod companion;
 pub mod error;
 pub mod fault;
 pub mod fixtures;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use voyager_sim::fault::{Fault, OutageMode, Side};
+use voyager_sim::fault::{Fault, LinkArgs, OutageMode, Side};
 use voyager_sim::harness::{self, StackStatus};
 use voyager_sim::images::{ImageSet, ImageSource};
 use voyager_sim::stack::Stack;
@@ -98,6 +98,15 @@ enum Command {
         #[command(flatten)]
         stack: StackArgs,
     },
+    /// Measure round trips between two AZs' private subnets (UDP, by the link agent)
+    Probe {
+        from: String,
+        to: String,
+        #[arg(long, default_value_t = 200)]
+        count: u32,
+        #[command(flatten)]
+        stack: StackArgs,
+    },
     /// Undo every fault in force and wait until what they stopped answers again
     Heal {
         #[command(flatten)]
@@ -132,11 +141,57 @@ enum FaultCommand {
     Restart { instance: String },
     /// Drop packets from FROM to TO (AZ or instance names); one-way unless --both-ways
     Partition {
-        from: String,
-        to: String,
-        #[arg(long)]
-        both_ways: bool,
+        #[command(flatten)]
+        link: LinkSides,
     },
+    /// Delay packets from FROM to TO, on top of the normal inter-AZ latency
+    Latency {
+        #[command(flatten)]
+        link: LinkSides,
+        /// e.g. 50ms or 500us
+        #[arg(long)]
+        delay: String,
+        /// ± uniform, e.g. 10ms
+        #[arg(long)]
+        jitter: Option<String>,
+    },
+    /// Vary the delay of packets from FROM to TO by ± JITTER (uniform)
+    Jitter {
+        #[command(flatten)]
+        link: LinkSides,
+        #[arg(long)]
+        jitter: String,
+        #[arg(long)]
+        delay: Option<String>,
+    },
+    /// Drop a share of the packets from FROM to TO at random
+    Loss {
+        #[command(flatten)]
+        link: LinkSides,
+        /// e.g. 5% or 0.5%
+        #[arg(long)]
+        loss: String,
+    },
+    /// Cap the rate from FROM to TO
+    Bandwidth {
+        #[command(flatten)]
+        link: LinkSides,
+        /// e.g. 512kbit, 10mbit
+        #[arg(long)]
+        rate: String,
+    },
+}
+
+/// The two sides of a link fault.
+#[derive(clap::Args)]
+struct LinkSides {
+    /// AZ or instance the packets come from
+    from: String,
+    /// AZ or instance they go to
+    to: String,
+    /// Both directions (two one-way faults)
+    #[arg(long)]
+    both_ways: bool,
 }
 
 #[derive(Subcommand)]
@@ -266,7 +321,6 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             let name = stack.name()?;
             let mut running = voyager_sim::RunningStack::attach(&name, &p).await?;
             let st = running.stack()?;
-            let bad = |e: String| Error::usage(e, "name AZs and instances as `voyager-sim status` shows them");
             let faults = match fault {
                 FaultCommand::AzOutage { az, mode } => {
                     let mode = match mode.as_str() {
@@ -288,13 +342,18 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     println!("{instance} restarted; answering again after {:.2}s", took.as_secs_f64());
                     return Ok(ExitCode::SUCCESS);
                 }
-                FaultCommand::Partition { from, to, both_ways } => {
-                    let (a, b) = (Side::parse(&from, &st).map_err(bad)?, Side::parse(&to, &st).map_err(bad)?);
-                    let mut v = vec![Fault::Partition { from: a.clone(), to: b.clone() }];
-                    if both_ways {
-                        v.push(Fault::Partition { from: b, to: a });
-                    }
-                    v
+                FaultCommand::Partition { link } => link_faults("partition", link, LinkArgs::default(), &st)?,
+                FaultCommand::Latency { link, delay, jitter } => {
+                    link_faults("latency", link, LinkArgs { delay: Some(delay), jitter, ..Default::default() }, &st)?
+                }
+                FaultCommand::Jitter { link, jitter, delay } => {
+                    link_faults("jitter", link, LinkArgs { delay, jitter: Some(jitter), ..Default::default() }, &st)?
+                }
+                FaultCommand::Loss { link, loss } => {
+                    link_faults("loss", link, LinkArgs { loss: Some(loss), ..Default::default() }, &st)?
+                }
+                FaultCommand::Bandwidth { link, rate } => {
+                    link_faults("bandwidth", link, LinkArgs { rate: Some(rate), ..Default::default() }, &st)?
                 }
             };
             for f in faults {
@@ -302,6 +361,27 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 println!("fault in force: {f}");
             }
             println!("undo with `voyager-sim heal`");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Probe { from, to, count, stack } => {
+            let name = stack.name()?;
+            let running = voyager_sim::RunningStack::attach(&name, &p).await?;
+            let (mut rtts, lost) = running.round_trips(&from, &to, count, std::time::Duration::from_millis(10)).await?;
+            rtts.sort();
+            let ms = |q: f64| {
+                rtts.get(((rtts.len() as f64 * q) as usize).min(rtts.len().saturating_sub(1)))
+                    .map(|d| format!("{:.3}", d.as_secs_f64() * 1e3))
+                    .unwrap_or_else(|| "-".into())
+            };
+            println!(
+                "{from} -> {to} -> {from}: {} round trips, {lost} lost; ms min {} p50 {} p90 {} p99 {} max {}",
+                rtts.len(),
+                ms(0.0),
+                ms(0.5),
+                ms(0.9),
+                ms(0.99),
+                ms(1.0)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Heal { stack } => {
@@ -527,4 +607,22 @@ fn dotenv_quote(v: &str) -> String {
     } else {
         format!("'{}'", v.replace('\'', "'\\''"))
     }
+}
+
+/// A link fault from the command line: one way, or both with --both-ways.
+fn link_faults(
+    kind: &str,
+    link: LinkSides,
+    args: LinkArgs,
+    st: &voyager_sim::stack::Stack,
+) -> Result<Vec<Fault>, Error> {
+    let bad = |e: String| Error::usage(e, "name AZs and instances as `voyager-sim status` shows them");
+    let (a, b) = (Side::parse(&link.from, st).map_err(bad)?, Side::parse(&link.to, st).map_err(bad)?);
+    let f = voyager_sim::fault::link_fault(kind, a, b, &args)
+        .map_err(|e| Error::usage(e, format!("see `voyager-sim fault {kind} --help`")))?;
+    let mut v = vec![f.clone()];
+    if link.both_ways {
+        v.extend(f.reversed());
+    }
+    Ok(v)
 }

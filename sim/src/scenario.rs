@@ -19,6 +19,10 @@
 //! recovery = { kafka = "30s", postgres = "30s" }
 //! error_rate = { after = 0.01 }
 //! ```
+//!
+//! Link faults (`partition`, `latency`, `jitter`, `loss`, `bandwidth`) take
+//! `from`, `to`, `both_ways` and their parameter (`delay`/`jitter`, `loss`,
+//! `rate`); scenarios/README.md lists every kind's keys.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -121,6 +125,10 @@ struct RawFault {
     to: Option<Spanned<String>>,
     #[serde(default)]
     both_ways: bool,
+    delay: Option<Spanned<String>>,
+    jitter: Option<Spanned<String>>,
+    loss: Option<Spanned<String>>,
+    rate: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -135,7 +143,8 @@ struct RawExpect {
     p99: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<String>>>,
 }
 
-const KINDS: &[&str] = &["az-outage", "kill", "pause", "restart", "partition", "failover"];
+const KINDS: &[&str] =
+    &["az-outage", "kill", "pause", "restart", "failover", "partition", "latency", "jitter", "loss", "bandwidth"];
 const TIERS: &[&str] = &["kafka", "postgres", "influxdb"];
 
 fn phase(s: &str) -> Option<Phase> {
@@ -239,19 +248,42 @@ pub fn parse_scenario(file: &Path, text: &str) -> Result<Scenario, StackError> {
             }
             "restart" => need(&mut c, &r.target, "target").map(Action::Restart),
             "failover" => Some(Action::Failover),
-            "partition" => match (need(&mut c, &r.from, "from"), need(&mut c, &r.to, "to")) {
-                (Some(from), Some(to)) => {
-                    // AZ or instance is decided against the stack in `validate`;
-                    // until then a one-letter name is an AZ.
-                    let side = |s: String| if s.len() <= 2 { Side::Az(s) } else { Side::Instance(s) };
-                    let mut v = vec![Fault::Partition { from: side(from.clone()), to: side(to.clone()) }];
-                    if r.both_ways {
-                        v.push(Fault::Partition { from: side(to), to: side(from) });
+            kind if crate::fault::LINK_KINDS.contains(&kind) => {
+                match (need(&mut c, &r.from, "from"), need(&mut c, &r.to, "to")) {
+                    (Some(from), Some(to)) => {
+                        // AZ or instance is decided against the stack in
+                        // `validate`; until then a one-letter name is an AZ.
+                        let side = |s: String| if s.len() <= 2 { Side::Az(s) } else { Side::Instance(s) };
+                        let text = |v: &Option<Spanned<String>>| v.as_ref().map(|s| s.get_ref().clone());
+                        let args = crate::fault::LinkArgs {
+                            delay: text(&r.delay),
+                            jitter: text(&r.jitter),
+                            loss: text(&r.loss),
+                            rate: text(&r.rate),
+                        };
+                        match crate::fault::link_fault(kind, side(from), side(to), &args) {
+                            Ok(f) => {
+                                let mut v = vec![f.clone()];
+                                if r.both_ways {
+                                    v.extend(f.reversed());
+                                }
+                                Some(Action::Inject(v))
+                            }
+                            Err(e) => {
+                                let at = [&r.delay, &r.jitter, &r.loss, &r.rate]
+                                    .into_iter()
+                                    .flatten()
+                                    .next()
+                                    .map(|s| s.span())
+                                    .unwrap_or(r.kind.span());
+                                c.push(at, e, "see scenarios/README.md for each fault's keys");
+                                None
+                            }
+                        }
                     }
-                    Some(Action::Inject(v))
+                    _ => None,
                 }
-                _ => None,
-            },
+            }
             other => {
                 let help = match crate::stack::parse::did_you_mean(other, KINDS.iter().copied()) {
                     Some(s) => format!("did you mean `{s}`?"),
@@ -317,8 +349,8 @@ impl Scenario {
             match &mut tf.action {
                 Action::Inject(fs) => {
                     for f in fs.iter_mut() {
-                        if let Fault::Partition { from, to } = f {
-                            for side in [from, to] {
+                        if let Some(sides) = f.sides_mut() {
+                            for side in sides {
                                 let word = match side {
                                     Side::Az(w) | Side::Instance(w) => w.clone(),
                                 };

@@ -1,6 +1,7 @@
 //! Faults against real containers: a one-way partition drops exactly the
-//! traffic it names, an AZ outage stops the AZ, pause freezes, and `heal`
-//! (or `down`) leaves no fault behind.
+//! traffic it names, an AZ outage stops the AZ, pause freezes, latency,
+//! loss and rate caps shape the link they name, and `heal` (or `down`)
+//! leaves no fault behind.
 
 use std::time::Duration;
 
@@ -102,4 +103,72 @@ async fn a_fault_naming_something_the_stack_lacks_is_refused_before_anything_bre
     assert!(err.to_string().contains("unknown AZ `d`; the stack's AZs are a, b, c"), "{err}");
     assert!(running.state().faults.is_empty(), "a refused fault is not recorded");
     running.shutdown().await.unwrap();
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The stack's normal inter-AZ latency is in force from `up`; a latency
+/// fault adds to one direction only; loss drops about the share asked; a
+/// rate cap holds throughput under it; `heal` restores the normal link and
+/// removes every agent, rule and cap. Bounds are wide: this proves each
+/// effect is there and undone, the bench measures how exact it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn link_faults_slow_drop_and_cap_the_link_they_name_and_heal_restores_it() {
+    let mut running = common::start("t-link", 222, &[ServiceKind::Influxdb]).await;
+    let name = "t-link";
+    let normal = median(running.round_trips("a", "b", 100, Duration::from_millis(5)).await.unwrap().0);
+    assert!(ms(normal) >= 2.0, "1 ms each way is in force from `up`: round trip {normal:?}");
+    assert!(ms(normal) < 15.0, "normal round trip {normal:?}");
+
+    let (a, b) = (Side::Az("a".into()), Side::Az("b".into()));
+    running.inject(Fault::Latency { from: a.clone(), to: b.clone(), delay_us: 30_000, jitter_us: 0 }).await.unwrap();
+    let slow = median(running.round_trips("a", "b", 100, Duration::from_millis(5)).await.unwrap().0);
+    assert!(ms(slow) >= 32.0 && ms(slow) < 80.0, "30 ms one way on top of 1 ms each way: {slow:?}");
+    let back = median(running.round_trips("b", "a", 100, Duration::from_millis(5)).await.unwrap().0);
+    assert!(ms(back) >= 32.0, "a round trip from b crosses a -> b too: {back:?}");
+    running.heal(Duration::from_secs(30)).await.unwrap();
+    let healed = median(running.round_trips("a", "b", 100, Duration::from_millis(5)).await.unwrap().0);
+    assert!(ms(healed) < 15.0, "heal restores the normal link: {healed:?}");
+
+    running.inject(Fault::Loss { from: a.clone(), to: b.clone(), ppm: 500_000 }).await.unwrap();
+    let (_, lost) = running.round_trips("a", "b", 200, Duration::from_millis(2)).await.unwrap();
+    assert!((50..=150).contains(&lost), "50 % loss lost {lost} of 200");
+    running.heal(Duration::from_secs(30)).await.unwrap();
+    let (_, lost) = running.round_trips("a", "b", 100, Duration::from_millis(2)).await.unwrap();
+    assert_eq!(lost, 0, "heal removes the loss");
+
+    let open = running.throughput("a", "b", 4_000_000).await.unwrap();
+    running.inject(Fault::Bandwidth { from: a.clone(), to: b.clone(), kbit: 2000 }).await.unwrap();
+    let capped = running.throughput("a", "b", 500_000).await.unwrap();
+    assert!(capped < 3000.0, "capped at 2 mbit/s, measured {capped:.0} kbit/s");
+    assert!(open > 4.0 * capped, "uncapped {open:.0} kbit/s against capped {capped:.0}");
+    // Caps are one-way: the other direction keeps its speed.
+    let reverse = running.throughput("b", "a", 4_000_000).await.unwrap();
+    assert!(reverse > 4.0 * capped, "b -> a is not capped: {reverse:.0} kbit/s");
+    assert!(route::fault_rule_count(name).await == 0, "a rate cap is no firewall rule");
+    running.inject(Fault::Latency { from: b, to: a, delay_us: 5_000, jitter_us: 2_000 }).await.unwrap();
+    assert!(route::fault_rule_count(name).await > 0);
+
+    running.heal(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(route::fault_rule_count(name).await, 0);
+    let d = docker::connect(&Progress::silent()).await.unwrap();
+    assert_eq!(
+        voyager_sim::runtime::link::remove_agents(&d, name, voyager_sim::runtime::link::FAULT_AGENT).await.unwrap(),
+        0,
+        "heal removed the fault agents"
+    );
+    let healed = running.throughput("a", "b", 4_000_000).await.unwrap();
+    assert!(healed > 4.0 * capped, "heal lifts the cap: {healed:.0} kbit/s");
+    running.shutdown().await.unwrap();
+    assert!(
+        !route::stacks_with_rules().await.contains(&name.to_string()),
+        "down removes the normal latency's queue rules"
+    );
 }

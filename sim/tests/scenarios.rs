@@ -30,7 +30,7 @@ async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
         .filter_map(|n| n.strip_suffix(".toml").map(str::to_string))
         .collect();
     // db-failover last: it moves the primary to AZ b, which az-loss takes out.
-    let order = ["load-baseline", "broker-kill", "partition-az", "az-loss", "db-failover"];
+    let order = ["load-baseline", "broker-kill", "partition-az", "inter-az-latency", "az-loss", "db-failover"];
     let mut sorted = shipped.clone();
     sorted.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(usize::MAX));
     assert!(order.iter().all(|o| shipped.iter().any(|s| s == o)), "a shipped scenario is missing: {shipped:?}");

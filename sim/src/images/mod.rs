@@ -39,6 +39,18 @@ pub const UPSTREAM_KAFKA: &str = "apache/kafka:4.1.1";
 pub const UPSTREAM_INFLUXDB: &str = "influxdb:1.8.10";
 pub const UPSTREAM_HAPROXY: &str = "haproxy:2.8.14";
 
+/// The plain Debian the workspace's companion binaries run in (mounted
+/// from the host: see [`crate::companion`]). Same release as the offline
+/// base, so a binary built on the host's Debian 12 runs in either.
+pub const UPSTREAM_DEBIAN: &str = "debian:12.12-slim";
+
+pub fn companion_base(set: ImageSet) -> String {
+    match set {
+        ImageSet::Upstream => UPSTREAM_DEBIAN.to_string(),
+        ImageSet::Offline => recipe::base().tag(),
+    }
+}
+
 /// The HAProxy image of a set (the database endpoints run it).
 pub fn haproxy_image(set: ImageSet) -> String {
     match set {

@@ -166,14 +166,9 @@ pub struct ContainerState {
     pub status: String,
 }
 
-/// The last lines a container wrote, for error messages.
+/// The last lines a container wrote, indented, for error messages.
 pub async fn log_tail(docker: &Docker, name: &str, lines: usize) -> String {
-    let opts = LogsOptionsBuilder::new().stdout(true).stderr(true).tail(&lines.to_string()).build();
-    let mut s = docker.logs(name, Some(opts));
-    let mut out = String::new();
-    while let Some(Ok(chunk)) = s.next().await {
-        out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-    }
+    let out = logs(docker, name, lines).await;
     out.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
 }
 
@@ -200,46 +195,105 @@ pub async fn remove(docker: &Docker, name: &str) -> Result<(), RuntimeError> {
     }
 }
 
-/// Run a throwaway command in a subnet and collect its exit code and output.
-/// The container is labelled like the stack's own, so a sweep catches it if
-/// we die before removing it.
-pub async fn run_once(
-    docker: &Docker,
-    image: &str,
-    network: &str,
-    argv: &[String],
-    labels: &Labels,
-) -> Result<(i64, String), RuntimeError> {
-    let name = container_name(&labels.stack, &format!("probe-{}", labels::random_suffix()));
-    let body = ContainerCreateBody {
-        image: Some(image.to_string()),
-        entrypoint: Some(vec![]),
-        cmd: Some(argv.to_vec()),
-        labels: Some(labels.with_instance("probe")),
-        host_config: Some(HostConfig { network_mode: Some(network.to_string()), ..Default::default() }),
-        ..Default::default()
-    };
-    docker
-        .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), body)
-        .await
-        .map_err(RuntimeError::docker(format!("create probe container in {network}")))?;
-    let result = async {
-        docker.start_container(&name, None).await.map_err(RuntimeError::docker(format!("start {name}")))?;
-        let mut wait = docker.wait_container(&name, None);
-        let mut code = 0;
-        while let Some(r) = wait.next().await {
-            match r {
-                Ok(w) => code = w.status_code,
-                // bollard reports a non-zero exit as an error carrying the code.
-                Err(bollard::errors::Error::DockerContainerWaitError { code: c, .. }) => code = c,
-                Err(e) => return Err(RuntimeError::docker(format!("wait for {name}"))(e)),
-            }
+/// A throwaway container: a command in one subnet (or on the host's
+/// network), with host files mounted read-only.
+#[derive(Debug, Clone, Default)]
+pub struct OneShot {
+    pub image: String,
+    /// The Docker network, or `None` for the host's network namespace.
+    pub network: Option<String>,
+    /// A fixed address in `network` (Docker picks one otherwise).
+    pub address: Option<std::net::Ipv4Addr>,
+    pub argv: Vec<String>,
+    /// (host path, container path), mounted read-only.
+    pub mounts: Vec<(String, String)>,
+    /// Linux capabilities added (the link agent needs `NET_ADMIN`).
+    pub cap_add: Vec<String>,
+    /// The `voyager-sim.instance` label and the name's stem.
+    pub role: String,
+}
+
+impl OneShot {
+    fn body(&self, labels: &Labels) -> ContainerCreateBody {
+        let networking_config = match (&self.network, self.address) {
+            (Some(net), Some(ip)) => Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    net.clone(),
+                    EndpointSettings {
+                        ipam_config: Some(EndpointIpamConfig {
+                            ipv4_address: Some(ip.to_string()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            _ => None,
+        };
+        ContainerCreateBody {
+            image: Some(self.image.clone()),
+            entrypoint: Some(vec![]),
+            cmd: Some(self.argv.clone()),
+            labels: Some(labels.with_instance(&self.role)),
+            host_config: Some(HostConfig {
+                network_mode: Some(self.network.clone().unwrap_or_else(|| "host".into())),
+                binds: Some(self.mounts.iter().map(|(h, c)| format!("{h}:{c}:ro")).collect()),
+                cap_add: (!self.cap_add.is_empty()).then(|| self.cap_add.clone()),
+                init: Some(true),
+                ..Default::default()
+            }),
+            networking_config,
+            ..Default::default()
         }
-        Ok((code, log_tail(docker, &name, 200).await))
     }
-    .await;
-    remove(docker, &name).await?;
-    result
+
+    /// Create and start it; returns the container name. Labelled like the
+    /// stack's own containers, so a sweep catches it if we die.
+    pub async fn start(&self, docker: &Docker, labels: &Labels) -> Result<String, RuntimeError> {
+        let name = container_name(&labels.stack, &format!("{}-{}", self.role, labels::random_suffix()));
+        let place = self.network.as_deref().unwrap_or("the host network");
+        docker
+            .create_container(Some(CreateContainerOptionsBuilder::new().name(&name).build()), self.body(labels))
+            .await
+            .map_err(RuntimeError::docker(format!("create {} container in {place}", self.role)))?;
+        if let Err(e) = docker.start_container(&name, None).await {
+            let _ = remove(docker, &name).await;
+            return Err(RuntimeError::docker(format!("start {name}"))(e));
+        }
+        Ok(name)
+    }
+
+    /// Run it to the end and collect its exit code and output.
+    pub async fn run(&self, docker: &Docker, labels: &Labels) -> Result<(i64, String), RuntimeError> {
+        let name = self.start(docker, labels).await?;
+        let result = async {
+            let mut wait = docker.wait_container(&name, None);
+            let mut code = 0;
+            while let Some(r) = wait.next().await {
+                match r {
+                    Ok(w) => code = w.status_code,
+                    // bollard reports a non-zero exit as an error carrying the code.
+                    Err(bollard::errors::Error::DockerContainerWaitError { code: c, .. }) => code = c,
+                    Err(e) => return Err(RuntimeError::docker(format!("wait for {name}"))(e)),
+                }
+            }
+            Ok((code, logs(docker, &name, 100_000).await))
+        }
+        .await;
+        remove(docker, &name).await?;
+        result
+    }
+}
+
+/// A container's output, unindented.
+pub async fn logs(docker: &Docker, name: &str, lines: usize) -> String {
+    let opts = LogsOptionsBuilder::new().stdout(true).stderr(true).tail(&lines.to_string()).build();
+    let mut s = docker.logs(name, Some(opts));
+    let mut out = String::new();
+    while let Some(Ok(chunk)) = s.next().await {
+        out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+    }
+    out
 }
 
 /// SIGKILL, as a crashed host would: no shutdown hooks run.

@@ -6,6 +6,7 @@
 pub mod container;
 pub mod docker;
 pub mod labels;
+pub mod link;
 pub mod lock;
 pub mod network;
 pub mod route;

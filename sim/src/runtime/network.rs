@@ -20,13 +20,14 @@ pub async fn create_all(docker: &Docker, stack: &Stack, labels: &Labels) -> Resu
     let mut made = vec![];
     for (az, tier, cidr) in stack.subnets() {
         let name = network_name(&labels.stack, &az.name, tier);
-        create(docker, &name, cidr, labels).await?;
+        let bridge = super::link::bridge_name(&labels.stack, &az.name, tier);
+        create(docker, &name, &bridge, cidr, labels).await?;
         made.push(name);
     }
     Ok(made)
 }
 
-async fn create(docker: &Docker, name: &str, cidr: Cidr, labels: &Labels) -> Result<(), RuntimeError> {
+async fn create(docker: &Docker, name: &str, bridge: &str, cidr: Cidr, labels: &Labels) -> Result<(), RuntimeError> {
     let req = NetworkCreateRequest {
         name: name.to_string(),
         driver: Some("bridge".into()),
@@ -40,10 +41,11 @@ async fn create(docker: &Docker, name: &str, cidr: Cidr, labels: &Labels) -> Res
         }),
         // Ports published without an explicit address would otherwise listen
         // on every interface; the simulator's services are for this host only.
-        options: Some(HashMap::from([(
-            "com.docker.network.bridge.host_binding_ipv4".to_string(),
-            "127.0.0.1".to_string(),
-        )])),
+        options: Some(HashMap::from([
+            ("com.docker.network.bridge.host_binding_ipv4".to_string(), "127.0.0.1".to_string()),
+            // Named by us so rate caps find the device from names alone.
+            ("com.docker.network.bridge.name".to_string(), bridge.to_string()),
+        ])),
         labels: Some(labels.map()),
         ..Default::default()
     };

@@ -123,6 +123,92 @@ pub async fn install_drops(stack: &str, drops: &[(Cidr, Cidr)]) -> Result<(), Ru
     Ok(())
 }
 
+/// Queue packets from each source to each destination network to a link
+/// agent. `--queue-bypass` lets packets through if the agent is gone, so a
+/// dead agent means a fast link, never a cut one. Fault queues go on top, so
+/// a packet a fault delays skips the normal latency's queue (the fault's
+/// agent adds both).
+pub async fn install_queue(stack: &str, pairs: &[(Cidr, Cidr)], queue: u16, fault: bool) -> Result<(), RuntimeError> {
+    let tag = if fault { fault_comment(stack) } else { comment(stack) };
+    let q = queue.to_string();
+    for (src, dst) in pairs {
+        let (s, d) = (src.to_string(), dst.to_string());
+        let mut args: Vec<String> = ["-w", "-t", "mangle"].iter().map(|s| s.to_string()).collect();
+        if fault {
+            args.extend(["-I", "FORWARD", "1"].map(String::from));
+        } else {
+            args.extend(["-A", "FORWARD"].map(String::from));
+        }
+        args.extend(
+            [
+                "-s",
+                &s,
+                "-d",
+                &d,
+                "-m",
+                "comment",
+                "--comment",
+                &tag,
+                "-j",
+                "NFQUEUE",
+                "--queue-num",
+                &q,
+                "--queue-bypass",
+            ]
+            .map(String::from),
+        );
+        run_checked(&args).await?;
+    }
+    Ok(())
+}
+
+/// Drop a share of the packets from each source to each destination, at
+/// random (the `statistic` match; no netem needed).
+pub async fn install_loss(stack: &str, pairs: &[(Cidr, Cidr)], ppm: u32) -> Result<(), RuntimeError> {
+    let p = format!("{:.6}", ppm as f64 / 1_000_000.0);
+    let tag = fault_comment(stack);
+    for (src, dst) in pairs {
+        let (s, d) = (src.to_string(), dst.to_string());
+        let args = [
+            "-w",
+            "-t",
+            "filter",
+            "-I",
+            "DOCKER-USER",
+            "1",
+            "-s",
+            &s,
+            "-d",
+            &d,
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            &p,
+            "-m",
+            "comment",
+            "--comment",
+            &tag,
+            "-j",
+            "DROP",
+        ]
+        .map(String::from);
+        run_checked(&args).await?;
+    }
+    Ok(())
+}
+
+async fn run_checked(args: &[String]) -> Result<String, RuntimeError> {
+    if !iptables_available() {
+        return Err(RuntimeError::Iptables {
+            command: "iptables".into(),
+            stderr: "not installed; network faults need it (apt-get install -y iptables)".into(),
+        });
+    }
+    run(args).await
+}
+
 /// How many fault drops a stack has installed.
 pub async fn fault_rule_count(stack: &str) -> usize {
     if !iptables_available() {
@@ -156,7 +242,7 @@ async fn remove_tagged(tags: &[String]) -> Result<(), RuntimeError> {
 /// `-A`).
 async fn listed(tags: &[String]) -> Vec<(&'static str, Vec<String>)> {
     let mut out = vec![];
-    for (table, chain) in [("filter", "DOCKER-USER"), ("nat", "POSTROUTING")] {
+    for (table, chain) in [("filter", "DOCKER-USER"), ("nat", "POSTROUTING"), ("mangle", "FORWARD")] {
         let Ok(listing) = run(&["-w".into(), "-t".into(), table.into(), "-S".into(), chain.into()]).await else {
             continue;
         };

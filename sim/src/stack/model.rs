@@ -3,6 +3,7 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
+use std::time::Duration;
 
 use super::cidr::Cidr;
 
@@ -12,9 +13,15 @@ use super::cidr::Cidr;
 pub struct Stack {
     pub name: String,
     pub vpc: Cidr,
+    /// One-way latency between any two AZs, applied from `up` (AWS quotes
+    /// single-digit milliseconds between AZs of a region).
+    pub inter_az_latency: Duration,
     pub azs: Vec<Az>,
     pub services: Vec<Service>,
 }
+
+/// The inter-AZ latency of a stack file that does not say.
+pub const DEFAULT_INTER_AZ_LATENCY: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Az {
@@ -111,7 +118,12 @@ impl Stack {
     /// The stack as a stack file. Parsing the result gives back an equal
     /// stack (a property test holds us to it).
     pub fn to_toml(&self) -> String {
-        let mut out = format!("name = \"{}\"\n\n[vpc]\ncidr = \"{}\"\n", self.name, self.vpc);
+        let mut out = format!(
+            "name = \"{}\"\n\n[vpc]\ncidr = \"{}\"\ninter_az_latency = \"{}us\"\n",
+            self.name,
+            self.vpc,
+            self.inter_az_latency.as_micros()
+        );
         for az in &self.azs {
             out += &format!("\n[az.{}]\nprivate = \"{}\"\npublic = \"{}\"\n", az.name, az.private, az.public);
         }

@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -59,6 +60,7 @@ struct RawStack {
 #[serde(deny_unknown_fields)]
 struct RawVpc {
     cidr: Spanned<String>,
+    inter_az_latency: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -224,6 +226,29 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
             );
         }
     }
+
+    let latency = match &raw.vpc.get_ref().inter_az_latency {
+        None => Some(super::model::DEFAULT_INTER_AZ_LATENCY),
+        Some(l) => match crate::fixtures::parse_duration(l.get_ref()) {
+            Some(d) if d <= Duration::from_secs(1) => Some(d),
+            Some(_) => {
+                c.push(
+                    l.span(),
+                    "vpc.inter_az_latency over 1s is not a region",
+                    "AZs of a region are milliseconds apart; use e.g. `1ms`, or `0ms` for none",
+                );
+                None
+            }
+            None => {
+                c.push(
+                    l.span(),
+                    format!("vpc.inter_az_latency: `{}` is not a duration", l.get_ref()),
+                    "write it like `1ms`, `500us`, or `0ms` for none",
+                );
+                None
+            }
+        },
+    };
 
     // AZs and their subnets.
     let mut azs = vec![];
@@ -496,5 +521,5 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
         services.push(Service { kind, instances });
     }
 
-    Some(Stack { name: name?, vpc: vpc?, azs, services })
+    Some(Stack { name: name?, vpc: vpc?, inter_az_latency: latency?, azs, services })
 }
