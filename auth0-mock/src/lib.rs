@@ -1,0 +1,19 @@
+//! A mock Auth0 tenant for local stacks and tests: the endpoints an
+//! application and its resource servers use (OIDC discovery, JWKS,
+//! `/oauth/token`, `/oauth/revoke`, `/userinfo`), RS256 tokens shaped like
+//! Auth0's, and an admin API to rotate keys and mint tokens with chosen times.
+//!
+//! Layout:
+//! - `config` — the tenant fixture (`Tenant`, `Client`, `User`), parsed from
+//!   TOML with positioned errors. No I/O.
+//!
+//! The mock shares nothing with the simulator's harness but wire protocols.
+
+pub mod config;
+
+mod error;
+mod secret;
+
+pub use config::{parse_tenant, Client, ConfigError, GrantType, Tenant, User, BUILTIN_FIXTURE};
+pub use error::Error;
+pub use secret::Secret;
