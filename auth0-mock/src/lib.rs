@@ -9,18 +9,28 @@
 //! - `keys` — `KeyRing`: RSA signing keys, rotation with an overlap, the JWKS.
 //! - `jwt` — signing, and `validate`: the checks a resource server makes.
 //!   No I/O.
+//! - `grant` — what `/oauth/token` and `/oauth/revoke` decide, as plain
+//!   functions over a request's parameters; `OAuthError` in Auth0's shape.
+//! - `admin` — the mock's own API: minting tokens with chosen times.
+//! - `server` — the hyper server: routing, bodies, `/userinfo`, discovery,
+//!   the admin API, graceful shutdown.
 //!
 //! The mock shares nothing with the simulator's harness but wire protocols.
 
+pub mod admin;
 pub mod config;
+pub mod grant;
 pub mod jwt;
 pub mod keys;
+pub mod server;
 
 mod error;
 mod secret;
 
 pub use config::{parse_tenant, Client, ConfigError, GrantType, Tenant, User, BUILTIN_FIXTURE};
 pub use error::Error;
+pub use grant::OAuthError;
 pub use jwt::{validate, Expectations, InvalidToken, PublicKeys};
 pub use keys::KeyRing;
 pub use secret::Secret;
+pub use server::{Options, Running, Server};
