@@ -27,4 +27,7 @@ pub enum Error {
 
     #[error("cannot generate an RSA signing key: {0}")]
     KeyGeneration(String),
+
+    #[error("cannot catch SIGTERM/SIGINT: {0}")]
+    Signals(std::io::Error),
 }

@@ -46,13 +46,14 @@ fn main() -> ExitCode {
                 Error::ReadConfig { .. } | Error::Config(_) | Error::PublicUrl { .. } | Error::ListenAddr { .. } => {
                     ExitCode::from(2)
                 }
-                Error::Bind { .. } | Error::KeyGeneration(_) => ExitCode::FAILURE,
+                Error::Bind { .. } | Error::KeyGeneration(_) | Error::Signals(_) => ExitCode::FAILURE,
             }
         }
     }
 }
 
 async fn run(args: Args, started: Instant) -> Result<(), Error> {
+    let signals = StopSignals::install().map_err(Error::Signals)?;
     let (tenant, source) = match &args.config {
         Some(path) => {
             let text =
@@ -91,31 +92,45 @@ async fn run(args: Args, started: Instant) -> Result<(), Error> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
-    let signal = stop_signal().await;
+    let signal = signals.wait().await;
     eprintln!("voyager-auth0: {signal}: finishing requests in flight, then exiting");
     running.shutdown().await;
     Ok(())
 }
 
-/// Wait for SIGTERM (how containers are stopped) or SIGINT (Ctrl-C).
-async fn stop_signal() -> &'static str {
+/// SIGTERM (how containers are stopped) and SIGINT (Ctrl-C), caught from
+/// the moment this is made: a signal that arrives between the readiness line
+/// and the wait must still drain requests, not kill the process outright.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<StopSignals, std::io::Error> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(StopSignals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+        }
+        #[cfg(not(unix))]
+        Ok(StopSignals {})
+    }
+
+    async fn wait(mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
     }
 }
