@@ -25,6 +25,9 @@ pub enum Error {
     #[error("cannot listen on {addr}: {source}\n  help: pick a free port, or port 0 for any free one")]
     Bind { addr: SocketAddr, source: std::io::Error },
 
+    #[error("the listening socket has no local address: {0}")]
+    Listener(std::io::Error),
+
     #[error("cannot generate an RSA signing key: {0}")]
     KeyGeneration(String),
 

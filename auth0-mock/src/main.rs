@@ -46,7 +46,9 @@ fn main() -> ExitCode {
                 Error::ReadConfig { .. } | Error::Config(_) | Error::PublicUrl { .. } | Error::ListenAddr { .. } => {
                     ExitCode::from(2)
                 }
-                Error::Bind { .. } | Error::KeyGeneration(_) | Error::Signals(_) => ExitCode::FAILURE,
+                Error::Bind { .. } | Error::Listener(_) | Error::KeyGeneration(_) | Error::Signals(_) => {
+                    ExitCode::FAILURE
+                }
             }
         }
     }

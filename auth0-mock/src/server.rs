@@ -124,7 +124,7 @@ impl Server {
     /// Accept connections on `listener` until the returned `Running` is shut
     /// down or dropped. Must be called within a Tokio runtime.
     pub fn serve(self, listener: TcpListener) -> Result<Running, Error> {
-        let addr = listener.local_addr().map_err(|e| Error::Bind { addr: ([0, 0, 0, 0], 0).into(), source: e })?;
+        let addr = listener.local_addr().map_err(Error::Listener)?;
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(self.state, listener, stopped));
         Ok(Running { addr, stop, task })
