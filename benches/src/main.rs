@@ -11,6 +11,11 @@
 //!   voyager-bench data-tier [--runs N] start the whole data tier (cached
 //!                                      images): time to ready per service, then
 //!                                      one PostgreSQL failover per run
+//!   voyager-bench link-delay           inject one-way delays (with and without
+//!                                      jitter) between AZs a and b and compare
+//!                                      each measured round trip with the
+//!                                      normal link's median plus the delay
+//!                                      asked: median and p99 error
 //!
 //! Wall-clock numbers on a shared 2-core machine wobble; the runs are there
 //! to show the spread, not to hide it.
@@ -43,8 +48,9 @@ async fn main() {
         Some("image-build") => image_build().await,
         Some("data-tier") => data_tier(runs).await,
         Some("load-max") => load_max().await,
+        Some("link-delay") => link_delay().await,
         Some(other) => {
-            eprintln!("unknown benchmark `{other}`; use up-down, image-build or data-tier");
+            eprintln!("unknown benchmark `{other}`; use up-down, image-build, data-tier, load-max or link-delay");
             std::process::exit(2);
         }
     }
@@ -169,6 +175,63 @@ async fn load_max() {
             "{:<16} highest sustained offered rate: {}",
             op.as_str(),
             best.map(|b| format!("{b:.0}/s")).unwrap_or_else(|| "below 100/s".into())
+        );
+    }
+    running.shutdown().await.expect("down");
+}
+
+async fn link_delay() {
+    use voyager_sim::fault::{Fault, Side};
+    build_images(ImageSet::Offline, &[ServiceKind::Influxdb], &Progress::stderr()).await.expect("offline images");
+    let stack = builtin_stack().relocated("10.253.0.0/16".parse().unwrap()).unwrap();
+    let mut running = Sim::new(stack)
+        .with_name("bench-link")
+        .with_images(ImageSource::Offline)
+        .with_only(&[ServiceKind::Influxdb])
+        .start()
+        .await
+        .expect("up");
+    let (n, gap) = (500, Duration::from_millis(4));
+    let ms = |d: f64| d * 1e3;
+    let pct = |v: &[f64], q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+    let (mut normal, lost) = running.round_trips("a", "b", n, gap).await.expect("probe");
+    normal.sort();
+    let base = normal[normal.len() / 2].as_secs_f64();
+    println!(
+        "normal link (1 ms each way): round trip median {:.3} ms, p99 {:.3} ms, {lost} lost",
+        ms(base),
+        ms(pct(&normal.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(), 0.99))
+    );
+    println!(
+        "{:<22} {:>9} {:>10} {:>10} {:>10}",
+        "asked (one way a->b)", "samples", "median err", "p99 |err|", "spread"
+    );
+    for (delay_ms, jitter_ms) in [(1u64, 0u64), (5, 0), (20, 0), (50, 0), (100, 0), (50, 10)] {
+        let (a, b) = (Side::Az("a".into()), Side::Az("b".into()));
+        let f = Fault::Latency { from: a, to: b, delay_us: delay_ms * 1000, jitter_us: jitter_ms * 1000 };
+        running.inject(f).await.expect("inject");
+        let (rtts, lost) = running.round_trips("a", "b", n, gap).await.expect("probe");
+        running.heal(Duration::from_secs(30)).await.expect("heal");
+        let mut err: Vec<f64> = rtts.iter().map(|d| d.as_secs_f64() - base - delay_ms as f64 / 1e3).collect();
+        err.sort_by(|x, y| x.total_cmp(y));
+        let mut abs: Vec<f64> = err.iter().map(|e| e.abs()).collect();
+        abs.sort_by(|x, y| x.total_cmp(y));
+        // With jitter, the spread is what to compare: uniform ± J has a
+        // standard deviation of J/√3.
+        let mean = err.iter().sum::<f64>() / err.len() as f64;
+        let sd = (err.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / err.len() as f64).sqrt();
+        let asked = if jitter_ms > 0 { format!("{delay_ms} ms ± {jitter_ms} ms") } else { format!("{delay_ms} ms") };
+        println!(
+            "{asked:<22} {:>9} {:>+9.3}ms {:>9.3}ms {:>7.3}ms sd{}",
+            format!("{}/{n}", n - lost),
+            ms(pct(&err, 0.5)),
+            ms(pct(&abs, 0.99)),
+            ms(sd),
+            if jitter_ms > 0 {
+                format!(" (uniform ± {jitter_ms} ms: {:.3} ms)", jitter_ms as f64 / 3f64.sqrt())
+            } else {
+                String::new()
+            }
         );
     }
     running.shutdown().await.expect("down");
