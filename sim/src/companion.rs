@@ -19,6 +19,8 @@ pub struct Companion {
 pub const NETAGENT: Companion =
     Companion { binary: "voyager-netagent", env: "VOYAGER_NETAGENT", package: "voyager-netagent" };
 
+pub const AUTH0: Companion = Companion { binary: "voyager-auth0", env: "VOYAGER_AUTH0", package: "auth0-mock" };
+
 /// Where companion binaries are mounted inside their containers.
 pub fn mount_point(c: Companion) -> String {
     format!("/usr/local/bin/{}", c.binary)

@@ -19,10 +19,14 @@ pub const BUILTIN_INFLUXDB: &str = include_str!("../../fixtures/influxdb.toml");
 pub struct Fixtures {
     pub kafka: KafkaFixture,
     pub influxdb: InfluxFixture,
+    /// The Auth0 tenant, as text: the mock parses (and checks) it itself.
+    pub auth0: String,
 }
 
+pub const BUILTIN_AUTH0: &str = include_str!("../../fixtures/auth0.toml");
+
 pub fn builtin() -> Fixtures {
-    Fixtures { kafka: builtin_kafka(), influxdb: builtin_influxdb() }
+    Fixtures { kafka: builtin_kafka(), influxdb: builtin_influxdb(), auth0: BUILTIN_AUTH0.to_string() }
 }
 
 /// InfluxDB databases and their retention policies.

@@ -57,6 +57,9 @@ pub fn load_fixtures_near(stack_file: &Path) -> Result<Fixtures> {
     if let Some((p, text)) = read("influxdb.toml")? {
         f.influxdb = parse_influxdb(&p, &text)?;
     }
+    if let Some((_, text)) = read("auth0.toml")? {
+        f.auth0 = text;
+    }
     Ok(f)
 }
 
@@ -244,6 +247,14 @@ impl Sim {
         let mut timings = Timings::default();
         // Found before anything is created: a missing agent must not leave
         // a half-started stack.
+        let mut companions = BTreeMap::new();
+        for kind in &kinds {
+            if let Some(c) = services::companion(*kind) {
+                let path =
+                    c.locate().map_err(|e| Error::usage(e, format!("{kind} runs a binary of this workspace")))?;
+                companions.insert(c.binary.to_string(), path);
+            }
+        }
         let agent = if stack.inter_az_latency.is_zero() {
             None
         } else {
@@ -265,8 +276,8 @@ impl Sim {
             let lat = stack.inter_az_latency;
             p.say(&format!("inter-AZ latency {}", crate::fault::micros_text(lat.as_micros() as u64)));
             let image = crate::images::companion_base(set);
-            let q = link::start_delay_agent(docker, labels, link::BASE_AGENT, &image, binary, lat, Duration::ZERO, 1)
-                .await?;
+            let hold = link::Hold { delay: lat, jitter: Duration::ZERO, seed: 1 };
+            let q = link::start_delay_agent(docker, labels, link::BASE_AGENT, &image, binary, hold).await?;
             route::install_queue(name, &crate::fault::inter_az_pairs(stack), q, false).await?;
         }
         timings.phases.push(("networks".into(), t.elapsed()));
@@ -275,6 +286,11 @@ impl Sim {
         let mut credentials = Credentials::generate();
         credentials.influxdb_database =
             self.fixtures.influxdb.databases.first().map(|d| d.name.clone()).unwrap_or_default();
+        credentials.auth0_audience = services::auth0::audience(&self.fixtures.auth0);
+        if let Some((id, secret)) = services::auth0::machine_client(&self.fixtures.auth0) {
+            credentials.auth0_client_id = id;
+            credentials.auth0_client_secret = secret;
+        }
         let mut host_ports = BTreeMap::new();
         for svc in stack.services.iter().filter(|s| services::needs_host_port(s.kind)) {
             for inst in &svc.instances {
@@ -290,6 +306,7 @@ impl Sim {
             credentials: &credentials,
             host_ports: &host_ports,
             fixtures: &self.fixtures,
+            companions: &companions,
         };
         let mut specs: Vec<(ServiceKind, crate::spec::ContainerSpec)> =
             kinds.iter().flat_map(|k| services::specs(*k, &cx).into_iter().map(move |s| (*k, s))).collect();
@@ -556,6 +573,10 @@ impl RunningStack {
     }
 
     /// InfluxDB, if the stack runs it.
+    pub fn auth0(&self) -> Option<crate::services::auth0::Auth0Endpoint> {
+        crate::services::auth0::endpoint(&self.state)
+    }
+
     pub fn influxdb(&self) -> Option<crate::services::influxdb::InfluxEndpoint> {
         services::influxdb::endpoint(&self.state)
     }
@@ -599,11 +620,7 @@ impl RunningStack {
     /// Where link probes run between AZ `from` and AZ `to`: each AZ's
     /// private subnet, at addresses the stack keeps for the harness (.8 and
     /// .9; services start at .10).
-    fn probe_sites(
-        &self,
-        from: &str,
-        to: &str,
-    ) -> Result<(String, std::path::PathBuf, [(String, std::net::Ipv4Addr); 2])> {
+    fn probe_sites(&self, from: &str, to: &str) -> Result<link::ProbeSites> {
         let stack = self.stack()?;
         let site = |az: &str, host: u32| -> Result<(String, std::net::Ipv4Addr)> {
             let a = stack.az(az).ok_or_else(|| {
@@ -614,7 +631,8 @@ impl RunningStack {
         };
         let binary =
             crate::companion::NETAGENT.locate().map_err(|e| Error::usage(e, "link probes run the link agent"))?;
-        Ok((crate::images::companion_base(self.state.images), binary, [site(from, 8)?, site(to, 9)?]))
+        let image = crate::images::companion_base(self.state.images);
+        Ok(link::ProbeSites { image, binary, client: site(from, 8)?, server: site(to, 9)? })
     }
 
     /// UDP round trips AZ `from` → AZ `to` → back, by the link agent's
@@ -627,15 +645,13 @@ impl RunningStack {
         count: u32,
         interval: Duration,
     ) -> Result<(Vec<Duration>, u32)> {
-        let (image, binary, [client, server]) = self.probe_sites(from, to)?;
-        let sites = link::ProbeSites { image: &image, binary: &binary, client, server };
+        let sites = self.probe_sites(from, to)?;
         Ok(sites.round_trips(&self.docker, &self.labels(), count, interval).await?)
     }
 
     /// TCP throughput from AZ `from` to AZ `to`, in kbit/s, sending `bytes`.
     pub async fn throughput(&self, from: &str, to: &str, bytes: u64) -> Result<f64> {
-        let (image, binary, [client, server]) = self.probe_sites(from, to)?;
-        let sites = link::ProbeSites { image: &image, binary: &binary, client, server };
+        let sites = self.probe_sites(from, to)?;
         Ok(sites.throughput(&self.docker, &self.labels(), bytes).await?)
     }
 
@@ -763,6 +779,7 @@ impl RunningStack {
             credentials: &self.state.credentials,
             host_ports: &ports,
             fixtures: &fx,
+            companions: &BTreeMap::new(),
         };
         let mut spec =
             pg::specs(&cx).into_iter().find(|s| s.instance == old.name).expect("old primary is in the stack");
@@ -848,9 +865,7 @@ impl RunningStack {
                     &role,
                     &image,
                     &binary,
-                    delay,
-                    Duration::from_micros(jitter_us),
-                    index as u64,
+                    link::Hold { delay, jitter: Duration::from_micros(jitter_us), seed: index as u64 },
                 )
                 .await?;
                 route::install_queue(&self.state.stack, &pairs, q, true).await?;

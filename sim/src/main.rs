@@ -98,6 +98,13 @@ enum Command {
         #[command(flatten)]
         stack: StackArgs,
     },
+    /// Act on the mock Auth0 tenant
+    Auth0 {
+        #[command(subcommand)]
+        command: Auth0Command,
+        #[command(flatten)]
+        stack: StackArgs,
+    },
     /// Measure round trips between two AZs' private subnets (UDP, by the link agent)
     Probe {
         from: String,
@@ -180,6 +187,12 @@ enum FaultCommand {
         #[arg(long)]
         rate: String,
     },
+}
+
+#[derive(Subcommand)]
+enum Auth0Command {
+    /// New signing key: new tokens use it; the JWKS keeps the old key until the next rotation
+    RotateKeys,
 }
 
 /// The two sides of a link fault.
@@ -361,6 +374,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 println!("fault in force: {f}");
             }
             println!("undo with `voyager-sim heal`");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Auth0 { command: Auth0Command::RotateKeys, stack } => {
+            let name = stack.name()?;
+            let running = voyager_sim::RunningStack::attach(&name, &p).await?;
+            let ep = running.auth0().ok_or_else(|| {
+                Error::usage(format!("stack `{name}` runs no auth0"), "add an auth0 instance to the stack file")
+            })?;
+            let answer = ep.rotate_keys().await.map_err(|e| Error::usage(e, "check `voyager-sim status`"))?;
+            println!("{answer}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Probe { from, to, count, stack } => {

@@ -28,6 +28,9 @@ pub struct ContainerSpec {
     /// replaces what the image would run.
     pub entrypoint: Option<Vec<String>>,
     pub user: Option<String>,
+    /// Host files mounted read-only (host path, container path): how the
+    /// workspace's companion binaries get into a plain Debian container.
+    pub mounts: Vec<(String, String)>,
 }
 
 /// A container port published on 127.0.0.1. Services leave `host: None`

@@ -62,6 +62,16 @@ pub struct Credentials {
     /// The database `env` points applications at.
     #[serde(default)]
     pub influxdb_database: String,
+    /// Bearer token of the Auth0 mock's admin API (key rotation).
+    #[serde(default)]
+    pub auth0_admin_token: String,
+    /// A machine-to-machine client of the Auth0 fixture, for `env`.
+    #[serde(default)]
+    pub auth0_client_id: String,
+    #[serde(default)]
+    pub auth0_client_secret: String,
+    #[serde(default)]
+    pub auth0_audience: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -82,6 +92,7 @@ impl Credentials {
         let mut secret =
             || -> String { (0..24).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect() };
         let (postgres_password, postgres_replication_password, influxdb_password) = (secret(), secret(), secret());
+        let auth0_admin_token = secret();
         let id: Vec<u8> = (0..16).map(|_| rng.random()).collect();
         Credentials {
             postgres_user: "voyager".into(),
@@ -91,6 +102,10 @@ impl Credentials {
             postgres_replication_password,
             influxdb_password,
             influxdb_database: String::new(),
+            auth0_admin_token,
+            auth0_client_id: String::new(),
+            auth0_client_secret: String::new(),
+            auth0_audience: String::new(),
         }
     }
 }

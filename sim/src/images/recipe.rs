@@ -95,6 +95,7 @@ pub fn for_service(kind: ServiceKind) -> Recipe {
         ServiceKind::Postgres => postgres(),
         ServiceKind::Kafka => kafka(),
         ServiceKind::Influxdb => influxdb(),
+        ServiceKind::Auth0 => base(),
     }
 }
 

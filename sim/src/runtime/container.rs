@@ -36,6 +36,7 @@ pub fn create_body(spec: &ContainerSpec, labels: &Labels) -> ContainerCreateBody
         .volumes
         .iter()
         .map(|(vol, path)| format!("{}:{path}", volume_name(&labels.stack, &spec.instance, vol)))
+        .chain(spec.mounts.iter().map(|(host, path)| format!("{host}:{path}:ro")))
         .collect();
     ContainerCreateBody {
         image: Some(spec.image.clone()),

@@ -43,6 +43,15 @@ fn queue_hint(stack: &str, role: &str) -> u16 {
     1000 + (u16::from_be_bytes([d[0], d[1]]) % 50_000)
 }
 
+/// What a delay agent holds each packet for: `delay` ± uniform `jitter`,
+/// drawn from `seed`.
+#[derive(Debug, Clone, Copy)]
+pub struct Hold {
+    pub delay: Duration,
+    pub jitter: Duration,
+    pub seed: u64,
+}
+
 /// Start a delay agent and return the queue it holds.
 pub async fn start_delay_agent(
     docker: &Docker,
@@ -50,10 +59,9 @@ pub async fn start_delay_agent(
     role: &str,
     image: &str,
     binary: &Path,
-    delay: Duration,
-    jitter: Duration,
-    seed: u64,
+    hold: Hold,
 ) -> Result<u16, RuntimeError> {
+    let Hold { delay, jitter, seed } = hold;
     let c = companion::NETAGENT;
     let shot = OneShot {
         image: image.to_string(),
@@ -191,20 +199,20 @@ pub async fn remove_rates(stack_name: &str, stack: &Stack) {
 
 /// Where a probe's two ends run: the image with the link agent mounted,
 /// and a (network, reserved address) for each end.
-pub struct ProbeSites<'a> {
-    pub image: &'a str,
-    pub binary: &'a Path,
+pub struct ProbeSites {
+    pub image: String,
+    pub binary: std::path::PathBuf,
     pub client: (String, Ipv4Addr),
     pub server: (String, Ipv4Addr),
 }
 
-impl ProbeSites<'_> {
+impl ProbeSites {
     fn shot(&self, role: &str, site: &(String, Ipv4Addr), args: &[String]) -> OneShot {
         let c = companion::NETAGENT;
         let mut argv = vec![companion::mount_point(c)];
         argv.extend_from_slice(args);
         OneShot {
-            image: self.image.to_string(),
+            image: self.image.clone(),
             network: Some(site.0.clone()),
             address: Some(site.1),
             argv,

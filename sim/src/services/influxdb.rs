@@ -126,6 +126,7 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
                 files: vec![],
                 entrypoint: None,
                 user: None,
+                mounts: vec![],
             }
         })
         .collect()
@@ -213,6 +214,7 @@ mod tests {
             credentials: &creds,
             host_ports: &ports,
             fixtures: &fx,
+            companions: &BTreeMap::new(),
         };
         let mut v = specs(&cx);
         assert_eq!(v.len(), 1);

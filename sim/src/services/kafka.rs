@@ -160,6 +160,7 @@ fn node(
         files: vec![],
         entrypoint: None,
         user: None,
+        mounts: vec![],
     }
 }
 
@@ -371,6 +372,7 @@ mod tests {
             credentials: &creds,
             host_ports: &ports,
             fixtures: &fx,
+            companions: &BTreeMap::new(),
         };
         let mut v = specs(&cx);
         for s in &mut v {
@@ -431,6 +433,7 @@ mod tests {
             credentials: &creds,
             host_ports: &ports,
             fixtures: &fx,
+            companions: &BTreeMap::new(),
         };
         let v = specs(&cx);
         assert_eq!(v.len(), 3);

@@ -2,6 +2,7 @@
 //! container spec, readiness probe, provisioning, endpoint type and `env`
 //! lines; this module only dispatches on [`ServiceKind`].
 
+pub mod auth0;
 pub mod influxdb;
 pub mod kafka;
 pub mod postgres;
@@ -25,10 +26,22 @@ pub struct SpecContext<'a> {
     /// advertise their host port (see [`needs_host_port`]).
     pub host_ports: &'a BTreeMap<String, u16>,
     pub fixtures: &'a Fixtures,
+    /// Companion binaries on this host, by binary name (located by the
+    /// harness before anything starts).
+    pub companions: &'a BTreeMap<String, std::path::PathBuf>,
+}
+
+/// The workspace binary a service runs, if it is one of ours.
+pub fn companion(kind: ServiceKind) -> Option<crate::companion::Companion> {
+    match kind {
+        ServiceKind::Auth0 => Some(crate::companion::AUTH0),
+        _ => None,
+    }
 }
 
 pub fn specs(kind: ServiceKind, cx: &SpecContext) -> Vec<ContainerSpec> {
     match kind {
+        ServiceKind::Auth0 => auth0::specs(cx),
         ServiceKind::Influxdb => influxdb::specs(cx),
         ServiceKind::Kafka => kafka::specs(cx),
         ServiceKind::Postgres => postgres::specs(cx),
@@ -37,12 +50,14 @@ pub fn specs(kind: ServiceKind, cx: &SpecContext) -> Vec<ContainerSpec> {
 
 /// Whether each instance needs a host port chosen before it starts.
 pub fn needs_host_port(kind: ServiceKind) -> bool {
-    matches!(kind, ServiceKind::Kafka)
+    // Kafka advertises its host port; the Auth0 mock's issuer URL holds it.
+    matches!(kind, ServiceKind::Kafka | ServiceKind::Auth0)
 }
 
 /// One readiness attempt: a real request to the instance (never a sleep).
 pub async fn probe(kind: ServiceKind, state: &RunState, inst: &InstanceState) -> Result<(), String> {
     match kind {
+        ServiceKind::Auth0 => auth0::probe(state, inst).await,
         ServiceKind::Influxdb => influxdb::probe(state, inst).await,
         ServiceKind::Kafka => kafka::probe(state, inst).await,
         ServiceKind::Postgres => postgres::probe(state, inst).await,
@@ -58,6 +73,7 @@ pub async fn provision(
     timeout: Duration,
 ) -> Result<(), String> {
     match kind {
+        ServiceKind::Auth0 => Ok(()),
         ServiceKind::Influxdb => influxdb::provision(state, &fixtures.influxdb).await,
         ServiceKind::Kafka => kafka::provision(state, &fixtures.kafka, timeout).await,
         ServiceKind::Postgres => postgres::provision(state, timeout).await,
@@ -69,13 +85,14 @@ pub async fn roles(kind: ServiceKind, state: &RunState) -> BTreeMap<String, Stri
     match kind {
         ServiceKind::Kafka => kafka::roles(state).await,
         ServiceKind::Postgres => postgres::roles(state).await,
-        ServiceKind::Influxdb => BTreeMap::new(),
+        ServiceKind::Influxdb | ServiceKind::Auth0 => BTreeMap::new(),
     }
 }
 
 /// dotenv lines for an application, with the ecosystem's usual names.
 pub fn env(kind: ServiceKind, state: &RunState) -> Vec<(String, String)> {
     match kind {
+        ServiceKind::Auth0 => auth0::env(state),
         ServiceKind::Influxdb => influxdb::env(state),
         ServiceKind::Kafka => kafka::env(state),
         ServiceKind::Postgres => postgres::env(state),

@@ -204,6 +204,7 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
                 files: vec![(ENTRYPOINT_PATH.into(), 0o755, ENTRYPOINT.into())],
                 entrypoint: Some(vec![ENTRYPOINT_PATH.into()]),
                 user: Some("postgres".into()),
+                mounts: vec![],
             }
         })
         .collect();
@@ -229,6 +230,7 @@ fn endpoints_spec(cx: &SpecContext) -> ContainerSpec {
         files: vec![(HAPROXY_CFG.into(), 0o644, haproxy_config(cx.stack))],
         entrypoint: Some(vec!["haproxy".into()]),
         user: Some("haproxy".into()),
+        mounts: vec![],
     }
 }
 
@@ -449,6 +451,7 @@ mod tests {
             credentials: &creds,
             host_ports: &ports,
             fixtures: &fx,
+            companions: &BTreeMap::new(),
         };
         specs(&cx)
     }

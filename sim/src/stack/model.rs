@@ -41,6 +41,7 @@ pub enum Tier {
 /// else is rejected with this list, so adding a service starts here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ServiceKind {
+    Auth0,
     Influxdb,
     Kafka,
     Postgres,
@@ -149,10 +150,12 @@ impl Az {
 }
 
 impl ServiceKind {
-    pub const ALL: &'static [ServiceKind] = &[ServiceKind::Influxdb, ServiceKind::Kafka, ServiceKind::Postgres];
+    pub const ALL: &'static [ServiceKind] =
+        &[ServiceKind::Auth0, ServiceKind::Influxdb, ServiceKind::Kafka, ServiceKind::Postgres];
 
     pub fn as_str(&self) -> &'static str {
         match self {
+            ServiceKind::Auth0 => "auth0",
             ServiceKind::Influxdb => "influxdb",
             ServiceKind::Kafka => "kafka",
             ServiceKind::Postgres => "postgres",
@@ -168,6 +171,7 @@ impl ServiceKind {
             ServiceKind::Kafka => &["broker", "controller"],
             ServiceKind::Postgres => &["primary", "standby", "replica"],
             ServiceKind::Influxdb => &["server"],
+            ServiceKind::Auth0 => &["tenant"],
         }
     }
 
