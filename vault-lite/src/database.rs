@@ -78,7 +78,7 @@ pub struct Work(pub Vec<Task>);
 pub enum Then {
     ConfigWritten { mount: String, name: String, config: DbConfig },
     Issued { lease: Box<Lease>, username: String, password: String },
-    Renewed { lease_id: String, expires: u64, warnings: Vec<String> },
+    Renewed { lease_id: String, expires: u64, ttl: u64, warnings: Vec<String> },
     Revoked { ids: Vec<String> },
 }
 
@@ -469,25 +469,19 @@ pub fn after(st: &mut State, then: Then, outcomes: Vec<std::result::Result<(), S
             let out = Secret {
                 data: Some(json!({ "username": username, "password": password })),
                 lease_id: lease.id.clone(),
-                lease_duration: lease.expires.saturating_sub(now) / NANOS,
+                lease_duration: lease.expires.saturating_sub(lease.issued) / NANOS,
                 renewable: true,
                 ..Default::default()
             };
             st.leases.insert(lease.id.clone(), *lease);
             Ok(Reply::Secret(out))
         }
-        Then::Renewed { lease_id, expires, warnings } => {
+        Then::Renewed { lease_id, expires, ttl, warnings } => {
             first.map_err(|e| ApiError::internal(format!("failed to renew the lease: {e}")))?;
             let l = st.leases.get_mut(&lease_id).ok_or_else(|| ApiError::bad("lease not found"))?;
             l.expires = expires;
             l.last_renewal = Some(now);
-            Ok(Reply::Secret(Secret {
-                lease_id,
-                lease_duration: expires.saturating_sub(now) / NANOS,
-                renewable: true,
-                warnings,
-                ..Default::default()
-            }))
+            Ok(Reply::Secret(Secret { lease_id, lease_duration: ttl, renewable: true, warnings, ..Default::default() }))
         }
         Then::Revoked { ids } => {
             let mut errors = vec![];

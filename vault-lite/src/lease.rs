@@ -134,7 +134,11 @@ pub fn handle(st: &mut State, cx: &Ctx, req: &Request) -> Result<Step> {
             ));
         }
         let task = database::renew_task(&l.kind, expires);
-        return Ok(Step::Job(Job { work: Work(vec![task]), then: Then::Renewed { lease_id: id, expires, warnings } }));
+        let ttl = expires.saturating_sub(now) / NANOS;
+        return Ok(Step::Job(Job {
+            work: Work(vec![task]),
+            then: Then::Renewed { lease_id: id, expires, ttl, warnings },
+        }));
     }
     if let Some(prefix) = rest.strip_prefix("revoke-prefix/").or(rest.strip_prefix("revoke-force/")) {
         let ids = st.leases.keys().filter(|id| id.starts_with(prefix)).cloned().collect();
