@@ -229,6 +229,13 @@ impl Core {
             return (pending, Step::Done(Err(ApiError::denied())));
         }
         let mut pending = self.audit_request(req, caller.as_ref(), &mount_type);
+        if pending.audit.as_ref().is_some_and(AuditRecord::is_failed) {
+            // Vault serves no request it cannot audit.
+            return (
+                pending,
+                Step::Done(Err(ApiError::internal("internal error: the audit log could not be written"))),
+            );
+        }
         pending.persist = req.op.writes() || caller.as_ref().is_some_and(|t| t.num_uses > 0);
         if route.is_none() {
             return (pending, Step::Done(Err(ApiError::unsupported_path(&req.path))));
