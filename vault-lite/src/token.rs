@@ -237,7 +237,8 @@ pub fn handle(st: &mut State, cx: &Ctx, req: &Request) -> Result<Reply> {
         }
         "lookup" if write => {
             let id = token_arg(req)?;
-            let t = st.tokens.get(&id).filter(|t| !t.expired(now)).ok_or_else(|| ApiError::bad("bad token"))?;
+            // Vault answers an unknown token with 403 "bad token".
+            let t = st.tokens.get(&id).filter(|t| !t.expired(now)).ok_or_else(|| ApiError::new(403, "bad token"))?;
             Ok(Secret::data(t.lookup(now, true)))
         }
         "lookup-accessor" if write => {
