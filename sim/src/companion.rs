@@ -21,6 +21,8 @@ pub const NETAGENT: Companion =
 
 pub const AUTH0: Companion = Companion { binary: "voyager-auth0", env: "VOYAGER_AUTH0", package: "auth0-mock" };
 
+pub const VAULT: Companion = Companion { binary: "voyager-vault", env: "VOYAGER_VAULT", package: "vault-lite" };
+
 /// Where companion binaries are mounted inside their containers.
 pub fn mount_point(c: Companion) -> String {
     format!("/usr/local/bin/{}", c.binary)

@@ -21,12 +21,20 @@ pub struct Fixtures {
     pub influxdb: InfluxFixture,
     /// The Auth0 tenant, as text: the mock parses (and checks) it itself.
     pub auth0: String,
+    /// Vault's provisioning, as text: `vault_lite::Fixture` parses it.
+    pub vault: String,
 }
 
 pub const BUILTIN_AUTH0: &str = include_str!("../../fixtures/auth0.toml");
+pub const BUILTIN_VAULT: &str = include_str!("../../fixtures/vault.toml");
 
 pub fn builtin() -> Fixtures {
-    Fixtures { kafka: builtin_kafka(), influxdb: builtin_influxdb(), auth0: BUILTIN_AUTH0.to_string() }
+    Fixtures {
+        kafka: builtin_kafka(),
+        influxdb: builtin_influxdb(),
+        auth0: BUILTIN_AUTH0.to_string(),
+        vault: BUILTIN_VAULT.to_string(),
+    }
 }
 
 /// InfluxDB databases and their retention policies.

@@ -60,6 +60,12 @@ pub fn load_fixtures_near(stack_file: &Path) -> Result<Fixtures> {
     if let Some((_, text)) = read("auth0.toml")? {
         f.auth0 = text;
     }
+    if let Some((p, text)) = read("vault.toml")? {
+        vault_lite::Fixture::parse(&text, &p.display().to_string()).map_err(|e| {
+            Error::usage(e.to_string(), "fix the Vault fixture; fixtures/vault.toml is a complete example")
+        })?;
+        f.vault = text;
+    }
     Ok(f)
 }
 
@@ -249,7 +255,11 @@ impl Sim {
         // a half-started stack.
         let mut companions = BTreeMap::new();
         for kind in &kinds {
-            if let Some(c) = services::companion(*kind) {
+            let set = match self.images {
+                ImageSource::Upstream => ImageSet::Upstream,
+                _ => ImageSet::Offline,
+            };
+            if let Some(c) = services::companion(*kind, set) {
                 let path =
                     c.locate().map_err(|e| Error::usage(e, format!("{kind} runs a binary of this workspace")))?;
                 companions.insert(c.binary.to_string(), path);
@@ -322,7 +332,7 @@ impl Sim {
         }
         timings.phases.push(("containers".into(), t.elapsed()));
 
-        let state = RunState {
+        let mut state = RunState {
             run_id: labels.run_id.clone(),
             stack: name.clone(),
             stack_file: self.stack_file.clone(),
@@ -369,6 +379,16 @@ impl Sim {
             let (ready, service) = r?;
             timings.ready.extend(ready);
             timings.services.push(service);
+        }
+        if kinds.contains(&ServiceKind::Vault) {
+            p.say("initialising, unsealing and provisioning vault");
+            let secrets = services::vault::bootstrap(&state, &self.fixtures.vault)
+                .await
+                .map_err(|e| RuntimeError::Provision { service: "vault".into(), message: e })?;
+            state.credentials.vault = Some(secrets);
+            state::save(&state)
+                .map_err(|source| Error::State { path: state::path(name).display().to_string(), source })?;
+            timings.services.push(("vault".into(), t.elapsed()));
         }
         timings.phases.push(("readiness".into(), t.elapsed()));
         timings.total = started.elapsed();
@@ -573,6 +593,10 @@ impl RunningStack {
     }
 
     /// InfluxDB, if the stack runs it.
+    pub fn vault(&self) -> Option<crate::services::vault::VaultEndpoint> {
+        crate::services::vault::endpoint(&self.state)
+    }
+
     pub fn auth0(&self) -> Option<crate::services::auth0::Auth0Endpoint> {
         crate::services::auth0::endpoint(&self.state)
     }

@@ -98,6 +98,13 @@ enum Command {
         #[command(flatten)]
         stack: StackArgs,
     },
+    /// Vault's root token and unseal keys (printed only when asked for)
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
+        #[command(flatten)]
+        stack: StackArgs,
+    },
     /// Act on the mock Auth0 tenant
     Auth0 {
         #[command(subcommand)]
@@ -187,6 +194,12 @@ enum FaultCommand {
         #[arg(long)]
         rate: String,
     },
+}
+
+#[derive(Subcommand)]
+enum VaultCommand {
+    /// Print the root token and the unseal keys (secrets: for an operator, not for applications)
+    Credentials,
 }
 
 #[derive(Subcommand)]
@@ -374,6 +387,22 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 println!("fault in force: {f}");
             }
             println!("undo with `voyager-sim heal`");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Vault { command: VaultCommand::Credentials, stack } => {
+            let name = stack.name()?;
+            let running = voyager_sim::RunningStack::attach(&name, &p).await?;
+            let ep = running.vault().ok_or_else(|| {
+                Error::usage(format!("stack `{name}` runs no vault"), "add a vault instance to the stack file")
+            })?;
+            if ep.root_token().is_empty() {
+                return Err(Error::usage("vault is not initialised yet", "wait for `voyager-sim up` to finish"));
+            }
+            println!("VAULT_ADDR={}", ep.addr());
+            println!("VAULT_ROOT_TOKEN={}", ep.root_token());
+            for (i, k) in ep.unseal_keys().iter().enumerate() {
+                println!("VAULT_UNSEAL_KEY_{}={k}", i + 1);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Auth0 { command: Auth0Command::RotateKeys, stack } => {

@@ -372,8 +372,12 @@ fn timeline(samples: &[Sample], duration: Duration) -> Vec<Second> {
     out
 }
 
+/// Per phase and operation: latencies, then acknowledged, failed and
+/// ambiguous counts.
+type Tally = (Histogram<u64>, u64, u64, u64);
+
 fn phase_stats(samples: &[Sample], sc: &Scenario) -> Vec<PhaseStats> {
-    let mut groups: BTreeMap<(Phase, Op), (Histogram<u64>, u64, u64, u64)> = BTreeMap::new();
+    let mut groups: BTreeMap<(Phase, Op), Tally> = BTreeMap::new();
     for s in samples {
         let g = groups.entry((sc.phase_at(s.intended), s.op)).or_insert_with(|| (histogram(), 0, 0, 0));
         let _ = g.0.record((s.latency.as_micros() as u64).max(1));

@@ -72,6 +72,10 @@ pub struct Credentials {
     pub auth0_client_secret: String,
     #[serde(default)]
     pub auth0_audience: String,
+    /// Root token, unseal keys and the scoped token, once Vault is
+    /// initialised (after readiness, so absent until then).
+    #[serde(default)]
+    pub vault: Option<crate::services::vault::VaultSecrets>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -106,6 +110,7 @@ impl Credentials {
             auth0_client_id: String::new(),
             auth0_client_secret: String::new(),
             auth0_audience: String::new(),
+            vault: None,
         }
     }
 }

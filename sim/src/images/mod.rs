@@ -38,6 +38,8 @@ pub const UPSTREAM_KAFKA: &str = "apache/kafka:4.1.1";
 /// The 1.x line (Debian's offline image is 1.6; the API is the same).
 pub const UPSTREAM_INFLUXDB: &str = "influxdb:1.8.10";
 pub const UPSTREAM_HAPROXY: &str = "haproxy:2.8.14";
+/// Real Vault, in server mode with file storage (offline: `vault-lite`).
+pub const UPSTREAM_VAULT: &str = "hashicorp/vault:1.17.6";
 
 /// The plain Debian the workspace's companion binaries run in (mounted
 /// from the host: see [`crate::companion`]). Same release as the offline
@@ -76,6 +78,7 @@ pub fn image_for(kind: ServiceKind, set: ImageSet) -> String {
             ServiceKind::Postgres => UPSTREAM_POSTGRES.to_string(),
             ServiceKind::Kafka => UPSTREAM_KAFKA.to_string(),
             ServiceKind::Influxdb => UPSTREAM_INFLUXDB.to_string(),
+            ServiceKind::Vault => UPSTREAM_VAULT.to_string(),
         },
         ImageSet::Offline => recipe::for_service(kind).tag(),
     }

@@ -95,7 +95,8 @@ pub fn for_service(kind: ServiceKind) -> Recipe {
         ServiceKind::Postgres => postgres(),
         ServiceKind::Kafka => kafka(),
         ServiceKind::Influxdb => influxdb(),
-        ServiceKind::Auth0 => base(),
+        // Our own servers, mounted into the base.
+        ServiceKind::Auth0 | ServiceKind::Vault => base(),
     }
 }
 

@@ -85,7 +85,7 @@ pub async fn start_delay_agent(
         role: role.to_string(),
     };
     let name = shot.start(docker, labels).await?;
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let out = container::logs(docker, &name, 20).await;
         if let Some(q) =

@@ -178,3 +178,24 @@ mod tests {
         assert!(!id.is_empty() && !secret.is_empty());
     }
 }
+
+#[cfg(test)]
+mod spec_tests {
+    use super::*;
+    use crate::images::ImageSet;
+
+    #[test]
+    fn the_tenant_runs_our_binary_with_the_fixture_and_its_host_url_as_issuer() {
+        for set in [ImageSet::Offline, ImageSet::Upstream] {
+            let v = super::super::test_specs(ServiceKind::Auth0, set);
+            let s = &v[0];
+            assert_eq!(s.mounts, [("/opt/bin/voyager-auth0".to_string(), mount_point(AUTH0))]);
+            let entry = s.entrypoint.as_ref().unwrap().join(" ");
+            assert!(entry.ends_with("--public-url http://127.0.0.1:41234"), "{entry}");
+            assert_eq!(s.published, vec![Publish { container: PORT, host: Some(41234) }]);
+            assert_eq!(s.files[0].0, CONFIG);
+            assert_eq!(s.user.as_deref(), Some("nobody"), "the mock needs no root");
+            assert!(!s.env["AUTH0_MOCK_ADMIN_TOKEN"].is_empty());
+        }
+    }
+}

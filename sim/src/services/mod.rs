@@ -6,6 +6,7 @@ pub mod auth0;
 pub mod influxdb;
 pub mod kafka;
 pub mod postgres;
+pub mod vault;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,9 +33,10 @@ pub struct SpecContext<'a> {
 }
 
 /// The workspace binary a service runs, if it is one of ours.
-pub fn companion(kind: ServiceKind) -> Option<crate::companion::Companion> {
+pub fn companion(kind: ServiceKind, images: crate::images::ImageSet) -> Option<crate::companion::Companion> {
     match kind {
         ServiceKind::Auth0 => Some(crate::companion::AUTH0),
+        ServiceKind::Vault if images == crate::images::ImageSet::Offline => Some(crate::companion::VAULT),
         _ => None,
     }
 }
@@ -45,6 +47,7 @@ pub fn specs(kind: ServiceKind, cx: &SpecContext) -> Vec<ContainerSpec> {
         ServiceKind::Influxdb => influxdb::specs(cx),
         ServiceKind::Kafka => kafka::specs(cx),
         ServiceKind::Postgres => postgres::specs(cx),
+        ServiceKind::Vault => vault::specs(cx),
     }
 }
 
@@ -61,6 +64,7 @@ pub async fn probe(kind: ServiceKind, state: &RunState, inst: &InstanceState) ->
         ServiceKind::Influxdb => influxdb::probe(state, inst).await,
         ServiceKind::Kafka => kafka::probe(state, inst).await,
         ServiceKind::Postgres => postgres::probe(state, inst).await,
+        ServiceKind::Vault => vault::probe(state, inst).await,
     }
 }
 
@@ -73,7 +77,9 @@ pub async fn provision(
     timeout: Duration,
 ) -> Result<(), String> {
     match kind {
-        ServiceKind::Auth0 => Ok(()),
+        // Vault is initialised after every other service is ready (see
+        // `vault::bootstrap`): its database engine checks PostgreSQL.
+        ServiceKind::Auth0 | ServiceKind::Vault => Ok(()),
         ServiceKind::Influxdb => influxdb::provision(state, &fixtures.influxdb).await,
         ServiceKind::Kafka => kafka::provision(state, &fixtures.kafka, timeout).await,
         ServiceKind::Postgres => postgres::provision(state, timeout).await,
@@ -85,7 +91,7 @@ pub async fn roles(kind: ServiceKind, state: &RunState) -> BTreeMap<String, Stri
     match kind {
         ServiceKind::Kafka => kafka::roles(state).await,
         ServiceKind::Postgres => postgres::roles(state).await,
-        ServiceKind::Influxdb | ServiceKind::Auth0 => BTreeMap::new(),
+        ServiceKind::Influxdb | ServiceKind::Auth0 | ServiceKind::Vault => BTreeMap::new(),
     }
 }
 
@@ -96,5 +102,30 @@ pub fn env(kind: ServiceKind, state: &RunState) -> Vec<(String, String)> {
         ServiceKind::Influxdb => influxdb::env(state),
         ServiceKind::Kafka => kafka::env(state),
         ServiceKind::Postgres => postgres::env(state),
+        ServiceKind::Vault => vault::env(state),
     }
+}
+
+/// The built-in stack's specs of one service in one image set, with a
+/// companion binary at a fixed path: for the services' unit tests.
+#[cfg(test)]
+pub(crate) fn test_specs(kind: ServiceKind, images: ImageSet) -> Vec<ContainerSpec> {
+    let stack = crate::harness::builtin_stack();
+    let credentials = Credentials::generate();
+    let fixtures = crate::fixtures::builtin();
+    let companions: BTreeMap<String, std::path::PathBuf> =
+        [("voyager-vault", "/opt/bin/voyager-vault"), ("voyager-auth0", "/opt/bin/voyager-auth0")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect();
+    let cx = SpecContext {
+        stack: &stack,
+        stack_name: "voyager",
+        images,
+        credentials: &credentials,
+        host_ports: &BTreeMap::from([("auth0-a".to_string(), 41234)]),
+        fixtures: &fixtures,
+        companions: &companions,
+    };
+    specs(kind, &cx)
 }

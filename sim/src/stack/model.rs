@@ -45,6 +45,7 @@ pub enum ServiceKind {
     Influxdb,
     Kafka,
     Postgres,
+    Vault,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,7 +152,7 @@ impl Az {
 
 impl ServiceKind {
     pub const ALL: &'static [ServiceKind] =
-        &[ServiceKind::Auth0, ServiceKind::Influxdb, ServiceKind::Kafka, ServiceKind::Postgres];
+        &[ServiceKind::Auth0, ServiceKind::Influxdb, ServiceKind::Kafka, ServiceKind::Postgres, ServiceKind::Vault];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -159,6 +160,7 @@ impl ServiceKind {
             ServiceKind::Influxdb => "influxdb",
             ServiceKind::Kafka => "kafka",
             ServiceKind::Postgres => "postgres",
+            ServiceKind::Vault => "vault",
         }
     }
 
@@ -172,6 +174,7 @@ impl ServiceKind {
             ServiceKind::Postgres => &["primary", "standby", "replica"],
             ServiceKind::Influxdb => &["server"],
             ServiceKind::Auth0 => &["tenant"],
+            ServiceKind::Vault => &["server"],
         }
     }
 
