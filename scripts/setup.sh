@@ -11,6 +11,8 @@ command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need_p
 command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need_pkgs+=(iptables)
 command -v mvn >/dev/null 2>&1 || need_pkgs+=(maven)          # resolves Kafka's jars for the offline image
 command -v make >/dev/null 2>&1 || need_pkgs+=(build-essential) # librdkafka is built from source by rdkafka-sys
+# pip builds LocalStack's wheels for the offline S3 image, in a venv of its own.
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     say "missing packages: ${need_pkgs[*]}; install them with: sudo apt-get install -y ${need_pkgs[*]}"

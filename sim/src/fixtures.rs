@@ -23,6 +23,7 @@ pub struct Fixtures {
     pub auth0: String,
     /// Vault's provisioning, as text: `vault_lite::Fixture` parses it.
     pub vault: String,
+    pub s3: S3Fixture,
 }
 
 pub const BUILTIN_AUTH0: &str = include_str!("../../fixtures/auth0.toml");
@@ -34,6 +35,7 @@ pub fn builtin() -> Fixtures {
         influxdb: builtin_influxdb(),
         auth0: BUILTIN_AUTH0.to_string(),
         vault: BUILTIN_VAULT.to_string(),
+        s3: builtin_s3(),
     }
 }
 
@@ -333,5 +335,149 @@ mod tests {
         let p = &err.problems[0];
         assert_eq!((p.line, p.col), (9, 22));
         assert!(p.message.contains("below min_insync_replicas 2"), "{}", p.message);
+    }
+}
+
+/// S3 buckets with their versioning and lifecycle rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Fixture {
+    pub region: String,
+    pub buckets: Vec<Bucket>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bucket {
+    pub name: String,
+    pub versioning: bool,
+    pub lifecycle: Vec<LifecycleRule>,
+}
+
+/// One S3 lifecycle rule; every action is optional, at least one is set.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleRule {
+    pub id: String,
+    #[serde(default)]
+    pub prefix: String,
+    pub transition_days: Option<u32>,
+    pub storage_class: Option<String>,
+    pub expire_days: Option<u32>,
+    pub noncurrent_expire_days: Option<u32>,
+    pub abort_multipart_days: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawS3 {
+    region: String,
+    #[serde(default)]
+    bucket: Vec<Spanned<RawBucket>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBucket {
+    name: Spanned<String>,
+    #[serde(default)]
+    versioning: bool,
+    #[serde(default)]
+    lifecycle: Vec<Spanned<LifecycleRule>>,
+}
+
+const STORAGE_CLASSES: &[&str] =
+    &["STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER", "GLACIER_IR", "DEEP_ARCHIVE"];
+
+/// S3's bucket naming rules (the common subset: 3–63 characters of
+/// lowercase letters, digits, `-` and `.`, starting and ending alphanumeric).
+fn valid_bucket_name(s: &str) -> bool {
+    (3..=63).contains(&s.len())
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+pub fn parse_s3(file: &Path, text: &str) -> Result<S3Fixture, StackError> {
+    let raw: RawS3 = from_toml(file, text)?;
+    let mut c = Collector { lines: Lines { text }, problems: vec![] };
+    let mut buckets = vec![];
+    for b in &raw.bucket {
+        let b = b.get_ref();
+        if !valid_bucket_name(b.name.get_ref()) {
+            c.push(
+                b.name.span(),
+                format!("`{}` is not a valid S3 bucket name", b.name.get_ref()),
+                "use 3 to 63 lowercase letters, digits, `-` or `.`, starting and ending with a letter or digit",
+            );
+        }
+        for r in &b.lifecycle {
+            let rule = r.get_ref();
+            let acts = [rule.transition_days, rule.expire_days, rule.noncurrent_expire_days, rule.abort_multipart_days];
+            if acts.iter().all(Option::is_none) {
+                c.push(
+                    r.span(),
+                    format!("lifecycle rule `{}` does nothing", rule.id),
+                    "set transition_days, expire_days, noncurrent_expire_days or abort_multipart_days",
+                );
+            }
+            if rule.transition_days.is_some() != rule.storage_class.is_some() {
+                c.push(
+                    r.span(),
+                    format!("lifecycle rule `{}`: a transition needs both transition_days and storage_class", rule.id),
+                    "set both, or neither",
+                );
+            }
+            if let Some(sc) = &rule.storage_class {
+                if !STORAGE_CLASSES.contains(&sc.as_str()) {
+                    c.push(
+                        r.span(),
+                        format!("unknown storage class `{sc}`"),
+                        format!("use one of {}", STORAGE_CLASSES.join(", ")),
+                    );
+                }
+            }
+            if rule.noncurrent_expire_days.is_some() && !b.versioning {
+                c.push(
+                    r.span(),
+                    format!("lifecycle rule `{}` expires noncurrent versions of an unversioned bucket", rule.id),
+                    "turn on `versioning`, or drop noncurrent_expire_days",
+                );
+            }
+        }
+        buckets.push(Bucket {
+            name: b.name.get_ref().clone(),
+            versioning: b.versioning,
+            lifecycle: b.lifecycle.iter().map(|r| r.get_ref().clone()).collect(),
+        });
+    }
+    if !c.problems.is_empty() {
+        return Err(StackError { file: file.to_path_buf(), problems: c.problems });
+    }
+    Ok(S3Fixture { region: raw.region, buckets })
+}
+
+pub const BUILTIN_S3: &str = include_str!("../../fixtures/s3.toml");
+
+pub fn builtin_s3() -> S3Fixture {
+    parse_s3(Path::new("<built-in fixtures/s3.toml>"), BUILTIN_S3).expect("the built-in S3 fixture is valid")
+}
+
+#[cfg(test)]
+mod s3_tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_buckets_are_the_seeds_three() {
+        let f = builtin_s3();
+        let names: Vec<&str> = f.buckets.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["voyager-jarvis-artifacts", "voyager-db-backups", "voyager-static-assets"]);
+        assert!(f.buckets[0].versioning && !f.buckets[2].versioning);
+    }
+
+    #[test]
+    fn bucket_mistakes_are_reported_with_their_line() {
+        let text = "region = \"us-east-1\"\n[[bucket]]\nname = \"Bad_Name\"\n[[bucket.lifecycle]]\nid = \"x\"\nnoncurrent_expire_days = 3\n";
+        let err = parse_s3(Path::new("s3.toml"), text).unwrap_err().to_string();
+        assert!(err.contains("s3.toml:3:8: `Bad_Name` is not a valid S3 bucket name"), "{err}");
+        assert!(err.contains("expires noncurrent versions of an unversioned bucket"), "{err}");
     }
 }

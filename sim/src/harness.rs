@@ -60,6 +60,9 @@ pub fn load_fixtures_near(stack_file: &Path) -> Result<Fixtures> {
     if let Some((_, text)) = read("auth0.toml")? {
         f.auth0 = text;
     }
+    if let Some((p, text)) = read("s3.toml")? {
+        f.s3 = fixtures::parse_s3(&p, &text)?;
+    }
     if let Some((p, text)) = read("vault.toml")? {
         vault_lite::Fixture::parse(&text, &p.display().to_string()).map_err(|e| {
             Error::usage(e.to_string(), "fix the Vault fixture; fixtures/vault.toml is a complete example")
@@ -297,6 +300,7 @@ impl Sim {
         credentials.influxdb_database =
             self.fixtures.influxdb.databases.first().map(|d| d.name.clone()).unwrap_or_default();
         credentials.auth0_audience = services::auth0::audience(&self.fixtures.auth0);
+        credentials.s3_region = self.fixtures.s3.region.clone();
         if let Some((id, secret)) = services::auth0::machine_client(&self.fixtures.auth0) {
             credentials.auth0_client_id = id;
             credentials.auth0_client_secret = secret;
@@ -593,6 +597,10 @@ impl RunningStack {
     }
 
     /// InfluxDB, if the stack runs it.
+    pub fn s3(&self) -> Option<crate::services::s3::S3Endpoint> {
+        crate::services::s3::endpoint(&self.state)
+    }
+
     pub fn vault(&self) -> Option<crate::services::vault::VaultEndpoint> {
         crate::services::vault::endpoint(&self.state)
     }

@@ -475,7 +475,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             let out = harness::build_images(set, &kinds, &p).await?;
             for o in &out {
                 println!(
-                    "{:<48} {:>8} {:>7.1}s",
+                    "{:<52} {:>8} {:>7.1}s",
                     o.tag,
                     if o.built { "built" } else { "cached" },
                     o.elapsed.as_secs_f64()

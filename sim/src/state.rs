@@ -76,6 +76,9 @@ pub struct Credentials {
     /// initialised (after readiness, so absent until then).
     #[serde(default)]
     pub vault: Option<crate::services::vault::VaultSecrets>,
+    /// The S3 fixture's region, for `env`.
+    #[serde(default)]
+    pub s3_region: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -111,6 +114,7 @@ impl Credentials {
             auth0_client_secret: String::new(),
             auth0_audience: String::new(),
             vault: None,
+            s3_region: String::new(),
         }
     }
 }

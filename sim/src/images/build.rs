@@ -88,10 +88,13 @@ async fn ensure_one(docker: &Docker, recipe: &Recipe, progress: &Progress) -> Re
     progress.say(&format!("image {tag}: building"));
     match &recipe.kind {
         RecipeKind::Base { include } => build_base(docker, &tag, include, progress).await?,
-        RecipeKind::Dockerfile { files, maven, .. } => {
+        RecipeKind::Dockerfile { files, fetch, .. } => {
             let dockerfile = recipe.rendered_dockerfile().expect("dockerfile recipe");
-            let libs = match maven {
-                Some(pom) => maven_libs(recipe.name, pom, progress).await?,
+            let libs = match fetch {
+                Some(recipe::Fetch::Maven(pom)) => maven_libs(recipe.name, pom, progress).await?,
+                Some(recipe::Fetch::Pip { requirements, uploaded_before, exempt }) => {
+                    pip_wheels(recipe.name, requirements, uploaded_before, exempt, progress).await?
+                }
                 None => vec![],
             };
             build_dockerfile(docker, &tag, &dockerfile, files, &libs, progress).await?
@@ -355,6 +358,104 @@ async fn maven_libs(name: &str, pom: &str, progress: &Progress) -> Result<Vec<(S
     let _ = std::fs::remove_dir_all(&work);
     progress.say(&format!("{name}: {} jars resolved", libs.len()));
     Ok(libs)
+}
+
+/// A pip new enough for `--uploaded-prior-to` (25.3), in a venv of our
+/// own under the cache directory, made once from the host's Python.
+async fn modern_pip(progress: &Progress) -> Result<std::path::PathBuf, ImageError> {
+    let home = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    let venv = home.join("voyager-sim").join("pip-venv");
+    let pip = venv.join("bin").join("pip");
+    let fresh = async {
+        let out = tokio::process::Command::new(&pip).args(["download", "--help"]).output().await.ok()?;
+        String::from_utf8_lossy(&out.stdout).contains("--uploaded-prior-to").then_some(())
+    };
+    if fresh.await.is_some() {
+        return Ok(pip);
+    }
+    if !which("python3") {
+        return Err(ImageError::MissingTool { tool: "python3", package: "python3-venv" });
+    }
+    progress.say("making a venv with a current pip (for resolving as of a date)");
+    let steps: [(&str, Vec<String>); 2] = [
+        ("python3", vec!["-m".into(), "venv".into(), venv.display().to_string()]),
+        (pip.to_str().unwrap_or("pip"), vec!["install".into(), "-q".into(), "--upgrade".into(), "pip>=25.3".into()]),
+    ];
+    for (cmd, args) in steps {
+        run_tool("python packages", cmd, &args).await?;
+    }
+    Ok(pip)
+}
+
+async fn run_tool(what: &str, cmd: &str, args: &[String]) -> Result<(), ImageError> {
+    let out = tokio::process::Command::new(cmd).args(args).output().await.map_err(io(format!("running {cmd}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    Err(ImageError::Build {
+        tag: what.to_string(),
+        message: format!("`{cmd} {}` failed", args.join(" ")),
+        tail: lines[lines.len().saturating_sub(20)..].join("\n"),
+    })
+}
+
+/// Build the wheels for `requirements` on the host, as of `uploaded_before`
+/// (the exempt pins first, without their dependencies, so the resolver
+/// finds them locally). pip's own cache makes a second build fast.
+async fn pip_wheels(
+    name: &str,
+    requirements: &str,
+    uploaded_before: &str,
+    exempt: &[&str],
+    progress: &Progress,
+) -> Result<Vec<(String, Vec<u8>)>, ImageError> {
+    let pip = modern_pip(progress).await?;
+    let pip = pip.to_str().unwrap_or("pip");
+    let work = tempfile_dir()?;
+    let wheels = work.join("wheels");
+    let reqs = work.join("requirements.txt");
+    std::fs::write(&reqs, requirements).map_err(io("writing requirements.txt"))?;
+    progress.say(&format!("{name}: building wheels with pip (cached after the first time)"));
+    let w = wheels.display().to_string();
+    for pin in exempt {
+        let args: Vec<String> = ["wheel", "-q", "--no-deps", "--wheel-dir", &w, pin].map(String::from).into();
+        if let Err(e) = run_tool(name, pip, &args).await {
+            let _ = std::fs::remove_dir_all(&work);
+            return Err(e);
+        }
+    }
+    let args: Vec<String> = [
+        "wheel",
+        "-q",
+        "--wheel-dir",
+        &w,
+        "--find-links",
+        &w,
+        "--uploaded-prior-to",
+        uploaded_before,
+        "-r",
+        &reqs.display().to_string(),
+    ]
+    .map(String::from)
+    .into();
+    if let Err(e) = run_tool(name, pip, &args).await {
+        let _ = std::fs::remove_dir_all(&work);
+        return Err(e);
+    }
+    let mut out = vec![];
+    for e in std::fs::read_dir(&wheels).map_err(io("listing wheels"))?.flatten() {
+        let bytes = std::fs::read(e.path()).map_err(io(format!("reading {}", e.path().display())))?;
+        out.push((e.file_name().to_string_lossy().into_owned(), bytes));
+    }
+    out.sort();
+    let _ = std::fs::remove_dir_all(&work);
+    progress.say(&format!("{name}: {} wheels", out.len()));
+    Ok(out)
 }
 
 async fn build_dockerfile(

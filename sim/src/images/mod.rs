@@ -40,6 +40,8 @@ pub const UPSTREAM_INFLUXDB: &str = "influxdb:1.8.10";
 pub const UPSTREAM_HAPROXY: &str = "haproxy:2.8.14";
 /// Real Vault, in server mode with file storage (offline: `vault-lite`).
 pub const UPSTREAM_VAULT: &str = "hashicorp/vault:1.17.6";
+/// The same LocalStack as the offline image's runtime (recipes/localstack).
+pub const UPSTREAM_LOCALSTACK: &str = "localstack/localstack:4.13.1";
 
 /// The plain Debian the workspace's companion binaries run in (mounted
 /// from the host: see [`crate::companion`]). Same release as the offline
@@ -79,6 +81,7 @@ pub fn image_for(kind: ServiceKind, set: ImageSet) -> String {
             ServiceKind::Kafka => UPSTREAM_KAFKA.to_string(),
             ServiceKind::Influxdb => UPSTREAM_INFLUXDB.to_string(),
             ServiceKind::Vault => UPSTREAM_VAULT.to_string(),
+            ServiceKind::S3 => UPSTREAM_LOCALSTACK.to_string(),
         },
         ImageSet::Offline => recipe::for_service(kind).tag(),
     }

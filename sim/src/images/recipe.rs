@@ -19,10 +19,21 @@ pub struct Recipe {
 pub enum RecipeKind {
     /// `debootstrap --variant=minbase` + `docker import`.
     Base { include: &'static [&'static str] },
-    /// `docker build` on top of the base. `maven` is a pom whose runtime
-    /// dependencies are resolved on the host (where the package registries'
-    /// certificates are trusted) and copied into the context as `libs/`.
-    Dockerfile { dockerfile: &'static str, files: &'static [(&'static str, &'static str)], maven: Option<&'static str> },
+    /// `docker build` on top of the base. `fetch` names artifacts resolved
+    /// on the host (where the package registries' certificates are trusted)
+    /// and copied into the context as `libs/`.
+    Dockerfile { dockerfile: &'static str, files: &'static [(&'static str, &'static str)], fetch: Option<Fetch> },
+}
+
+/// Artifacts an image needs from a package registry, fetched on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    /// A pom whose runtime dependencies `mvn` copies.
+    Maven(&'static str),
+    /// Python requirements `pip wheel` builds into wheels, resolved as of
+    /// `uploaded_before` (an ISO 8601 time) except the `exempt` ones,
+    /// which are fetched as pinned without their dependencies.
+    Pip { requirements: &'static str, uploaded_before: &'static str, exempt: &'static [&'static str] },
 }
 
 /// Packages added to the minbase: enough for apt over HTTP inside the build
@@ -39,7 +50,7 @@ pub fn postgres() -> Recipe {
         kind: RecipeKind::Dockerfile {
             dockerfile: include_str!("recipes/postgres/Dockerfile"),
             files: &[("entrypoint.sh", include_str!("recipes/postgres/entrypoint.sh"))],
-            maven: None,
+            fetch: None,
         },
     }
 }
@@ -53,7 +64,7 @@ pub fn kafka() -> Recipe {
                 ("entrypoint.sh", include_str!("recipes/kafka/entrypoint.sh")),
                 ("log4j2.properties", include_str!("recipes/kafka/log4j2.properties")),
             ],
-            maven: Some(include_str!("recipes/kafka/pom.xml")),
+            fetch: Some(Fetch::Maven(include_str!("recipes/kafka/pom.xml"))),
         },
     }
 }
@@ -64,7 +75,7 @@ pub fn influxdb() -> Recipe {
         kind: RecipeKind::Dockerfile {
             dockerfile: include_str!("recipes/influxdb/Dockerfile"),
             files: &[],
-            maven: None,
+            fetch: None,
         },
     }
 }
@@ -77,10 +88,28 @@ pub fn haproxy() -> Recipe {
         kind: RecipeKind::Dockerfile {
             dockerfile: include_str!("recipes/haproxy/Dockerfile"),
             files: &[],
-            maven: None,
+            fetch: None,
         },
     }
 }
+
+/// LocalStack's S3, run by its Python runtime (no Docker inside).
+pub fn localstack() -> Recipe {
+    Recipe {
+        name: "localstack",
+        kind: RecipeKind::Dockerfile {
+            dockerfile: include_str!("recipes/localstack/Dockerfile"),
+            files: &[("requirements.txt", LOCALSTACK_REQUIREMENTS)],
+            fetch: Some(Fetch::Pip {
+                requirements: LOCALSTACK_REQUIREMENTS,
+                uploaded_before: "2026-02-01T00:00:00Z",
+                exempt: &["localstack-core==4.13.1"],
+            }),
+        },
+    }
+}
+
+const LOCALSTACK_REQUIREMENTS: &str = include_str!("recipes/localstack/requirements.txt");
 
 /// Every offline image a service needs: its own, and helpers it runs beside it.
 pub fn for_service_all(kind: ServiceKind) -> Vec<Recipe> {
@@ -95,6 +124,7 @@ pub fn for_service(kind: ServiceKind) -> Recipe {
         ServiceKind::Postgres => postgres(),
         ServiceKind::Kafka => kafka(),
         ServiceKind::Influxdb => influxdb(),
+        ServiceKind::S3 => localstack(),
         // Our own servers, mounted into the base.
         ServiceKind::Auth0 | ServiceKind::Vault => base(),
     }
@@ -114,7 +144,7 @@ impl Recipe {
                     h.update(b"\0");
                 }
             }
-            RecipeKind::Dockerfile { dockerfile, files, maven } => {
+            RecipeKind::Dockerfile { dockerfile, files, fetch } => {
                 h.update(base().hash().as_bytes());
                 h.update(dockerfile.as_bytes());
                 for (path, body) in *files {
@@ -123,9 +153,21 @@ impl Recipe {
                     h.update(body.as_bytes());
                     h.update(b"\0");
                 }
-                if let Some(pom) = maven {
-                    h.update(b"maven\0");
-                    h.update(pom.as_bytes());
+                match fetch {
+                    Some(Fetch::Maven(pom)) => {
+                        h.update(b"maven\0");
+                        h.update(pom.as_bytes());
+                    }
+                    Some(Fetch::Pip { requirements, uploaded_before, exempt }) => {
+                        h.update(b"pip\0");
+                        h.update(requirements.as_bytes());
+                        h.update(uploaded_before.as_bytes());
+                        for e in *exempt {
+                            h.update(e.as_bytes());
+                            h.update(b"\0");
+                        }
+                    }
+                    None => {}
                 }
             }
         }
@@ -163,16 +205,16 @@ mod tests {
 
     #[test]
     fn any_change_to_a_recipe_changes_its_tag() {
-        let r = |dockerfile: &'static str, files: &'static [(&'static str, &'static str)], maven| Recipe {
+        let r = |dockerfile: &'static str, files: &'static [(&'static str, &'static str)], fetch| Recipe {
             name: "x",
-            kind: RecipeKind::Dockerfile { dockerfile, files, maven },
+            kind: RecipeKind::Dockerfile { dockerfile, files, fetch },
         };
         let base = r("FROM voyager-sim-base\n", &[("a.sh", "echo a")], None);
         let variants = [
             r("FROM voyager-sim-base\nRUN true\n", &[("a.sh", "echo a")], None),
             r("FROM voyager-sim-base\n", &[("a.sh", "echo b")], None),
             r("FROM voyager-sim-base\n", &[("b.sh", "echo a")], None),
-            r("FROM voyager-sim-base\n", &[("a.sh", "echo a")], Some("<project/>")),
+            r("FROM voyager-sim-base\n", &[("a.sh", "echo a")], Some(Fetch::Maven("<project/>"))),
         ];
         for v in variants {
             assert_ne!(v.tag(), base.tag(), "{v:?}");

@@ -256,6 +256,9 @@ impl ProbeSites {
             .into_iter()
             .map(String::from)
             .chain(["--interval-ms".to_string(), interval.as_millis().to_string()])
+            // A lost probe costs its timeout: short, but above any delay a
+            // test or bench asks for.
+            .chain(["--timeout-ms".to_string(), "300".to_string()])
             .collect::<Vec<_>>();
         let out = self.run(docker, labels, &["echo", "--listen", "0.0.0.0:7000"], &client).await?;
         let rtts: Vec<Duration> = out

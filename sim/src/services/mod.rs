@@ -6,6 +6,7 @@ pub mod auth0;
 pub mod influxdb;
 pub mod kafka;
 pub mod postgres;
+pub mod s3;
 pub mod vault;
 
 use std::collections::BTreeMap;
@@ -48,6 +49,7 @@ pub fn specs(kind: ServiceKind, cx: &SpecContext) -> Vec<ContainerSpec> {
         ServiceKind::Kafka => kafka::specs(cx),
         ServiceKind::Postgres => postgres::specs(cx),
         ServiceKind::Vault => vault::specs(cx),
+        ServiceKind::S3 => s3::specs(cx),
     }
 }
 
@@ -65,6 +67,7 @@ pub async fn probe(kind: ServiceKind, state: &RunState, inst: &InstanceState) ->
         ServiceKind::Kafka => kafka::probe(state, inst).await,
         ServiceKind::Postgres => postgres::probe(state, inst).await,
         ServiceKind::Vault => vault::probe(state, inst).await,
+        ServiceKind::S3 => s3::probe(state, inst).await,
     }
 }
 
@@ -80,6 +83,7 @@ pub async fn provision(
         // Vault is initialised after every other service is ready (see
         // `vault::bootstrap`): its database engine checks PostgreSQL.
         ServiceKind::Auth0 | ServiceKind::Vault => Ok(()),
+        ServiceKind::S3 => s3::provision(state, &fixtures.s3).await,
         ServiceKind::Influxdb => influxdb::provision(state, &fixtures.influxdb).await,
         ServiceKind::Kafka => kafka::provision(state, &fixtures.kafka, timeout).await,
         ServiceKind::Postgres => postgres::provision(state, timeout).await,
@@ -91,7 +95,7 @@ pub async fn roles(kind: ServiceKind, state: &RunState) -> BTreeMap<String, Stri
     match kind {
         ServiceKind::Kafka => kafka::roles(state).await,
         ServiceKind::Postgres => postgres::roles(state).await,
-        ServiceKind::Influxdb | ServiceKind::Auth0 | ServiceKind::Vault => BTreeMap::new(),
+        ServiceKind::Influxdb | ServiceKind::Auth0 | ServiceKind::Vault | ServiceKind::S3 => BTreeMap::new(),
     }
 }
 
@@ -103,6 +107,7 @@ pub fn env(kind: ServiceKind, state: &RunState) -> Vec<(String, String)> {
         ServiceKind::Kafka => kafka::env(state),
         ServiceKind::Postgres => postgres::env(state),
         ServiceKind::Vault => vault::env(state),
+        ServiceKind::S3 => s3::env(state),
     }
 }
 

@@ -45,6 +45,7 @@ pub enum ServiceKind {
     Influxdb,
     Kafka,
     Postgres,
+    S3,
     Vault,
 }
 
@@ -151,8 +152,14 @@ impl Az {
 }
 
 impl ServiceKind {
-    pub const ALL: &'static [ServiceKind] =
-        &[ServiceKind::Auth0, ServiceKind::Influxdb, ServiceKind::Kafka, ServiceKind::Postgres, ServiceKind::Vault];
+    pub const ALL: &'static [ServiceKind] = &[
+        ServiceKind::Auth0,
+        ServiceKind::Influxdb,
+        ServiceKind::Kafka,
+        ServiceKind::Postgres,
+        ServiceKind::S3,
+        ServiceKind::Vault,
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -161,6 +168,7 @@ impl ServiceKind {
             ServiceKind::Kafka => "kafka",
             ServiceKind::Postgres => "postgres",
             ServiceKind::Vault => "vault",
+            ServiceKind::S3 => "s3",
         }
     }
 
@@ -174,7 +182,7 @@ impl ServiceKind {
             ServiceKind::Postgres => &["primary", "standby", "replica"],
             ServiceKind::Influxdb => &["server"],
             ServiceKind::Auth0 => &["tenant"],
-            ServiceKind::Vault => &["server"],
+            ServiceKind::Vault | ServiceKind::S3 => &["server"],
         }
     }
 
