@@ -11,6 +11,10 @@
 //!   voyager-bench data-tier [--runs N] start the whole data tier (cached
 //!                                      images): time to ready per service, then
 //!                                      one PostgreSQL failover per run
+//!   voyager-bench services [--runs N]  start Auth0, Vault, S3 (and the
+//!                                      PostgreSQL Vault's database engine
+//!                                      needs): time to ready per service,
+//!                                      then each container's memory
 //!   voyager-bench link-delay           inject one-way delays (with and without
 //!                                      jitter) between AZs a and b and compare
 //!                                      each measured round trip with the
@@ -49,6 +53,7 @@ async fn main() {
         Some("data-tier") => data_tier(runs).await,
         Some("load-max") => load_max().await,
         Some("link-delay") => link_delay().await,
+        Some("services") => services(runs).await,
         Some(other) => {
             eprintln!("unknown benchmark `{other}`; use up-down, image-build, data-tier, load-max or link-delay");
             std::process::exit(2);
@@ -236,3 +241,42 @@ async fn link_delay() {
     }
     running.shutdown().await.expect("down");
 }
+
+async fn services(runs: usize) {
+    let kinds = [ServiceKind::Auth0, ServiceKind::Postgres, ServiceKind::S3, ServiceKind::Vault];
+    build_images(ImageSet::Offline, &kinds, &Progress::stderr()).await.expect("offline images");
+    let stack = builtin_stack().relocated("10.254.0.0/16".parse().unwrap()).unwrap();
+    let mut per_service: std::collections::BTreeMap<String, Vec<Duration>> = Default::default();
+    let mut memory = String::new();
+    for i in 0..runs {
+        let running = Sim::new(stack.clone())
+            .with_name("bench-svc")
+            .with_images(ImageSource::Offline)
+            .with_only(&kinds)
+            .start()
+            .await
+            .expect("up");
+        for (name, d) in &running.timings().services {
+            per_service.entry(name.clone()).or_default().push(*d);
+        }
+        if i + 1 == runs {
+            // Memory after start-up, as Docker accounts it (cgroup usage).
+            let out = std::process::Command::new("docker")
+                .args(["stats", "--no-stream", "--format", "{{.Name}}\t{{.MemUsage}}"])
+                .output()
+                .expect("docker stats");
+            memory = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.starts_with("vs-bench-svc-"))
+                .map(|l| format!("  {}\n", l.trim_start_matches("vs-bench-svc-")))
+                .collect();
+        }
+        running.shutdown().await.expect("down");
+        eprintln!("run {}/{runs} done", i + 1);
+    }
+    for (name, xs) in per_service {
+        summary(&format!("{name} ready (from containers up)"), xs);
+    }
+    println!("memory per container after start:\n{memory}");
+}
+
