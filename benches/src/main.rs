@@ -279,4 +279,3 @@ async fn services(runs: usize) {
     }
     println!("memory per container after start:\n{memory}");
 }
-

@@ -90,9 +90,19 @@ async fn down_removes_faults_that_were_never_healed() {
     let mut running = start("t-unhealed", 218).await;
     running.inject(Fault::Partition { from: Side::Az("a".into()), to: Side::Az("b".into()) }).await.unwrap();
     running.inject(Fault::Pause { instance: "postgres-c".into() }).await.unwrap();
+    let (b, c) = (Side::Az("b".into()), Side::Az("c".into()));
+    running.inject(Fault::Latency { from: b.clone(), to: c.clone(), delay_us: 20_000, jitter_us: 0 }).await.unwrap();
+    running.inject(Fault::Loss { from: c.clone(), to: b.clone(), ppm: 100_000 }).await.unwrap();
+    running.inject(Fault::Bandwidth { from: b, to: c, kbit: 1000 }).await.unwrap();
     assert!(route::fault_rule_count("t-unhealed").await > 0);
     running.shutdown().await.unwrap();
+    // Drops, loss and delay queues are firewall rules with the stack's
+    // comment; delay agents are labelled containers; rate caps live on
+    // bridges that went with the networks.
     assert_eq!(route::fault_rule_count("t-unhealed").await, 0);
+    let d = docker::connect(&Progress::silent()).await.unwrap();
+    let (cs, ns, vs) = voyager_sim::runtime::sweep::leftovers(&d, "t-unhealed").await.unwrap();
+    assert!(cs.is_empty() && ns.is_empty() && vs.is_empty(), "{cs:?} {ns:?} {vs:?}");
     assert!(!route::stacks_with_rules().await.contains(&"t-unhealed".to_string()));
 }
 

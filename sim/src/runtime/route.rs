@@ -87,38 +87,27 @@ pub async fn remove_faults(stack: &str) -> Result<(), RuntimeError> {
 /// Drop packets from each source to each destination network. Inserted at
 /// the top of DOCKER-USER, so they come before the VPC route's accept.
 pub async fn install_drops(stack: &str, drops: &[(Cidr, Cidr)]) -> Result<(), RuntimeError> {
-    if drops.is_empty() {
-        return Ok(());
-    }
-    if !iptables_available() {
-        return Err(RuntimeError::Iptables {
-            command: "iptables".into(),
-            stderr: "not installed; network faults need it (apt-get install -y iptables)".into(),
-        });
-    }
-    for (src, dst) in drops {
-        let args: Vec<String> = [
-            "-w",
-            "-t",
-            "filter",
-            "-I",
-            "DOCKER-USER",
-            "1",
-            "-s",
-            &src.to_string(),
-            "-d",
-            &dst.to_string(),
-            "-m",
-            "comment",
-            "--comment",
-            &fault_comment(stack),
-            "-j",
-            "DROP",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        run(&args).await?;
+    install_drop_rules(stack, drops, None).await
+}
+
+/// Drop `ppm` parts per million of the packets from each source to each
+/// destination, at random (the `statistic` match; no netem needed).
+pub async fn install_loss(stack: &str, pairs: &[(Cidr, Cidr)], ppm: u32) -> Result<(), RuntimeError> {
+    install_drop_rules(stack, pairs, Some(ppm as f64 / 1_000_000.0)).await
+}
+
+async fn install_drop_rules(stack: &str, pairs: &[(Cidr, Cidr)], share: Option<f64>) -> Result<(), RuntimeError> {
+    let tag = fault_comment(stack);
+    for (src, dst) in pairs {
+        let mut args: Vec<String> =
+            ["-w", "-t", "filter", "-I", "DOCKER-USER", "1", "-s", &src.to_string(), "-d", &dst.to_string()]
+                .map(String::from)
+                .into();
+        if let Some(p) = share {
+            args.extend(["-m", "statistic", "--mode", "random", "--probability", &format!("{p:.6}")].map(String::from));
+        }
+        args.extend(["-m", "comment", "--comment", &tag, "-j", "DROP"].map(String::from));
+        run_checked(&args).await?;
     }
     Ok(())
 }
@@ -157,43 +146,6 @@ pub async fn install_queue(stack: &str, pairs: &[(Cidr, Cidr)], queue: u16, faul
             ]
             .map(String::from),
         );
-        run_checked(&args).await?;
-    }
-    Ok(())
-}
-
-/// Drop a share of the packets from each source to each destination, at
-/// random (the `statistic` match; no netem needed).
-pub async fn install_loss(stack: &str, pairs: &[(Cidr, Cidr)], ppm: u32) -> Result<(), RuntimeError> {
-    let p = format!("{:.6}", ppm as f64 / 1_000_000.0);
-    let tag = fault_comment(stack);
-    for (src, dst) in pairs {
-        let (s, d) = (src.to_string(), dst.to_string());
-        let args = [
-            "-w",
-            "-t",
-            "filter",
-            "-I",
-            "DOCKER-USER",
-            "1",
-            "-s",
-            &s,
-            "-d",
-            &d,
-            "-m",
-            "statistic",
-            "--mode",
-            "random",
-            "--probability",
-            &p,
-            "-m",
-            "comment",
-            "--comment",
-            &tag,
-            "-j",
-            "DROP",
-        ]
-        .map(String::from);
         run_checked(&args).await?;
     }
     Ok(())
