@@ -130,6 +130,10 @@ pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOption
                         for fault in fs {
                             stack.inject(fault.clone()).await?;
                         }
+                        if let Some(note) = link_check(stack, fs, start).await {
+                            p.say(&note);
+                            notes.push(note);
+                        }
                     }
                     Action::Restart(n) => {
                         stack.restart_instance(n, Duration::from_secs(120)).await?;
@@ -592,6 +596,48 @@ fn spawn_control_plane(
         }
         notes
     })
+}
+
+/// After a latency fault between two AZs: what the link really does now,
+/// measured by the link agent's pinger, beside what was asked (the normal
+/// latency both ways plus every delay in force on either direction). The
+/// report carries it, so a run shows how exact its injected delay was.
+async fn link_check(stack: &RunningStack, injected: &[crate::fault::Fault], start: Instant) -> Option<String> {
+    use crate::fault::{micros_text, Fault, Side};
+    let (a, b) = injected.iter().find_map(|f| match f {
+        Fault::Latency { from: Side::Az(a), to: Side::Az(b), .. } => Some((a.clone(), b.clone())),
+        _ => None,
+    })?;
+    let base = stack.stack().ok()?.inter_az_latency.as_micros() as u64;
+    let mut asked = 2 * base;
+    let mut parts = vec![format!("{} each way", micros_text(base))];
+    for f in &stack.state().faults {
+        if let Fault::Latency { from: Side::Az(x), to: Side::Az(y), delay_us, jitter_us } = f {
+            if (x == &a && y == &b) || (x == &b && y == &a) {
+                asked += delay_us;
+                let jitter = if *jitter_us > 0 { format!(" ± {}", micros_text(*jitter_us)) } else { String::new() };
+                parts.push(format!("{}{jitter} {x}->{y}", micros_text(*delay_us)));
+            }
+        }
+    }
+    let at = start.elapsed().as_secs_f64();
+    match stack.round_trips(&a, &b, 50, Duration::from_millis(5)).await {
+        Ok((mut rtts, lost)) if !rtts.is_empty() => {
+            rtts.sort();
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            let (median, p99) = (rtts[rtts.len() / 2], rtts[(rtts.len() * 99 / 100).min(rtts.len() - 1)]);
+            Some(format!(
+                "t={at:.1}s link {a}->{b}->{a}: round trip median {:.2} ms, p99 {:.2} ms, {lost} of 50 lost; asked {:.2} ms ({}), median error {:+.2} ms",
+                ms(median),
+                ms(p99),
+                asked as f64 / 1e3,
+                parts.join(" + "),
+                ms(median) - asked as f64 / 1e3
+            ))
+        }
+        Ok(_) => Some(format!("t={at:.1}s link {a}->{b}->{a}: every probe was lost")),
+        Err(e) => Some(format!("t={at:.1}s link {a}->{b}: could not measure the round trip: {e}")),
+    }
 }
 
 /// RDS fails a lost primary over by itself; this control plane does not yet

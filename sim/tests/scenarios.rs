@@ -60,6 +60,14 @@ async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
         );
         assert!(running.state().faults.is_empty(), "{name}: a fault is still in force");
         assert_eq!(route::fault_rule_count("t-scen").await, 0, "{name}: a fault rule is still installed");
+        if name == "inter-az-latency" {
+            // The report says what the link really did beside what was asked.
+            assert!(
+                report.notes.iter().any(|n| n.contains("round trip median") && n.contains("asked 102.00 ms")),
+                "{:?}",
+                report.notes
+            );
+        }
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["schema"], 1);
         assert!(report.html().contains("<svg"));
