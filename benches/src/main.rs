@@ -265,10 +265,21 @@ async fn services(runs: usize) {
                 .args(["stats", "--no-stream", "--format", "{{.Name}}\t{{.MemUsage}}"])
                 .output()
                 .expect("docker stats");
+            // And the resident set of the processes in each, which is what
+            // a small server costs (the cgroup figure leaves out shared pages).
             memory = String::from_utf8_lossy(&out.stdout)
                 .lines()
                 .filter(|l| l.starts_with("vs-bench-svc-"))
-                .map(|l| format!("  {}\n", l.trim_start_matches("vs-bench-svc-")))
+                .map(|l| {
+                    let name = l.split('\t').next().unwrap_or("");
+                    let top = std::process::Command::new("docker")
+                        .args(["top", name, "-eo", "rss"])
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_default();
+                    let rss_kib: u64 = top.lines().skip(1).filter_map(|x| x.trim().parse::<u64>().ok()).sum();
+                    format!("  {}  (processes' RSS {:.1} MiB)\n", l.trim_start_matches("vs-bench-svc-"), rss_kib as f64 / 1024.0)
+                })
                 .collect();
         }
         running.shutdown().await.expect("down");
@@ -277,5 +288,5 @@ async fn services(runs: usize) {
     for (name, xs) in per_service {
         summary(&format!("{name} ready (from containers up)"), xs);
     }
-    println!("memory per container after start:\n{memory}");
+    println!("memory per container after start (docker stats; RSS from docker top):\n{memory}");
 }

@@ -342,7 +342,7 @@ pub async fn replication_complete(state: &RunState) -> Result<(), String> {
 pub async fn provision(state: &RunState, timeout: Duration) -> Result<(), String> {
     let start = Instant::now();
     loop {
-        match replication_complete(state).await {
+        match replication_complete(state).await.and(endpoints_answer(state).await) {
             Ok(()) => return Ok(()),
             Err(e) if start.elapsed() > timeout => {
                 return Err(format!("replication not established after {timeout:?}: {e}"))
@@ -350,6 +350,17 @@ pub async fn provision(state: &RunState, timeout: Duration) -> Result<(), String
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
+}
+
+/// The writer and reader endpoints each answer a query: HAProxy marks a
+/// server up only after its health checks pass, and until then it closes
+/// client connections, so replication alone does not make the service
+/// ready for applications.
+async fn endpoints_answer(state: &RunState) -> Result<(), String> {
+    for ep in [writer(state), reader(state)].into_iter().flatten() {
+        ep.query_strings("SELECT 1").await.map_err(|e| format!("{} endpoint: {e}", ep.host))?;
+    }
+    Ok(())
 }
 
 /// Each node's role as it sees itself, for `status`.
