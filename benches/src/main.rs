@@ -273,12 +273,17 @@ async fn services(runs: usize) {
                 .map(|l| {
                     let name = l.split('\t').next().unwrap_or("");
                     let top = std::process::Command::new("docker")
-                        .args(["top", name, "-eo", "rss"])
+                        .args(["top", name, "-eo", "pid,rss"])
                         .output()
                         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                         .unwrap_or_default();
-                    let rss_kib: u64 = top.lines().skip(1).filter_map(|x| x.trim().parse::<u64>().ok()).sum();
-                    format!("  {}  (processes' RSS {:.1} MiB)\n", l.trim_start_matches("vs-bench-svc-"), rss_kib as f64 / 1024.0)
+                    let rss_kib: u64 =
+                        top.lines().skip(1).filter_map(|x| x.split_whitespace().nth(1)?.parse::<u64>().ok()).sum();
+                    format!(
+                        "  {}  (processes' RSS {:.1} MiB)\n",
+                        l.trim_start_matches("vs-bench-svc-"),
+                        rss_kib as f64 / 1024.0
+                    )
                 })
                 .collect();
         }
