@@ -93,6 +93,16 @@ impl Side {
         ))
     }
 
+    /// The AZ this side is in (an AZ is its own).
+    fn az<'a>(&'a self, stack: &'a Stack) -> Option<&'a str> {
+        match self {
+            Side::Az(az) => Some(az),
+            Side::Instance(name) => {
+                stack.services.iter().flat_map(|s| &s.instances).find(|i| &i.name == name).map(|i| i.az.as_str())
+            }
+        }
+    }
+
     fn cidrs(&self, stack: &Stack) -> Vec<Cidr> {
         match self {
             Side::Az(az) => stack.az(az).map(|a| vec![a.private, a.public]).unwrap_or_default(),
@@ -201,6 +211,18 @@ impl Fault {
             _ => return None,
         };
         Some((effect, pairs(from, to, stack)))
+    }
+
+    /// Whether a link fault's packets go from one AZ to another, and so
+    /// also carry the stack's normal inter-AZ latency.
+    pub fn crosses_azs(&self, stack: &Stack) -> bool {
+        match self {
+            Fault::Partition { from, to }
+            | Fault::Latency { from, to, .. }
+            | Fault::Loss { from, to, .. }
+            | Fault::Bandwidth { from, to, .. } => from.az(stack) != to.az(stack),
+            _ => false,
+        }
     }
 
     /// The fault with its sides swapped: the other direction of a link.
@@ -433,6 +455,14 @@ mod tests {
                 "10.0.101.0/24>10.0.102.0/24"
             ]
         );
+        assert!(f.crosses_azs(&s));
+        let within = Fault::Latency {
+            from: Side::Instance("postgres-a".into()),
+            to: Side::Instance("kafka-a".into()),
+            delay_us: 1,
+            jitter_us: 0,
+        };
+        assert!(!within.crosses_azs(&s), "two instances of AZ a");
         let back = f.reversed().unwrap();
         assert_eq!(back.shapes(&s).unwrap().1[0], (pairs[0].1, pairs[0].0));
         assert!(f.drops(&s).is_empty() && f.stops(&s).is_empty(), "a slow link is neither cut nor stopped");

@@ -254,14 +254,12 @@ impl Sim {
         let name = &labels.stack;
         let kinds: Vec<ServiceKind> = stack.services.iter().map(|s| s.kind).collect();
         let mut timings = Timings::default();
-        // Found before anything is created: a missing agent must not leave
-        // a half-started stack.
+        let t = Instant::now();
+        let set = resolve_images(docker, self.images, &kinds, p).await;
+        // Found before anything is created: a missing companion binary must
+        // not leave a half-started stack.
         let mut companions = BTreeMap::new();
         for kind in &kinds {
-            let set = match self.images {
-                ImageSource::Upstream => ImageSet::Upstream,
-                _ => ImageSet::Offline,
-            };
             if let Some(c) = services::companion(*kind, set) {
                 let path =
                     c.locate().map_err(|e| Error::usage(e, format!("{kind} runs a binary of this workspace")))?;
@@ -275,9 +273,6 @@ impl Sim {
                 Error::usage(e, "or set `inter_az_latency = \"0ms\"` under [vpc] in the stack file to run without it")
             })?)
         };
-
-        let t = Instant::now();
-        let set = resolve_images(docker, self.images, &kinds, p).await;
         ensure_images(docker, set, &kinds, p).await?;
         timings.phases.push(("images".into(), t.elapsed()));
 
@@ -890,10 +885,7 @@ impl RunningStack {
             Some((LinkEffect::Delay { delay_us, jitter_us }, pairs)) => {
                 // A queued packet skips the normal latency's queue, so this
                 // agent adds it when the link crosses AZs.
-                let (src, dst) = pairs[0];
-                let crosses = stack.subnets().find(|s| s.2.contains_net(&src)).map(|s| &s.0.name)
-                    != stack.subnets().find(|s| s.2.contains_net(&dst)).map(|s| &s.0.name);
-                let base = if crosses { stack.inter_az_latency } else { Duration::ZERO };
+                let base = if fault.crosses_azs(&stack) { stack.inter_az_latency } else { Duration::ZERO };
                 let role = format!("{}-{index}", link::FAULT_AGENT);
                 let image = crate::images::companion_base(self.state.images);
                 let binary = binary.expect("located above");

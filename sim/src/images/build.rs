@@ -325,39 +325,52 @@ async fn maven_libs(name: &str, pom: &str, progress: &Progress) -> Result<Vec<(S
     if !which("mvn") {
         return Err(ImageError::MissingTool { tool: "mvn", package: "maven" });
     }
-    let work = tempfile_dir()?;
-    std::fs::write(work.join("pom.xml"), pom).map_err(io("writing pom.xml"))?;
+    let work = WorkDir::new()?;
+    let pom_path = work.0.join("pom.xml");
+    std::fs::write(&pom_path, pom).map_err(io("writing pom.xml"))?;
     progress.say(&format!("{name}: resolving jars with Maven (cached in ~/.m2 after the first time)"));
-    let out = tokio::process::Command::new("mvn")
-        .args(["-q", "-B", "-f"])
-        .arg(work.join("pom.xml"))
-        .arg("dependency:copy-dependencies")
-        .arg(format!("-DoutputDirectory={}", work.join("libs").display()))
-        .arg("-DincludeScope=runtime")
-        .output()
-        .await
-        .map_err(io("running mvn"))?;
-    if !out.status.success() {
-        let _ = std::fs::remove_dir_all(&work);
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-        return Err(ImageError::Build {
-            tag: name.to_string(),
-            message: "Maven could not resolve the jars".into(),
-            tail,
-        });
-    }
-    let mut libs = vec![];
-    let rd = std::fs::read_dir(work.join("libs")).map_err(io("listing resolved jars"))?;
-    for e in rd.flatten() {
-        let bytes = std::fs::read(e.path()).map_err(io(format!("reading {}", e.path().display())))?;
-        libs.push((e.file_name().to_string_lossy().into_owned(), bytes));
-    }
-    libs.sort();
-    let _ = std::fs::remove_dir_all(&work);
+    let args: Vec<String> = [
+        "-q".to_string(),
+        "-B".into(),
+        "-f".into(),
+        pom_path.display().to_string(),
+        "dependency:copy-dependencies".into(),
+        format!("-DoutputDirectory={}", work.0.join("libs").display()),
+        "-DincludeScope=runtime".into(),
+    ]
+    .into();
+    run_tool(name, "Maven could not resolve the jars", "mvn", &args).await?;
+    let libs = read_artifacts(&work.0.join("libs"))?;
     progress.say(&format!("{name}: {} jars resolved", libs.len()));
     Ok(libs)
+}
+
+/// A scratch directory for fetching artifacts, removed when dropped (on
+/// every return path, errors included).
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn new() -> Result<WorkDir, ImageError> {
+        tempfile_dir().map(WorkDir)
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Every file in `dir` as (name, bytes), sorted by name: what goes into a
+/// build context's `libs/`.
+fn read_artifacts(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, ImageError> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).map_err(io(format!("listing {}", dir.display())))?.flatten() {
+        let bytes = std::fs::read(e.path()).map_err(io(format!("reading {}", e.path().display())))?;
+        out.push((e.file_name().to_string_lossy().into_owned(), bytes));
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// A pip new enough for `--uploaded-prior-to` (25.3), in a venv of our
@@ -385,12 +398,13 @@ async fn modern_pip(progress: &Progress) -> Result<std::path::PathBuf, ImageErro
         (pip.to_str().unwrap_or("pip"), vec!["install".into(), "-q".into(), "--upgrade".into(), "pip>=25.3".into()]),
     ];
     for (cmd, args) in steps {
-        run_tool("python packages", cmd, &args).await?;
+        run_tool("python packages", "could not make the pip venv", cmd, &args).await?;
     }
     Ok(pip)
 }
 
-async fn run_tool(what: &str, cmd: &str, args: &[String]) -> Result<(), ImageError> {
+/// Run a host tool; on failure, `message` and the last lines it printed.
+async fn run_tool(what: &str, message: &str, cmd: &str, args: &[String]) -> Result<(), ImageError> {
     let out = tokio::process::Command::new(cmd).args(args).output().await.map_err(io(format!("running {cmd}")))?;
     if out.status.success() {
         return Ok(());
@@ -399,7 +413,7 @@ async fn run_tool(what: &str, cmd: &str, args: &[String]) -> Result<(), ImageErr
     let lines: Vec<&str> = text.lines().collect();
     Err(ImageError::Build {
         tag: what.to_string(),
-        message: format!("`{cmd} {}` failed", args.join(" ")),
+        message: format!("{message} (`{cmd} {}`)", args.join(" ")),
         tail: lines[lines.len().saturating_sub(20)..].join("\n"),
     })
 }
@@ -416,18 +430,15 @@ async fn pip_wheels(
 ) -> Result<Vec<(String, Vec<u8>)>, ImageError> {
     let pip = modern_pip(progress).await?;
     let pip = pip.to_str().unwrap_or("pip");
-    let work = tempfile_dir()?;
-    let wheels = work.join("wheels");
-    let reqs = work.join("requirements.txt");
+    let work = WorkDir::new()?;
+    let wheels = work.0.join("wheels");
+    let reqs = work.0.join("requirements.txt");
     std::fs::write(&reqs, requirements).map_err(io("writing requirements.txt"))?;
     progress.say(&format!("{name}: building wheels with pip (cached after the first time)"));
     let w = wheels.display().to_string();
     for pin in exempt {
         let args: Vec<String> = ["wheel", "-q", "--no-deps", "--wheel-dir", &w, pin].map(String::from).into();
-        if let Err(e) = run_tool(name, pip, &args).await {
-            let _ = std::fs::remove_dir_all(&work);
-            return Err(e);
-        }
+        run_tool(name, "pip could not build the pinned wheel", pip, &args).await?;
     }
     let args: Vec<String> = [
         "wheel",
@@ -443,17 +454,8 @@ async fn pip_wheels(
     ]
     .map(String::from)
     .into();
-    if let Err(e) = run_tool(name, pip, &args).await {
-        let _ = std::fs::remove_dir_all(&work);
-        return Err(e);
-    }
-    let mut out = vec![];
-    for e in std::fs::read_dir(&wheels).map_err(io("listing wheels"))?.flatten() {
-        let bytes = std::fs::read(e.path()).map_err(io(format!("reading {}", e.path().display())))?;
-        out.push((e.file_name().to_string_lossy().into_owned(), bytes));
-    }
-    out.sort();
-    let _ = std::fs::remove_dir_all(&work);
+    run_tool(name, "pip could not build the wheels", pip, &args).await?;
+    let out = read_artifacts(&wheels)?;
     progress.say(&format!("{name}: {} wheels", out.len()));
     Ok(out)
 }

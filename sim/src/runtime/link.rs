@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use bollard::Docker;
 use sha2::{Digest, Sha256};
-use tokio::process::Command;
 
 use super::container::{self, OneShot};
 use super::labels::{self, Labels};
@@ -125,17 +124,7 @@ pub async fn remove_agents(docker: &Docker, stack: &str, stem: &str) -> Result<u
 }
 
 async fn tc(args: &[String]) -> Result<String, RuntimeError> {
-    let out = Command::new("tc").args(args).output().await.map_err(|e| RuntimeError::Iptables {
-        command: format!("tc {}", args.join(" ")),
-        stderr: format!("{e} (rate caps need iproute2: apt-get install -y iproute2)"),
-    })?;
-    if !out.status.success() {
-        return Err(RuntimeError::Iptables {
-            command: format!("tc {}", args.join(" ")),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    super::host_tool("tc", args, "rate caps need iproute2: apt-get install -y iproute2").await
 }
 
 fn words(s: &str) -> Vec<String> {
@@ -159,7 +148,7 @@ pub async fn install_rate(
 ) -> Result<(), RuntimeError> {
     let mut devices: Vec<(String, Vec<(Cidr, Cidr)>)> = vec![];
     for (src, dst) in pairs {
-        let dev = bridge_for(stack_name, stack, *dst).ok_or_else(|| RuntimeError::Iptables {
+        let dev = bridge_for(stack_name, stack, *dst).ok_or_else(|| RuntimeError::HostTool {
             command: "tc".into(),
             stderr: format!("no subnet of the stack holds {dst}"),
         })?;

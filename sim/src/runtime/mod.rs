@@ -30,8 +30,9 @@ pub enum RuntimeError {
     Io { context: String, source: std::io::Error },
     #[error("{service} did not become ready as a whole: {message}")]
     Provision { service: String, message: String },
-    #[error("routing between subnets needs iptables on the Docker host: `{command}` failed: {stderr}")]
-    Iptables { command: String, stderr: String },
+    /// iptables (the VPC route, faults) or tc (rate caps) on the Docker host.
+    #[error("`{command}` failed on the Docker host: {stderr}")]
+    HostTool { command: String, stderr: String },
 }
 
 impl RuntimeError {
@@ -39,4 +40,21 @@ impl RuntimeError {
         let action = action.into();
         move |source| RuntimeError::Docker { action, source }
     }
+}
+
+/// Run a host tool (iptables, tc) and return its output; a failure names the
+/// whole command line and what the tool said, or `missing` if it could not
+/// be run at all.
+pub(crate) async fn host_tool(program: &str, args: &[String], missing: &str) -> Result<String, RuntimeError> {
+    let command = || format!("{program} {}", args.join(" "));
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| RuntimeError::HostTool { command: command(), stderr: format!("{e} ({missing})") })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(RuntimeError::HostTool { command: command(), stderr });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

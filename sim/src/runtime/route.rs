@@ -4,8 +4,6 @@
 //! so a packet from 10.0.2.x reaches 10.0.1.x with its source address intact.
 //! Rules carry a comment naming the stack, which is how they are swept.
 
-use tokio::process::Command;
-
 use super::RuntimeError;
 use crate::progress::Progress;
 use crate::stack::Cidr;
@@ -39,17 +37,7 @@ fn iptables_available() -> bool {
 }
 
 async fn run(args: &[String]) -> Result<String, RuntimeError> {
-    let out = Command::new("iptables").args(args).output().await.map_err(|e| RuntimeError::Iptables {
-        command: format!("iptables {}", args.join(" ")),
-        stderr: e.to_string(),
-    })?;
-    if !out.status.success() {
-        return Err(RuntimeError::Iptables {
-            command: format!("iptables {}", args.join(" ")),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    super::host_tool("iptables", args, "apt-get install -y iptables").await
 }
 
 pub async fn install(stack: &str, vpc: Cidr, progress: &Progress) -> Result<(), RuntimeError> {
@@ -153,7 +141,7 @@ pub async fn install_queue(stack: &str, pairs: &[(Cidr, Cidr)], queue: u16, faul
 
 async fn run_checked(args: &[String]) -> Result<String, RuntimeError> {
     if !iptables_available() {
-        return Err(RuntimeError::Iptables {
+        return Err(RuntimeError::HostTool {
             command: "iptables".into(),
             stderr: "not installed; network faults need it (apt-get install -y iptables)".into(),
         });
@@ -183,7 +171,7 @@ async fn remove_tagged(tags: &[String]) -> Result<(), RuntimeError> {
     }
     match listed(tags).await.first() {
         None => Ok(()),
-        Some((table, rule)) => Err(RuntimeError::Iptables {
+        Some((table, rule)) => Err(RuntimeError::HostTool {
             command: format!("iptables -t {table} -D {}", rule.join(" ")),
             stderr: "the rule is still installed after three attempts to delete it".into(),
         }),
