@@ -83,6 +83,14 @@ struct State {
     discovery: Bytes,
 }
 
+impl State {
+    /// What `/oauth/token` and `/oauth/revoke` decide against, signing with
+    /// the current key of `keys` (the caller holds the ring's read lock).
+    fn grants<'a>(&'a self, keys: &'a KeyRing) -> Grants<'a> {
+        Grants { tenant: &self.tenant, issuer: &self.issuer, key: keys.current(), refresh: &self.refresh, now: now() }
+    }
+}
+
 /// A tenant ready to serve: its first signing key is made.
 pub struct Server {
     state: Arc<State>,
@@ -326,13 +334,7 @@ async fn token(state: &State, req: Request<Incoming>) -> Reply {
         Err(r) => return r,
     };
     let keys = state.keys.read().expect("key ring lock");
-    let grants = Grants {
-        tenant: &state.tenant,
-        issuer: &state.issuer,
-        key: keys.current(),
-        refresh: &state.refresh,
-        now: now(),
-    };
+    let grants = state.grants(&keys);
     no_store(match grants.token(&params, basic) {
         Ok(t) => reply(200, &serde_json::to_value(t).expect("a token response serialises")),
         Err(e) => error_reply(&e),
@@ -345,13 +347,7 @@ async fn revoke(state: &State, req: Request<Incoming>) -> Reply {
         Err(r) => return r,
     };
     let keys = state.keys.read().expect("key ring lock");
-    let grants = Grants {
-        tenant: &state.tenant,
-        issuer: &state.issuer,
-        key: keys.current(),
-        refresh: &state.refresh,
-        now: now(),
-    };
+    let grants = state.grants(&keys);
     match grants.revoke(&params, basic) {
         Ok(()) => reply(200, &json!({})),
         Err(e) => error_reply(&e),

@@ -294,9 +294,10 @@ impl Sim {
         let mut credentials = Credentials::generate();
         credentials.influxdb_database =
             self.fixtures.influxdb.databases.first().map(|d| d.name.clone()).unwrap_or_default();
-        credentials.auth0_audience = services::auth0::audience(&self.fixtures.auth0);
+        let tenant = services::auth0::tenant_settings(&self.fixtures.auth0);
+        credentials.auth0_audience = tenant.audience;
         credentials.s3_region = self.fixtures.s3.region.clone();
-        if let Some((id, secret)) = services::auth0::machine_client(&self.fixtures.auth0) {
+        if let Some((id, secret)) = tenant.machine_client {
             credentials.auth0_client_id = id;
             credentials.auth0_client_secret = secret;
         }

@@ -192,15 +192,20 @@ fn overlapping<'a>(table: impl Iterator<Item = &'a String>, path: &str) -> Optio
     table.into_iter().find(|m| m.starts_with(path) || path.starts_with(m.as_str())).cloned()
 }
 
+/// `<table>/<path>/tune`: a secrets engine's or an auth method's lease
+/// settings, read or changed the same way for both.
+fn tune_entry(table: &mut BTreeMap<String, Mount>, p: &str, req: &Request) -> Result<Reply> {
+    let m = table.get_mut(&mount_path(p)).ok_or_else(|| ApiError::bad(format!("no mount entry found at {p}")))?;
+    match req.op {
+        Operation::Read => Ok(Secret::data(mount_config(m))),
+        Operation::Create | Operation::Update => tune(m, req).map(|_| Reply::Empty),
+        _ => Err(ApiError::unsupported_op()),
+    }
+}
+
 fn mounts(st: &mut State, p: &str, req: &Request) -> Result<Reply> {
     if let Some(p) = p.strip_suffix("/tune") {
-        let m =
-            st.mounts.get_mut(&mount_path(p)).ok_or_else(|| ApiError::bad(format!("no mount entry found at {p}")))?;
-        return match req.op {
-            Operation::Read => Ok(Secret::data(mount_config(m))),
-            Operation::Create | Operation::Update => tune(m, req).map(|_| Reply::Empty),
-            _ => Err(ApiError::unsupported_op()),
-        };
+        return tune_entry(&mut st.mounts, p, req);
     }
     let path = mount_path(p);
     match req.op {
@@ -277,13 +282,7 @@ fn clone_request(req: &Request) -> Request {
 
 fn auth(st: &mut State, p: &str, req: &Request) -> Result<Reply> {
     if let Some(p) = p.strip_suffix("/tune") {
-        let m =
-            st.auths.get_mut(&mount_path(p)).ok_or_else(|| ApiError::bad(format!("no mount entry found at {p}")))?;
-        return match req.op {
-            Operation::Read => Ok(Secret::data(mount_config(m))),
-            Operation::Create | Operation::Update => tune(m, req).map(|_| Reply::Empty),
-            _ => Err(ApiError::unsupported_op()),
-        };
+        return tune_entry(&mut st.auths, p, req);
     }
     let path = mount_path(p);
     match req.op {

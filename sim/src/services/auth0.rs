@@ -72,23 +72,27 @@ impl Auth0Endpoint {
     }
 }
 
-/// The audience of the fixture's API.
-pub fn audience(fixture: &str) -> String {
-    let t: toml::Table = toml::from_str(fixture).unwrap_or_default();
-    t.get("api").and_then(|a| a.get("identifier")).and_then(|v| v.as_str()).unwrap_or("voyager-api").to_string()
+/// What `env` hands an application from the fixture: the API's audience,
+/// and its first confidential client allowed `client_credentials` (for
+/// machine-to-machine tokens), read in one pass.
+pub struct TenantSettings {
+    pub audience: String,
+    pub machine_client: Option<(String, String)>,
 }
 
-/// The fixture's first confidential client allowed `client_credentials`:
-/// what `env` hands an application for machine-to-machine tokens.
-pub fn machine_client(fixture: &str) -> Option<(String, String)> {
-    let t: toml::Table = toml::from_str(fixture).ok()?;
-    t.get("client")?.as_array()?.iter().find_map(|c| {
+pub fn tenant_settings(fixture: &str) -> TenantSettings {
+    let t: toml::Table = toml::from_str(fixture).unwrap_or_default();
+    let audience =
+        t.get("api").and_then(|a| a.get("identifier")).and_then(|v| v.as_str()).unwrap_or("voyager-api").to_string();
+    let clients = t.get("client").and_then(|c| c.as_array()).map(Vec::as_slice).unwrap_or_default();
+    let machine_client = clients.iter().find_map(|c| {
         let grants = c.get("grant_types")?.as_array()?;
         if !grants.iter().any(|g| g.as_str() == Some("client_credentials")) {
             return None;
         }
         Some((c.get("client_id")?.as_str()?.to_string(), c.get("client_secret")?.as_str()?.to_string()))
-    })
+    });
+    TenantSettings { audience, machine_client }
 }
 
 pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
@@ -172,9 +176,9 @@ mod tests {
 
     #[test]
     fn env_hands_out_the_fixtures_machine_client_and_audience() {
-        let f = crate::fixtures::BUILTIN_AUTH0;
-        assert_eq!(audience(f), "voyager-api");
-        let (id, secret) = machine_client(f).expect("the fixture has a client_credentials client");
+        let t = tenant_settings(crate::fixtures::BUILTIN_AUTH0);
+        assert_eq!(t.audience, "voyager-api");
+        let (id, secret) = t.machine_client.expect("the fixture has a client_credentials client");
         assert!(!id.is_empty() && !secret.is_empty());
     }
 }
