@@ -84,19 +84,34 @@ pub async fn start_delay_agent(
         role: role.to_string(),
     };
     let name = shot.start(docker, labels).await?;
+    let line = wait_for_line(docker, &name, "bound queue ").await?;
+    line.split_whitespace().next().and_then(|q| q.parse().ok()).ok_or_else(|| RuntimeError::Exited {
+        container: name,
+        code: -1,
+        logs: format!("    unreadable queue announcement: bound queue {line}"),
+    })
+}
+
+/// Wait until a companion container prints a line starting with `prefix`
+/// (its readiness announcement) and return the rest of that line. A
+/// container that exits, or stays silent for a minute, is removed and
+/// reported with its last lines.
+async fn wait_for_line(docker: &Docker, name: &str, prefix: &str) -> Result<String, RuntimeError> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = container::logs(docker, &name, 20).await;
-        if let Some(q) =
-            out.lines().find_map(|l| l.strip_prefix("bound queue ")?.split_whitespace().next()?.parse().ok())
-        {
-            return Ok(q);
+        let out = container::logs(docker, name, 20).await;
+        if let Some(rest) = out.lines().find_map(|l| l.strip_prefix(prefix)) {
+            return Ok(rest.to_string());
         }
-        let st = container::state(docker, &name).await;
+        let st = container::state(docker, name).await;
         if st.as_ref().is_none_or(|s| !s.running) || Instant::now() > deadline {
-            let logs = container::log_tail(docker, &name, 20).await;
-            let _ = container::remove(docker, &name).await;
-            return Err(RuntimeError::Exited { container: name, code: st.map(|s| s.exit_code).unwrap_or(-1), logs });
+            let logs = container::log_tail(docker, name, 20).await;
+            let _ = container::remove(docker, name).await;
+            return Err(RuntimeError::Exited {
+                container: name.to_string(),
+                code: st.map(|s| s.exit_code).unwrap_or(-1),
+                logs,
+            });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -222,6 +237,9 @@ impl ProbeSites {
     ) -> Result<String, RuntimeError> {
         let server: Vec<String> = server.iter().map(|s| s.to_string()).collect();
         let name = self.shot("probe-server", &self.server, &server).start(docker, labels).await?;
+        // Both servers announce `… listening on ADDR` once bound; a client
+        // started before that would count its first probes as lost.
+        wait_for_line(docker, &name, &format!("{} listening on ", server[0])).await?;
         let result = self.shot("probe-client", &self.client, client).run(docker, labels).await;
         container::remove(docker, &name).await?;
         let (code, out) = result?;
@@ -263,23 +281,10 @@ impl ProbeSites {
         let target = format!("{}:7001", self.server.1);
         let client: Vec<String> =
             ["send", "--target", &target, "--bytes", &bytes.to_string()].into_iter().map(String::from).collect();
-        // The sink may still be binding when the client connects: retry.
-        for attempt in 0..20 {
-            match self.run(docker, labels, &["sink", "--listen", "0.0.0.0:7001"], &client).await {
-                Ok(out) => {
-                    if let Some(k) = out
-                        .lines()
-                        .find_map(|l| l.strip_prefix("throughput_kbit ")?.split_whitespace().next()?.parse().ok())
-                    {
-                        return Ok(k);
-                    }
-                    return Err(RuntimeError::Exited { container: "probe-client".into(), code: 0, logs: out });
-                }
-                Err(RuntimeError::Exited { logs, .. }) if logs.contains("refused") && attempt < 19 => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        unreachable!("the last attempt returns")
+        let out = self.run(docker, labels, &["sink", "--listen", "0.0.0.0:7001"], &client).await?;
+        out.lines()
+            .find_map(|l| l.strip_prefix("throughput_kbit ")?.split_whitespace().next()?.parse().ok())
+            .ok_or(RuntimeError::Exited { container: "probe-client".into(), code: 0, logs: out })
     }
 }
 
