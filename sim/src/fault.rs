@@ -403,7 +403,8 @@ mod tests {
     fn an_az_outage_stops_everything_in_the_az_and_cuts_both_directions() {
         let f = Fault::AzOutage { az: "b".into(), mode: OutageMode::Kill };
         let stopped: Vec<String> = f.stops(&stack()).into_iter().map(|(n, _)| n).collect();
-        assert_eq!(stopped, ["kafka-b", "kafka-controller-b", "postgres-b"]);
+        // The AZ's Kubernetes nodes go with it, and their pods with them.
+        assert_eq!(stopped, ["kafka-b", "kafka-controller-b", "kube-cp-b", "kube-general-purpose-b", "postgres-b"]);
         let drops: Vec<String> = f.drops(&stack()).iter().map(|(s, d)| format!("{s}>{d}")).collect();
         assert_eq!(
             drops,

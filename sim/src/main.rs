@@ -644,10 +644,25 @@ fn print_plan(s: &Stack) {
     for az in &s.azs {
         println!("  az {}: private {}, public {}", az.name, az.private, az.public);
     }
+    let width = s.services.iter().flat_map(|svc| &svc.instances).map(|i| i.name.len()).max().unwrap_or(0).max(16);
     for svc in &s.services {
         for i in &svc.instances {
-            println!("  {:<16} {:<10} az {} {} {}", i.name, svc.kind, i.az, i.tier, i.address);
+            let what = match (&i.group, svc.kind) {
+                (Some(g), _) => format!(" ({g} node group)"),
+                (None, voyager_sim::ServiceKind::Kubernetes) => format!(" ({})", i.role),
+                _ => String::new(),
+            };
+            println!("  {:<width$} {:<10} az {} {} {}{what}", i.name, svc.kind, i.az, i.tier, i.address);
         }
+    }
+    if let Some(k) = &s.kubernetes {
+        println!(
+            "  kubernetes: node-monitor-grace-period {}s, not-ready toleration {}s, {} pod addresses per node, services {}",
+            k.node_monitor_grace_period.as_secs_f64(),
+            k.not_ready_toleration.as_secs_f64(),
+            k.pods_per_node,
+            k.service_cidr
+        );
     }
 }
 

@@ -21,6 +21,11 @@ pub struct ContainerSpec {
     /// Further networks joined before start, with an address Docker picks:
     /// for regional parts (the database endpoints) that sit in no one AZ.
     pub extra_networks: Vec<String>,
+    /// Fixed addresses in some of `extra_networks` (a regional endpoint
+    /// that every AZ reaches at an address of its own subnet).
+    pub extra_addresses: BTreeMap<String, Ipv4Addr>,
+    /// `/etc/hosts` entries: names the container resolves without DNS.
+    pub extra_hosts: Vec<(String, Ipv4Addr)>,
     /// Files written into the container before it starts (path, mode,
     /// content): how both image sets get the same scripts and configs.
     pub files: Vec<(String, u32, String)>,
@@ -31,6 +36,47 @@ pub struct ContainerSpec {
     /// Host files mounted read-only (host path, container path): how the
     /// workspace's companion binaries get into a plain Debian container.
     pub mounts: Vec<(String, String)>,
+    /// What the container may do to the kernel.
+    pub sandbox: Sandbox,
+}
+
+impl Default for ContainerSpec {
+    fn default() -> ContainerSpec {
+        ContainerSpec {
+            instance: String::new(),
+            image: String::new(),
+            env: BTreeMap::new(),
+            cmd: vec![],
+            network: String::new(),
+            address: Ipv4Addr::UNSPECIFIED,
+            published: vec![],
+            volumes: vec![],
+            extra_networks: vec![],
+            extra_addresses: BTreeMap::new(),
+            extra_hosts: vec![],
+            files: vec![],
+            entrypoint: None,
+            user: None,
+            mounts: vec![],
+            sandbox: Sandbox::default(),
+        }
+    }
+}
+
+/// How much of the machine a container may touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sandbox {
+    /// Docker's defaults, with a small init as PID 1.
+    #[default]
+    Service,
+    /// A machine of its own: systemd as PID 1 running containerd and
+    /// kubelet, which create cgroups, mounts, network devices and firewall
+    /// rules of their own. Not `--privileged` (this machine refuses it:
+    /// its capability bounding set lacks CAP_SYS_RESOURCE), but every other
+    /// capability, no seccomp or AppArmor filter, all devices allowed, a
+    /// private cgroup namespace (pods nest under the node, so pausing or
+    /// killing the node takes its pods with it) and IP forwarding on.
+    Node,
 }
 
 /// A container port published on 127.0.0.1. Services leave `host: None`

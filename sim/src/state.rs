@@ -79,6 +79,10 @@ pub struct Credentials {
     /// The S3 fixture's region, for `env`.
     #[serde(default)]
     pub s3_region: String,
+    /// kubeadm's bootstrap token (`[a-z0-9]{6}.[a-z0-9]{16}`): what nodes
+    /// join the cluster with.
+    #[serde(default)]
+    pub kube_bootstrap_token: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -101,6 +105,10 @@ impl Credentials {
         let (postgres_password, postgres_replication_password, influxdb_password) = (secret(), secret(), secret());
         let auth0_admin_token = secret();
         let id: Vec<u8> = (0..16).map(|_| rng.random()).collect();
+        let mut lower = |n: usize| -> String {
+            (0..n).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)])).collect()
+        };
+        let kube_bootstrap_token = format!("{}.{}", lower(6), lower(16));
         Credentials {
             postgres_user: "voyager".into(),
             postgres_password,
@@ -115,6 +123,7 @@ impl Credentials {
             auth0_audience: String::new(),
             vault: None,
             s3_region: String::new(),
+            kube_bootstrap_token,
         }
     }
 }
@@ -154,11 +163,31 @@ pub fn save(state: &RunState) -> std::io::Result<()> {
     std::fs::rename(tmp, p)
 }
 
+/// The kubeconfig of a stack's Kubernetes tier (what `env` exports as
+/// `KUBECONFIG`): beside the run state and, like it, readable by its owner
+/// only, since it holds the cluster's admin credentials.
+pub fn kubeconfig_path(stack: &str) -> PathBuf {
+    home().join("stacks").join(format!("{stack}.kubeconfig"))
+}
+
+/// Write a file readable by its owner only, whole or not at all.
+pub fn write_private(p: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(p.parent().expect("has a parent"))?;
+    let tmp = p.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
+    f.write_all(body)?;
+    f.sync_all()?;
+    std::fs::rename(tmp, p)
+}
+
 pub fn remove(stack: &str) -> std::io::Result<()> {
-    match std::fs::remove_file(path(stack)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+    for p in [path(stack), kubeconfig_path(stack)] {
+        match std::fs::remove_file(p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
+    Ok(())
 }
 
 fn base64url(bytes: &[u8]) -> String {
@@ -184,5 +213,13 @@ mod tests {
         assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "{id}");
         assert_eq!(base64url(b"\xff\xff\xff"), "____");
         assert_eq!(base64url(b"Ma"), "TWE");
+    }
+
+    #[test]
+    fn bootstrap_tokens_have_kubeadms_shape() {
+        let t = Credentials::generate().kube_bootstrap_token;
+        let (id, secret) = t.split_once('.').unwrap();
+        assert_eq!((id.len(), secret.len()), (6, 16), "{t}");
+        assert!(t.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.'), "{t}");
     }
 }

@@ -109,8 +109,9 @@ fn only_with_an_undeclared_or_unknown_service_is_bad_input() {
     let out = run("kafak");
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr)
-            .contains("--only: unknown service `kafak`; known services: auth0, influxdb, kafka, postgres, s3, vault"),
+        text(&out.stderr).contains(
+            "--only: unknown service `kafak`; known services: auth0, influxdb, kafka, kubernetes, postgres, s3, vault"
+        ),
         "{}",
         text(&out.stderr)
     );

@@ -130,3 +130,56 @@ proptest! {
         prop_assert!(err.problems.iter().any(|p| p.message.contains("overlaps")), "{}", err);
     }
 }
+
+/// A Kubernetes stack: control planes in `cps` AZs, and two node groups
+/// with the given nodes per AZ, beside a PostgreSQL instance.
+fn kube_text(vpc: u8, cps: usize, sizes: &[(u8, u8, u8)], pods_per_node: u32) -> String {
+    let mut t = format!("[vpc]\ncidr = \"10.{vpc}.0.0/16\"\n");
+    for (i, az) in ["a", "b", "c"].iter().enumerate() {
+        t += &format!("[az.{az}]\nprivate = \"10.{vpc}.{}.0/24\"\npublic = \"10.{vpc}.{}.0/24\"\n", i + 1, i + 101);
+    }
+    t += &format!("[service.kubernetes]\npods_per_node = {pods_per_node}\nnode_monitor_grace_period = \"7s\"\n");
+    for az in ["a", "b", "c"].iter().take(cps) {
+        t += &format!("[[service.kubernetes.instance]]\nrole = \"control-plane\"\naz = \"{az}\"\n");
+    }
+    for (g, (a, b, c)) in sizes.iter().enumerate() {
+        t += &format!(
+            "[[service.kubernetes.node_group]]\nname = \"g{g}\"\ninstance_types = [\"m5.large\"]\nlabels = {{ tier = \"t{g}\" }}\ntaints = [\"dedicated=g{g}:NoSchedule\"]\nsize = {{ a = {a}, b = {b}, c = {c} }}\n"
+        );
+    }
+    t += "[[service.postgres.instance]]\naz = \"a\"\n";
+    t
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    #[test]
+    fn kubernetes_stacks_round_trip_and_keep_pod_blocks_clear(
+        vpc in 0u8..=255,
+        cps in prop_oneof![Just(1usize), Just(3usize)],
+        sizes in proptest::collection::vec((0u8..=2, 0u8..=2, 0u8..=2), 0..3),
+        pods_per_node in prop_oneof![Just(8u32), Just(16u32), Just(32u32)],
+        to in 0u8..=255,
+    ) {
+        let s = parse(&kube_text(vpc, cps, &sizes, pods_per_node));
+        let nodes = &s.service(voyager_sim::ServiceKind::Kubernetes).unwrap().instances;
+        let want: usize = cps + sizes.iter().map(|(a, b, c)| (a + b + c) as usize).sum::<usize>();
+        prop_assert_eq!(nodes.len(), want);
+        // No instance of any service sits in a node's pod block, and blocks
+        // do not overlap.
+        let blocks: Vec<_> = nodes.iter().map(|n| s.pod_block(n).unwrap()).collect();
+        for (i, b) in blocks.iter().enumerate() {
+            prop_assert!(s.subnet_of(&nodes[i]).contains_net(b));
+            for other in &blocks[i + 1..] {
+                prop_assert!(!b.overlaps(other), "{b} overlaps {other}");
+            }
+            for inst in s.services.iter().flat_map(|svc| &svc.instances) {
+                prop_assert!(!b.contains(inst.address), "{} is in {b}", inst.name);
+            }
+        }
+        prop_assert_eq!(&parse(&s.to_toml()), &s);
+        let moved = s.relocated(format!("10.{to}.0.0/16").parse().unwrap()).unwrap();
+        prop_assert_eq!(&parse(&moved.to_toml()), &moved);
+    }
+}

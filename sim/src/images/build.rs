@@ -32,6 +32,8 @@ pub enum ImageError {
     Build { tag: String, message: String, tail: String },
     #[error("image {image} is not present and could not be pulled: {message}\n  help: use `--images offline` (built locally with `voyager-sim images build`)")]
     Pull { image: String, message: String },
+    #[error("cannot build {what} offline: {message}\n  help: install a Go toolchain of that release or later (Debian 12's golang-go is too old), or use `--images upstream`")]
+    Toolchain { what: &'static str, message: String },
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
     #[error("Docker: {0}")]
@@ -78,31 +80,91 @@ pub async fn ensure_offline(
     Ok(out)
 }
 
-async fn ensure_one(docker: &Docker, recipe: &Recipe, progress: &Progress) -> Result<ImageOutcome, ImageError> {
-    let tag = recipe.tag();
-    let start = Instant::now();
-    if image_exists(docker, &tag).await {
-        progress.say(&format!("image {tag}: cached"));
-        return Ok(ImageOutcome { tag, built: false, elapsed: start.elapsed() });
-    }
-    progress.say(&format!("image {tag}: building"));
-    match &recipe.kind {
-        RecipeKind::Base { include } => build_base(docker, &tag, include, progress).await?,
-        RecipeKind::Dockerfile { files, fetch, .. } => {
-            let dockerfile = recipe.rendered_dockerfile().expect("dockerfile recipe");
-            let libs = match fetch {
-                Some(recipe::Fetch::Maven(pom)) => maven_libs(recipe.name, pom, progress).await?,
-                Some(recipe::Fetch::Pip { requirements, uploaded_before, exempt }) => {
-                    pip_wheels(recipe.name, requirements, uploaded_before, exempt, progress).await?
+fn ensure_one<'a>(
+    docker: &'a Docker,
+    recipe: &'a Recipe,
+    progress: &'a Progress,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ImageOutcome, ImageError>> + Send + 'a>> {
+    Box::pin(async move {
+        let tag = recipe.tag();
+        let start = Instant::now();
+        if image_exists(docker, &tag).await {
+            progress.say(&format!("image {tag}: cached"));
+            return Ok(ImageOutcome { tag, built: false, elapsed: start.elapsed() });
+        }
+        progress.say(&format!("image {tag}: building"));
+        match &recipe.kind {
+            RecipeKind::Base { include } => build_base(docker, &tag, include, progress).await?,
+            RecipeKind::Dockerfile { files, fetch, embeds, .. } => {
+                let dockerfile = recipe.rendered_dockerfile().expect("dockerfile recipe");
+                let libs = match fetch {
+                    Some(recipe::Fetch::Maven(pom)) => maven_libs(recipe.name, pom, progress).await?,
+                    Some(recipe::Fetch::Pip { requirements, uploaded_before, exempt }) => {
+                        pip_wheels(recipe.name, requirements, uploaded_before, exempt, progress).await?
+                    }
+                    Some(recipe::Fetch::Go { build, take }) => {
+                        let dir = super::gobuild::programs(build, progress).await?;
+                        let mut libs = vec![];
+                        for t in *take {
+                            let p = dir.join(t);
+                            libs.push((
+                                t.to_string(),
+                                std::fs::read(&p).map_err(io(format!("reading {}", p.display())))?,
+                            ));
+                        }
+                        libs
+                    }
+                    None => vec![],
+                };
+                let mut images = vec![];
+                for e in *embeds {
+                    let inner = (e.recipe)();
+                    ensure_one(docker, &inner, progress).await?;
+                    progress.say(&format!("{}: saving {} as {}", recipe.name, inner.tag(), e.reference));
+                    images.push((e.file.to_string(), save_as(docker, &inner.tag(), e.reference).await?));
                 }
-                None => vec![],
-            };
-            build_dockerfile(docker, &tag, &dockerfile, files, &libs, progress).await?
+                build_dockerfile(docker, &tag, &dockerfile, files, &libs, &images, progress).await?
+            }
+        }
+        let elapsed = start.elapsed();
+        progress.say(&format!("image {tag}: built in {:.1}s", elapsed.as_secs_f64()));
+        Ok(ImageOutcome { tag, built: true, elapsed })
+    })
+}
+
+/// `docker save` of an image under another reference: tagged for the
+/// moment, saved, and the extra tag removed again, so the host keeps only
+/// our own tags.
+pub async fn save_as(docker: &Docker, tag: &str, reference: &str) -> Result<Vec<u8>, ImageError> {
+    let (repo, version) = reference.rsplit_once(':').expect("an image reference has a tag");
+    let opts = bollard::query_parameters::TagImageOptionsBuilder::new().repo(repo).tag(version).build();
+    docker.tag_image(tag, Some(opts)).await?;
+    let mut out = vec![];
+    let mut stream = docker.export_image(reference);
+    let mut failed = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(b) => out.extend_from_slice(&b),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
         }
     }
-    let elapsed = start.elapsed();
-    progress.say(&format!("image {tag}: built in {:.1}s", elapsed.as_secs_f64()));
-    Ok(ImageOutcome { tag, built: true, elapsed })
+    let untag = bollard::query_parameters::RemoveImageOptionsBuilder::new().noprune(true).build();
+    let _ = docker.remove_image(reference, Some(untag), None).await;
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(out),
+    }
+}
+
+/// Where per-user caches go: `$XDG_CACHE_HOME`, else `~/.cache`.
+pub fn cache_home() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
 }
 
 /// Pull an upstream image unless it is already here.
@@ -376,11 +438,7 @@ fn read_artifacts(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, ImageError> {
 /// A pip new enough for `--uploaded-prior-to` (25.3), in a venv of our
 /// own under the cache directory, made once from the host's Python.
 async fn modern_pip(progress: &Progress) -> Result<std::path::PathBuf, ImageError> {
-    let home = std::env::var_os("XDG_CACHE_HOME")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    let venv = home.join("voyager-sim").join("pip-venv");
+    let venv = cache_home().join("voyager-sim").join("pip-venv");
     let pip = venv.join("bin").join("pip");
     let fresh = async {
         let out = tokio::process::Command::new(&pip).args(["download", "--help"]).output().await.ok()?;
@@ -466,9 +524,10 @@ async fn build_dockerfile(
     dockerfile: &str,
     files: &[(&str, &str)],
     libs: &[(String, Vec<u8>)],
+    images: &[(String, Vec<u8>)],
     progress: &Progress,
 ) -> Result<(), ImageError> {
-    let context = build_context(dockerfile, files, libs).map_err(io("packing the build context"))?;
+    let context = build_context(dockerfile, files, libs, images).map_err(io("packing the build context"))?;
     let opts = BuildImageOptionsBuilder::new().dockerfile("Dockerfile").t(tag).rm(true).forcerm(true).build();
     let mut stream = docker.build_image(opts, None, Some(bollard::body_full(context.into())));
     let mut tail: Vec<String> = vec![];
@@ -512,8 +571,14 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 /// A tar archive of the Dockerfile, the recipe's files (scripts made
-/// executable) and any resolved jars under `libs/`.
-fn build_context(dockerfile: &str, files: &[(&str, &str)], libs: &[(String, Vec<u8>)]) -> std::io::Result<Vec<u8>> {
+/// executable), any resolved artifacts under `libs/` (programs executable)
+/// and embedded images under `images/`.
+fn build_context(
+    dockerfile: &str,
+    files: &[(&str, &str)],
+    libs: &[(String, Vec<u8>)],
+    images: &[(String, Vec<u8>)],
+) -> std::io::Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
     let mut add = |path: &str, body: &[u8], mode: u32| {
         let mut h = tar::Header::new_gnu();
@@ -527,8 +592,13 @@ fn build_context(dockerfile: &str, files: &[(&str, &str)], libs: &[(String, Vec<
     for (path, body) in files {
         add(path, body.as_bytes(), if path.ends_with(".sh") { 0o755 } else { 0o644 })?;
     }
-    for (jar, body) in libs {
-        add(&format!("libs/{jar}"), body, 0o644)?;
+    for (lib, body) in libs {
+        // Jars, wheels and programs: a program starts with an ELF header.
+        let mode = if body.starts_with(b"\x7fELF") { 0o755 } else { 0o644 };
+        add(&format!("libs/{lib}"), body, mode)?;
+    }
+    for (file, body) in images {
+        add(&format!("images/{file}"), body, 0o644)?;
     }
     b.into_inner()
 }
@@ -560,7 +630,8 @@ mod tests {
         let bytes = build_context(
             "FROM x\n",
             &[("entrypoint.sh", "#!/bin/sh\n"), ("log.properties", "x")],
-            &[("a.jar".into(), vec![1, 2])],
+            &[("a.jar".into(), vec![1, 2]), ("prog".into(), b"\x7fELF...".to_vec())],
+            &[("pause.tar".into(), vec![3])],
         )
         .unwrap();
         let mut ar = tar::Archive::new(&bytes[..]);
@@ -572,7 +643,14 @@ mod tests {
                 (e.path().unwrap().display().to_string(), e.header().mode().unwrap())
             })
             .collect();
-        let want = [("Dockerfile", 0o644), ("entrypoint.sh", 0o755), ("log.properties", 0o644), ("libs/a.jar", 0o644)];
+        let want = [
+            ("Dockerfile", 0o644),
+            ("entrypoint.sh", 0o755),
+            ("log.properties", 0o644),
+            ("libs/a.jar", 0o644),
+            ("libs/prog", 0o755),
+            ("images/pause.tar", 0o644),
+        ];
         assert_eq!(entries, want.map(|(p, m)| (p.to_string(), m)).to_vec());
     }
 }

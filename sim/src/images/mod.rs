@@ -4,6 +4,8 @@
 //! of their recipe). Choosing is pure; building lives in [`build`].
 
 pub mod build;
+pub mod gobuild;
+pub mod kubernetes;
 pub mod recipe;
 
 use std::fmt;
@@ -66,7 +68,8 @@ pub fn haproxy_image(set: ImageSet) -> String {
 /// Every image a service needs in a set: its own and its helpers'.
 pub fn images_for(kind: ServiceKind, set: ImageSet) -> Vec<String> {
     match (kind, set) {
-        (ServiceKind::Postgres, _) => vec![image_for(kind, set), haproxy_image(set)],
+        // The database's endpoints and the cluster's API endpoint are HAProxy.
+        (ServiceKind::Postgres | ServiceKind::Kubernetes, _) => vec![image_for(kind, set), haproxy_image(set)],
         _ => vec![image_for(kind, set)],
     }
 }
@@ -82,6 +85,7 @@ pub fn image_for(kind: ServiceKind, set: ImageSet) -> String {
             ServiceKind::Influxdb => UPSTREAM_INFLUXDB.to_string(),
             ServiceKind::Vault => UPSTREAM_VAULT.to_string(),
             ServiceKind::S3 => UPSTREAM_LOCALSTACK.to_string(),
+            ServiceKind::Kubernetes => kubernetes::UPSTREAM_NODE.to_string(),
         },
         ImageSet::Offline => recipe::for_service(kind).tag(),
     }

@@ -21,8 +21,45 @@ pub enum RecipeKind {
     Base { include: &'static [&'static str] },
     /// `docker build` on top of the base. `fetch` names artifacts resolved
     /// on the host (where the package registries' certificates are trusted)
-    /// and copied into the context as `libs/`.
-    Dockerfile { dockerfile: &'static str, files: &'static [(&'static str, &'static str)], fetch: Option<Fetch> },
+    /// and copied into the context as `libs/`; `embeds` are other offline
+    /// images saved into the context as `images/NAME.tar` under the
+    /// reference a node's container runtime knows them by.
+    Dockerfile {
+        dockerfile: &'static str,
+        files: &'static [(&'static str, &'static str)],
+        fetch: Option<Fetch>,
+        embeds: &'static [Embed],
+    },
+}
+
+/// An image carried inside another (a Kubernetes node's preloaded images).
+#[derive(Debug, Clone, Copy)]
+pub struct Embed {
+    pub recipe: fn() -> Recipe,
+    /// The reference it is saved under (`registry.k8s.io/pause:3.10.1`).
+    pub reference: &'static str,
+    /// The file name under `images/` in the build context.
+    pub file: &'static str,
+}
+
+/// Programs built from Go modules by the host's Go toolchain: a module of
+/// ours (its go.mod pins the upstream modules; go.sum their hashes) and the
+/// packages to build from it. Outputs are cached on the host by a hash of
+/// all of it, so every image that takes a program shares one build.
+#[derive(Debug, PartialEq, Eq)]
+pub struct GoBuild {
+    pub name: &'static str,
+    /// go.mod, go.sum and any source files of the wrapper module.
+    pub files: &'static [(&'static str, &'static str)],
+    /// Import paths, or `.` for the wrapper module's own main package.
+    pub packages: &'static [&'static str],
+    /// `-X` flags (and the like) for the linker.
+    pub ldflags: &'static [&'static str],
+    /// C programs that ship inside a module: (module, path in it, output
+    /// name, extra compiler flags), compiled `-static` by the host's gcc.
+    pub c_programs: &'static [(&'static str, &'static str, &'static str, &'static str)],
+    /// The Go release the modules need at least (the go.mod `go` line).
+    pub min_go: (u32, u32),
 }
 
 /// Artifacts an image needs from a package registry, fetched on the host.
@@ -34,6 +71,8 @@ pub enum Fetch {
     /// `uploaded_before` (an ISO 8601 time) except the `exempt` ones,
     /// which are fetched as pinned without their dependencies.
     Pip { requirements: &'static str, uploaded_before: &'static str, exempt: &'static [&'static str] },
+    /// Programs of a [`GoBuild`]; `take` names the outputs this image gets.
+    Go { build: &'static GoBuild, take: &'static [&'static str] },
 }
 
 /// Packages added to the minbase: enough for apt over HTTP inside the build
@@ -51,6 +90,7 @@ pub fn postgres() -> Recipe {
             dockerfile: include_str!("recipes/postgres/Dockerfile"),
             files: &[("entrypoint.sh", include_str!("recipes/postgres/entrypoint.sh"))],
             fetch: None,
+            embeds: &[],
         },
     }
 }
@@ -65,6 +105,7 @@ pub fn kafka() -> Recipe {
                 ("log4j2.properties", include_str!("recipes/kafka/log4j2.properties")),
             ],
             fetch: Some(Fetch::Maven(include_str!("recipes/kafka/pom.xml"))),
+            embeds: &[],
         },
     }
 }
@@ -76,6 +117,7 @@ pub fn influxdb() -> Recipe {
             dockerfile: include_str!("recipes/influxdb/Dockerfile"),
             files: &[],
             fetch: None,
+            embeds: &[],
         },
     }
 }
@@ -89,6 +131,7 @@ pub fn haproxy() -> Recipe {
             dockerfile: include_str!("recipes/haproxy/Dockerfile"),
             files: &[],
             fetch: None,
+            embeds: &[],
         },
     }
 }
@@ -105,6 +148,7 @@ pub fn localstack() -> Recipe {
                 uploaded_before: "2026-02-01T00:00:00Z",
                 exempt: &["localstack-core==4.13.1"],
             }),
+            embeds: &[],
         },
     }
 }
@@ -115,6 +159,8 @@ const LOCALSTACK_REQUIREMENTS: &str = include_str!("recipes/localstack/requireme
 pub fn for_service_all(kind: ServiceKind) -> Vec<Recipe> {
     match kind {
         ServiceKind::Postgres => vec![postgres(), haproxy()],
+        // The node image embeds the component images, built on the way.
+        ServiceKind::Kubernetes => vec![super::kubernetes::node(), haproxy()],
         k => vec![for_service(k)],
     }
 }
@@ -125,9 +171,55 @@ pub fn for_service(kind: ServiceKind) -> Recipe {
         ServiceKind::Kafka => kafka(),
         ServiceKind::Influxdb => influxdb(),
         ServiceKind::S3 => localstack(),
+        ServiceKind::Kubernetes => super::kubernetes::node(),
         // Our own servers, mounted into the base.
         ServiceKind::Auth0 | ServiceKind::Vault => base(),
     }
+}
+
+impl GoBuild {
+    /// A short hash of everything that decides the programs.
+    pub fn hash(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.name.as_bytes());
+        for (path, body) in self.files {
+            h.update(path.as_bytes());
+            h.update(b"\0");
+            h.update(body.as_bytes());
+            h.update(b"\0");
+        }
+        for part in self.packages.iter().chain(self.ldflags) {
+            h.update(part.as_bytes());
+            h.update(b"\0");
+        }
+        for (module, path, out, flags) in self.c_programs {
+            for part in [module, path, out, flags] {
+                h.update(part.as_bytes());
+                h.update(b"\0");
+            }
+        }
+        h.finalize().iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The names `go build -o DIR/` gives its outputs, and the C programs'.
+    pub fn outputs(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .packages
+            .iter()
+            .map(|p| {
+                let path = if *p == "." { module_path(self).unwrap_or(self.name) } else { p };
+                path.rsplit('/').next().unwrap_or(path).to_string()
+            })
+            .collect();
+        out.extend(self.c_programs.iter().map(|(_, _, o, _)| o.to_string()));
+        out
+    }
+}
+
+/// The `module` line of a build's go.mod.
+fn module_path(b: &GoBuild) -> Option<&'static str> {
+    let (_, gomod) = b.files.iter().find(|(p, _)| *p == "go.mod")?;
+    gomod.lines().find_map(|l| l.strip_prefix("module ")).map(str::trim)
 }
 
 impl Recipe {
@@ -144,7 +236,7 @@ impl Recipe {
                     h.update(b"\0");
                 }
             }
-            RecipeKind::Dockerfile { dockerfile, files, fetch } => {
+            RecipeKind::Dockerfile { dockerfile, files, fetch, embeds } => {
                 h.update(base().hash().as_bytes());
                 h.update(dockerfile.as_bytes());
                 for (path, body) in *files {
@@ -167,7 +259,21 @@ impl Recipe {
                             h.update(b"\0");
                         }
                     }
+                    Some(Fetch::Go { build, take }) => {
+                        h.update(b"go\0");
+                        h.update(build.hash().as_bytes());
+                        for t in *take {
+                            h.update(t.as_bytes());
+                            h.update(b"\0");
+                        }
+                    }
                     None => {}
+                }
+                for e in *embeds {
+                    h.update(b"embed\0");
+                    h.update((e.recipe)().hash().as_bytes());
+                    h.update(e.reference.as_bytes());
+                    h.update(e.file.as_bytes());
                 }
             }
         }
@@ -207,7 +313,7 @@ mod tests {
     fn any_change_to_a_recipe_changes_its_tag() {
         let r = |dockerfile: &'static str, files: &'static [(&'static str, &'static str)], fetch| Recipe {
             name: "x",
-            kind: RecipeKind::Dockerfile { dockerfile, files, fetch },
+            kind: RecipeKind::Dockerfile { dockerfile, files, fetch, embeds: &[] },
         };
         let base = r("FROM voyager-sim-base\n", &[("a.sh", "echo a")], None);
         let variants = [

@@ -13,7 +13,39 @@ use futures_util::StreamExt;
 
 use super::labels::{self, Labels};
 use super::RuntimeError;
-use crate::spec::ContainerSpec;
+use crate::spec::{ContainerSpec, Sandbox};
+
+/// A Kubernetes node's sandbox: the capability set KUBERNETES.md found to
+/// work where `--privileged` is refused (every capability but
+/// SYS_RESOURCE), no syscall or AppArmor filter, /proc and /sys unmasked,
+/// every device allowed in the node's device cgroup (kubelet grants pods
+/// devices, and a child cgroup gets no more than its parent), tmpfs for
+/// /run and /tmp as systemd expects, and a private cgroup namespace, in
+/// which the node's entrypoint mounts its own cgroup tree writable.
+fn node_sandbox(h: &mut HostConfig) {
+    h.init = Some(false);
+    h.cap_add = Some(vec!["ALL".into()]);
+    h.cap_drop = Some(vec!["SYS_RESOURCE".into()]);
+    h.security_opt = Some(["seccomp=unconfined", "apparmor=unconfined"].map(String::from).to_vec());
+    // The CLI's `systempaths=unconfined`: nothing in /proc or /sys masked
+    // or read-only.
+    h.masked_paths = Some(vec![]);
+    h.readonly_paths = Some(vec![]);
+    h.devices = Some(vec![bollard::models::DeviceMapping {
+        path_on_host: Some("/dev/kmsg".into()),
+        path_in_container: Some("/dev/kmsg".into()),
+        cgroup_permissions: Some("rwm".into()),
+    }]);
+    h.device_cgroup_rules = Some(vec!["a *:* rwm".into()]);
+    h.tmpfs = Some(HashMap::from([("/run".to_string(), String::new()), ("/tmp".to_string(), String::new())]));
+    h.cgroupns_mode = Some(bollard::models::HostConfigCgroupnsModeEnum::PRIVATE);
+    // Pods' packets are routed through the node; proxy ARP lets the node
+    // answer for its pods' VPC addresses on the subnet, as an ENI does.
+    h.sysctls = Some(HashMap::from([
+        ("net.ipv4.ip_forward".to_string(), "1".to_string()),
+        ("net.ipv4.conf.all.proxy_arp".to_string(), "1".to_string()),
+    ]));
+}
 
 pub fn container_name(stack: &str, instance: &str) -> String {
     labels::object_name(stack, instance)
@@ -38,6 +70,17 @@ pub fn create_body(spec: &ContainerSpec, labels: &Labels) -> ContainerCreateBody
         .map(|(vol, path)| format!("{}:{path}", volume_name(&labels.stack, &spec.instance, vol)))
         .chain(spec.mounts.iter().map(|(host, path)| format!("{host}:{path}:ro")))
         .collect();
+    let extra_hosts: Vec<String> = spec.extra_hosts.iter().map(|(name, ip)| format!("{name}:{ip}")).collect();
+    let mut host_config = HostConfig {
+        port_bindings: Some(bindings),
+        binds: Some(binds),
+        init: Some(true),
+        extra_hosts: (!extra_hosts.is_empty()).then_some(extra_hosts),
+        ..Default::default()
+    };
+    if spec.sandbox == Sandbox::Node {
+        node_sandbox(&mut host_config);
+    }
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         hostname: Some(spec.instance.clone()),
@@ -47,12 +90,9 @@ pub fn create_body(spec: &ContainerSpec, labels: &Labels) -> ContainerCreateBody
         user: spec.user.clone(),
         exposed_ports: Some(ports),
         labels: Some(labels.with_instance(&spec.instance)),
-        host_config: Some(HostConfig {
-            port_bindings: Some(bindings),
-            binds: Some(binds),
-            init: Some(true),
-            ..Default::default()
-        }),
+        // systemd stops on SIGRTMIN+3, not SIGTERM.
+        stop_signal: (spec.sandbox == Sandbox::Node).then(|| "SIGRTMIN+3".to_string()),
+        host_config: Some(host_config),
         networking_config: Some(NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 spec.network.clone(),
@@ -93,7 +133,12 @@ pub async fn start(docker: &Docker, spec: &ContainerSpec, labels: &Labels) -> Re
         .await
         .map_err(RuntimeError::docker(format!("create container {name} from {}", spec.image)))?;
     for net in &spec.extra_networks {
-        let req = bollard::models::NetworkConnectRequest { container: name.clone(), ..Default::default() };
+        let endpoint_config = spec.extra_addresses.get(net).map(|ip| EndpointSettings {
+            ipam_config: Some(EndpointIpamConfig { ipv4_address: Some(ip.to_string()), ..Default::default() }),
+            aliases: Some(vec![spec.instance.clone()]),
+            ..Default::default()
+        });
+        let req = bollard::models::NetworkConnectRequest { container: name.clone(), endpoint_config };
         docker.connect_network(net, req).await.map_err(RuntimeError::docker(format!("connect {name} to {net}")))?;
     }
     if !spec.files.is_empty() {
@@ -315,4 +360,80 @@ pub async fn pause(docker: &Docker, name: &str) -> Result<(), RuntimeError> {
 
 pub async fn unpause(docker: &Docker, name: &str) -> Result<(), RuntimeError> {
     docker.unpause_container(name).await.map_err(RuntimeError::docker(format!("unpause container {name}")))
+}
+
+/// What a command run inside a container did.
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    pub code: i64,
+    /// stdout and stderr, interleaved as written.
+    pub output: String,
+}
+
+/// Run `argv` inside a running container and wait for it to end.
+pub async fn exec(docker: &Docker, name: &str, argv: &[&str]) -> Result<ExecOutput, RuntimeError> {
+    use bollard::exec::{CreateExecOptions, StartExecResults};
+    let what = || format!("run `{}` in {name}", argv.join(" "));
+    let created = docker
+        .create_exec(
+            name,
+            CreateExecOptions {
+                cmd: Some(argv.to_vec()),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(RuntimeError::docker(what()))?;
+    let mut output = String::new();
+    if let StartExecResults::Attached { output: mut stream, .. } =
+        docker.start_exec(&created.id, None).await.map_err(RuntimeError::docker(what()))?
+    {
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => output.push_str(&String::from_utf8_lossy(&c.into_bytes())),
+                Err(e) => return Err(RuntimeError::docker(what())(e)),
+            }
+        }
+    }
+    let inspect = docker.inspect_exec(&created.id).await.map_err(RuntimeError::docker(what()))?;
+    Ok(ExecOutput { code: inspect.exit_code.unwrap_or(-1), output })
+}
+
+/// [`exec`], with a non-zero exit turned into an error that carries the
+/// command's last lines.
+pub async fn exec_ok(docker: &Docker, name: &str, argv: &[&str]) -> Result<String, RuntimeError> {
+    let out = exec(docker, name, argv).await?;
+    if out.code == 0 {
+        return Ok(out.output);
+    }
+    let lines: Vec<&str> = out.output.lines().collect();
+    Err(RuntimeError::Exec {
+        container: name.to_string(),
+        command: argv.join(" "),
+        code: out.code,
+        tail: lines[lines.len().saturating_sub(25)..].iter().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"),
+    })
+}
+
+/// Write files into a container (running or not): (path, mode, content).
+pub async fn upload(docker: &Docker, name: &str, files: &[(String, u32, Vec<u8>)]) -> Result<(), RuntimeError> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, mode, body) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(*mode);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, path.trim_start_matches('/'), &body[..])
+            .map_err(|source| RuntimeError::Io { context: format!("packing files for {name}"), source })?;
+    }
+    let tar =
+        b.into_inner().map_err(|source| RuntimeError::Io { context: format!("packing files for {name}"), source })?;
+    let opts = bollard::query_parameters::UploadToContainerOptionsBuilder::new().path("/").build();
+    docker
+        .upload_to_container(name, Some(opts), bollard::body_full(tar.into()))
+        .await
+        .map_err(RuntimeError::docker(format!("copy files into {name}")))
 }

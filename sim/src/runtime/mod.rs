@@ -28,6 +28,8 @@ pub enum RuntimeError {
     NotReady { instance: String, container: String, waited: Duration, last_error: String, logs: String },
     #[error("{context}: {source}")]
     Io { context: String, source: std::io::Error },
+    #[error("`{command}` in {container} exited with code {code}:\n{tail}")]
+    Exec { container: String, command: String, code: i64, tail: String },
     #[error("{service} did not become ready as a whole: {message}")]
     Provision { service: String, message: String },
     /// iptables (the VPC route, faults) or tc (rate caps) on the Docker host.

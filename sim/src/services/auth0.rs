@@ -128,6 +128,7 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
                 ]),
                 user: Some("nobody".into()),
                 mounts: vec![(binary.clone(), mount_point(AUTH0))],
+                ..Default::default()
             }
         })
         .collect()
@@ -168,6 +169,29 @@ pub fn env(state: &RunState) -> Vec<(String, String)> {
         ("AUTH0_CLIENT_ID".into(), ep.client_id.clone()),
         ("AUTH0_CLIENT_SECRET".into(), ep.client_secret.clone()),
     ]
+}
+
+/// The service's contract with the harness (see [`super::Service`]).
+pub struct Auth0;
+
+#[async_trait::async_trait]
+impl super::Service for Auth0 {
+    fn specs(&self, cx: &SpecContext) -> Vec<ContainerSpec> {
+        specs(cx)
+    }
+    fn companion(&self, _images: crate::images::ImageSet) -> Option<crate::companion::Companion> {
+        Some(AUTH0)
+    }
+    fn needs_host_port(&self) -> bool {
+        // The issuer URL holds the tenant's host port.
+        true
+    }
+    async fn probe(&self, cx: &super::ProbeContext<'_>, inst: &InstanceState) -> Result<(), String> {
+        probe(cx.state, inst).await
+    }
+    fn env(&self, state: &RunState) -> Vec<(String, String)> {
+        env(state)
+    }
 }
 
 #[cfg(test)]

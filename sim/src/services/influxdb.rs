@@ -127,6 +127,7 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
                 entrypoint: None,
                 user: None,
                 mounts: vec![],
+                ..Default::default()
             }
         })
         .collect()
@@ -194,6 +195,25 @@ pub fn env(state: &RunState) -> Vec<(String, String)> {
         ("INFLUXDB_USERNAME".into(), ep.user.clone()),
         ("INFLUXDB_PASSWORD".into(), ep.password.clone()),
     ]
+}
+
+/// The service's contract with the harness (see [`super::Service`]).
+pub struct Influxdb;
+
+#[async_trait::async_trait]
+impl super::Service for Influxdb {
+    fn specs(&self, cx: &SpecContext) -> Vec<ContainerSpec> {
+        specs(cx)
+    }
+    async fn probe(&self, cx: &super::ProbeContext<'_>, inst: &InstanceState) -> Result<(), String> {
+        probe(cx.state, inst).await
+    }
+    async fn provision(&self, cx: &super::ProvisionContext<'_>) -> Result<(), String> {
+        provision(cx.state, &cx.fixtures.influxdb).await
+    }
+    fn env(&self, state: &RunState) -> Vec<(String, String)> {
+        env(state)
+    }
 }
 
 #[cfg(test)]

@@ -161,6 +161,7 @@ fn node(
         entrypoint: None,
         user: None,
         mounts: vec![],
+        ..Default::default()
     }
 }
 
@@ -350,6 +351,32 @@ pub async fn roles(state: &RunState) -> BTreeMap<String, String> {
 
 pub fn env(state: &RunState) -> Vec<(String, String)> {
     endpoint(state).map(|ep| vec![("KAFKA_BOOTSTRAP_SERVERS".into(), ep.bootstrap_servers)]).unwrap_or_default()
+}
+
+/// The service's contract with the harness (see [`super::Service`]).
+pub struct Kafka;
+
+#[async_trait::async_trait]
+impl super::Service for Kafka {
+    fn specs(&self, cx: &SpecContext) -> Vec<ContainerSpec> {
+        specs(cx)
+    }
+    fn needs_host_port(&self) -> bool {
+        // Each broker advertises its host port.
+        true
+    }
+    async fn probe(&self, cx: &super::ProbeContext<'_>, inst: &InstanceState) -> Result<(), String> {
+        probe(cx.state, inst).await
+    }
+    async fn provision(&self, cx: &super::ProvisionContext<'_>) -> Result<(), String> {
+        provision(cx.state, &cx.fixtures.kafka, cx.timeout).await
+    }
+    async fn roles(&self, state: &RunState) -> BTreeMap<String, String> {
+        roles(state).await
+    }
+    fn env(&self, state: &RunState) -> Vec<(String, String)> {
+        env(state)
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,13 @@
 //! The services a stack can run. Each lives in its own module with its
 //! container spec, readiness probe, provisioning, endpoint type and `env`
-//! lines; this module only dispatches on [`ServiceKind`].
+//! lines, and implements [`Service`]; this module only maps a
+//! [`ServiceKind`] to its implementation ([`service`]), so adding a service
+//! is one module and one arm here.
 
 pub mod auth0;
 pub mod influxdb;
 pub mod kafka;
+pub mod kubernetes;
 pub mod postgres;
 pub mod s3;
 pub mod vault;
@@ -12,8 +15,13 @@ pub mod vault;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use bollard::Docker;
+
+use crate::companion::Companion;
 use crate::fixtures::Fixtures;
 use crate::images::ImageSet;
+use crate::progress::Progress;
+use crate::runtime::labels::Labels;
 use crate::spec::ContainerSpec;
 use crate::stack::{ServiceKind, Stack};
 use crate::state::{Credentials, InstanceState, RunState};
@@ -25,7 +33,7 @@ pub struct SpecContext<'a> {
     pub images: ImageSet,
     pub credentials: &'a Credentials,
     /// Host ports reserved before start, by instance, for services that must
-    /// advertise their host port (see [`needs_host_port`]).
+    /// advertise their host port (see [`Service::needs_host_port`]).
     pub host_ports: &'a BTreeMap<String, u16>,
     pub fixtures: &'a Fixtures,
     /// Companion binaries on this host, by binary name (located by the
@@ -33,81 +41,71 @@ pub struct SpecContext<'a> {
     pub companions: &'a BTreeMap<String, std::path::PathBuf>,
 }
 
-/// The workspace binary a service runs, if it is one of ours.
-pub fn companion(kind: ServiceKind, images: crate::images::ImageSet) -> Option<crate::companion::Companion> {
-    match kind {
-        ServiceKind::Auth0 => Some(crate::companion::AUTH0),
-        ServiceKind::Vault if images == crate::images::ImageSet::Offline => Some(crate::companion::VAULT),
-        _ => None,
+/// What a readiness probe may use: the run and the Docker engine (a
+/// Kubernetes node is asked through `docker exec` before it has an API).
+pub struct ProbeContext<'a> {
+    pub state: &'a RunState,
+    pub docker: &'a Docker,
+}
+
+/// What provisioning may use, after every instance of the service answers.
+pub struct ProvisionContext<'a> {
+    pub state: &'a RunState,
+    pub docker: &'a Docker,
+    pub fixtures: &'a Fixtures,
+    pub labels: &'a Labels,
+    pub progress: &'a Progress,
+    /// The deadline a service may take to be ready as a whole.
+    pub timeout: Duration,
+}
+
+/// One kind of service. Implementations are unit structs in the service's
+/// own module; their methods are the service's whole contract with the
+/// harness.
+#[async_trait::async_trait]
+pub trait Service: Sync {
+    /// The containers of the service in this stack (none if it declares none).
+    fn specs(&self, cx: &SpecContext) -> Vec<ContainerSpec>;
+
+    /// The workspace binary the service runs, if it is one of ours.
+    fn companion(&self, _images: ImageSet) -> Option<Companion> {
+        None
     }
-}
 
-pub fn specs(kind: ServiceKind, cx: &SpecContext) -> Vec<ContainerSpec> {
-    match kind {
-        ServiceKind::Auth0 => auth0::specs(cx),
-        ServiceKind::Influxdb => influxdb::specs(cx),
-        ServiceKind::Kafka => kafka::specs(cx),
-        ServiceKind::Postgres => postgres::specs(cx),
-        ServiceKind::Vault => vault::specs(cx),
-        ServiceKind::S3 => s3::specs(cx),
+    /// Whether each instance needs a host port chosen before it starts
+    /// (a broker advertises it; an issuer URL holds it).
+    fn needs_host_port(&self) -> bool {
+        false
     }
-}
 
-/// Whether each instance needs a host port chosen before it starts.
-pub fn needs_host_port(kind: ServiceKind) -> bool {
-    // Kafka advertises its host port; the Auth0 mock's issuer URL holds it.
-    matches!(kind, ServiceKind::Kafka | ServiceKind::Auth0)
-}
+    /// One readiness attempt: a real request to the instance (never a sleep).
+    async fn probe(&self, cx: &ProbeContext<'_>, inst: &InstanceState) -> Result<(), String>;
 
-/// One readiness attempt: a real request to the instance (never a sleep).
-pub async fn probe(kind: ServiceKind, state: &RunState, inst: &InstanceState) -> Result<(), String> {
-    match kind {
-        ServiceKind::Auth0 => auth0::probe(state, inst).await,
-        ServiceKind::Influxdb => influxdb::probe(state, inst).await,
-        ServiceKind::Kafka => kafka::probe(state, inst).await,
-        ServiceKind::Postgres => postgres::probe(state, inst).await,
-        ServiceKind::Vault => vault::probe(state, inst).await,
-        ServiceKind::S3 => s3::probe(state, inst).await,
+    /// After every instance answers: create what the fixtures declare and
+    /// wait until the service is ready as a whole.
+    async fn provision(&self, _cx: &ProvisionContext<'_>) -> Result<(), String> {
+        Ok(())
     }
-}
 
-/// After every instance of the service is ready: create what the fixtures
-/// declare and wait until the service is ready as a whole.
-pub async fn provision(
-    kind: ServiceKind,
-    state: &RunState,
-    fixtures: &Fixtures,
-    timeout: Duration,
-) -> Result<(), String> {
-    match kind {
-        // Vault is initialised after every other service is ready (see
-        // `vault::bootstrap`): its database engine checks PostgreSQL.
-        ServiceKind::Auth0 | ServiceKind::Vault => Ok(()),
-        ServiceKind::S3 => s3::provision(state, &fixtures.s3).await,
-        ServiceKind::Influxdb => influxdb::provision(state, &fixtures.influxdb).await,
-        ServiceKind::Kafka => kafka::provision(state, &fixtures.kafka, timeout).await,
-        ServiceKind::Postgres => postgres::provision(state, timeout).await,
+    /// A short description of each instance's role, for `status`.
+    async fn roles(&self, _state: &RunState) -> BTreeMap<String, String> {
+        BTreeMap::new()
     }
+
+    /// dotenv lines for an application, with the ecosystem's usual names.
+    fn env(&self, state: &RunState) -> Vec<(String, String)>;
 }
 
-/// A short description of each instance's role, for `status`.
-pub async fn roles(kind: ServiceKind, state: &RunState) -> BTreeMap<String, String> {
+/// The implementation of a kind of service.
+pub fn service(kind: ServiceKind) -> &'static dyn Service {
     match kind {
-        ServiceKind::Kafka => kafka::roles(state).await,
-        ServiceKind::Postgres => postgres::roles(state).await,
-        ServiceKind::Influxdb | ServiceKind::Auth0 | ServiceKind::Vault | ServiceKind::S3 => BTreeMap::new(),
-    }
-}
-
-/// dotenv lines for an application, with the ecosystem's usual names.
-pub fn env(kind: ServiceKind, state: &RunState) -> Vec<(String, String)> {
-    match kind {
-        ServiceKind::Auth0 => auth0::env(state),
-        ServiceKind::Influxdb => influxdb::env(state),
-        ServiceKind::Kafka => kafka::env(state),
-        ServiceKind::Postgres => postgres::env(state),
-        ServiceKind::Vault => vault::env(state),
-        ServiceKind::S3 => s3::env(state),
+        ServiceKind::Auth0 => &auth0::Auth0,
+        ServiceKind::Influxdb => &influxdb::Influxdb,
+        ServiceKind::Kafka => &kafka::Kafka,
+        ServiceKind::Kubernetes => &kubernetes::Kubernetes,
+        ServiceKind::Postgres => &postgres::Postgres,
+        ServiceKind::S3 => &s3::S3,
+        ServiceKind::Vault => &vault::Vault,
     }
 }
 
@@ -132,5 +130,5 @@ pub(crate) fn test_specs(kind: ServiceKind, images: ImageSet) -> Vec<ContainerSp
         fixtures: &fixtures,
         companions: &companions,
     };
-    specs(kind, &cx)
+    service(kind).specs(&cx)
 }

@@ -205,6 +205,7 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
                 entrypoint: Some(vec![ENTRYPOINT_PATH.into()]),
                 user: Some("postgres".into()),
                 mounts: vec![],
+                ..Default::default()
             }
         })
         .collect();
@@ -231,6 +232,7 @@ fn endpoints_spec(cx: &SpecContext) -> ContainerSpec {
         entrypoint: Some(vec!["haproxy".into()]),
         user: Some("haproxy".into()),
         mounts: vec![],
+        ..Default::default()
     }
 }
 
@@ -439,6 +441,28 @@ pub fn env(state: &RunState) -> Vec<(String, String)> {
         ("PGDATABASE".into(), w.database.clone()),
     ]);
     out
+}
+
+/// The service's contract with the harness (see [`super::Service`]).
+pub struct Postgres;
+
+#[async_trait::async_trait]
+impl super::Service for Postgres {
+    fn specs(&self, cx: &SpecContext) -> Vec<ContainerSpec> {
+        specs(cx)
+    }
+    async fn probe(&self, cx: &super::ProbeContext<'_>, inst: &InstanceState) -> Result<(), String> {
+        probe(cx.state, inst).await
+    }
+    async fn provision(&self, cx: &super::ProvisionContext<'_>) -> Result<(), String> {
+        provision(cx.state, cx.timeout).await
+    }
+    async fn roles(&self, state: &RunState) -> BTreeMap<String, String> {
+        roles(state).await
+    }
+    fn env(&self, state: &RunState) -> Vec<(String, String)> {
+        env(state)
+    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,7 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
                 entrypoint: None,
                 user: None,
                 mounts: vec![],
+                ..Default::default()
             }
         })
         .collect()
@@ -167,6 +168,25 @@ pub fn env(state: &RunState) -> Vec<(String, String)> {
         ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY_ID.into()),
         ("AWS_SECRET_ACCESS_KEY".into(), SECRET_ACCESS_KEY.into()),
     ]
+}
+
+/// The service's contract with the harness (see [`super::Service`]).
+pub struct S3;
+
+#[async_trait::async_trait]
+impl super::Service for S3 {
+    fn specs(&self, cx: &SpecContext) -> Vec<ContainerSpec> {
+        specs(cx)
+    }
+    async fn probe(&self, cx: &super::ProbeContext<'_>, inst: &InstanceState) -> Result<(), String> {
+        probe(cx.state, inst).await
+    }
+    async fn provision(&self, cx: &super::ProvisionContext<'_>) -> Result<(), String> {
+        provision(cx.state, &cx.fixtures.s3).await
+    }
+    fn env(&self, state: &RunState) -> Vec<(String, String)> {
+        env(state)
+    }
 }
 
 #[cfg(test)]

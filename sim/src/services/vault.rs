@@ -96,6 +96,7 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
                 entrypoint,
                 user: None,
                 mounts,
+                ..Default::default()
             }
         })
         .collect()
@@ -222,6 +223,28 @@ pub async fn bootstrap(state: &RunState, fixture_text: &str) -> Result<VaultSecr
 pub fn env(state: &RunState) -> Vec<(String, String)> {
     let Some(ep) = endpoint(state) else { return vec![] };
     vec![("VAULT_ADDR".into(), ep.addr()), ("VAULT_TOKEN".into(), ep.secrets.app_token.clone())]
+}
+
+/// The service's contract with the harness (see [`super::Service`]).
+pub struct Vault;
+
+#[async_trait::async_trait]
+impl super::Service for Vault {
+    fn specs(&self, cx: &SpecContext) -> Vec<ContainerSpec> {
+        specs(cx)
+    }
+    fn companion(&self, images: crate::images::ImageSet) -> Option<crate::companion::Companion> {
+        // Offline there is no Vault binary: vault-lite stands in.
+        (images == crate::images::ImageSet::Offline).then_some(crate::companion::VAULT)
+    }
+    async fn probe(&self, cx: &super::ProbeContext<'_>, inst: &InstanceState) -> Result<(), String> {
+        probe(cx.state, inst).await
+    }
+    // Provisioning is `bootstrap`, after every other service is ready: the
+    // database engine checks PostgreSQL.
+    fn env(&self, state: &RunState) -> Vec<(String, String)> {
+        env(state)
+    }
 }
 
 #[cfg(test)]

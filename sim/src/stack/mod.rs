@@ -3,9 +3,11 @@
 //! file's text, so every rule is testable as data.
 
 pub mod cidr;
+pub mod kubernetes;
 pub mod model;
 pub mod parse;
 
 pub use cidr::{Cidr, CidrError};
+pub use kubernetes::{Kubernetes, NodeGroup, Taint, TaintEffect};
 pub use model::{Az, Instance, Service, ServiceKind, Stack, Tier};
 pub use parse::{parse_stack, Problem, StackError};

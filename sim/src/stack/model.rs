@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::cidr::Cidr;
+use super::kubernetes::Kubernetes;
 
 /// A whole stack after validation. Every address is fixed and every name unique;
 /// nothing downstream re-checks what [`super::parse`] proved.
@@ -18,6 +19,8 @@ pub struct Stack {
     pub inter_az_latency: Duration,
     pub azs: Vec<Az>,
     pub services: Vec<Service>,
+    /// Node groups and cluster settings, when the stack runs Kubernetes.
+    pub kubernetes: Option<Kubernetes>,
 }
 
 /// The inter-AZ latency of a stack file that does not say.
@@ -44,6 +47,7 @@ pub enum ServiceKind {
     Auth0,
     Influxdb,
     Kafka,
+    Kubernetes,
     Postgres,
     S3,
     Vault,
@@ -63,6 +67,8 @@ pub struct Instance {
     pub address: Ipv4Addr,
     /// One of [`ServiceKind::roles`]; the first one when the file says none.
     pub role: String,
+    /// The node group of a Kubernetes worker.
+    pub group: Option<String>,
 }
 
 impl Stack {
@@ -115,6 +121,9 @@ impl Stack {
         for inst in s.services.iter_mut().flat_map(|svc| svc.instances.iter_mut()) {
             inst.address = shift(inst.address);
         }
+        if let Some(k) = &mut s.kubernetes {
+            k.service_cidr = super::kubernetes::service_cidr_for(vpc);
+        }
         Ok(s)
     }
 
@@ -131,15 +140,63 @@ impl Stack {
             out += &format!("\n[az.{}]\nprivate = \"{}\"\npublic = \"{}\"\n", az.name, az.private, az.public);
         }
         for svc in &self.services {
+            if let (ServiceKind::Kubernetes, Some(k)) = (svc.kind, &self.kubernetes) {
+                out += &kubernetes_toml(k);
+            }
             for inst in &svc.instances {
                 out += &format!(
                     "\n[[service.{}.instance]]\nname = \"{}\"\naz = \"{}\"\nsubnet = \"{}\"\naddress = \"{}\"\nrole = \"{}\"\n",
                     svc.kind, inst.name, inst.az, inst.tier, inst.address, inst.role
                 );
+                if let Some(g) = &inst.group {
+                    out += &format!("group = \"{g}\"\n");
+                }
             }
         }
         out
     }
+
+    /// The Kubernetes nodes of an AZ, in declaration order: the order their
+    /// pod address blocks are handed out in.
+    pub fn kube_nodes_in(&self, az: &str) -> Vec<&Instance> {
+        self.service(ServiceKind::Kubernetes)
+            .map(|s| s.instances.iter().filter(|i| i.az == az).collect())
+            .unwrap_or_default()
+    }
+
+    /// The VPC addresses a Kubernetes node gives its pods.
+    pub fn pod_block(&self, instance: &Instance) -> Option<Cidr> {
+        let k = self.kubernetes.as_ref()?;
+        let index = self.kube_nodes_in(&instance.az).iter().position(|i| i.name == instance.name)?;
+        let az = self.az(&instance.az)?;
+        super::kubernetes::pod_block(az.private, k.pods_per_node, index)
+    }
+}
+
+/// A stack file's `[service.kubernetes]` settings and node groups.
+fn kubernetes_toml(k: &Kubernetes) -> String {
+    let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut out = format!(
+        "\n[service.kubernetes]\nnode_monitor_grace_period = \"{}ms\"\nnot_ready_toleration = \"{}ms\"\npods_per_node = {}\nservice_cidr = \"{}\"\nregion = \"{}\"\n",
+        k.node_monitor_grace_period.as_millis(),
+        k.not_ready_toleration.as_millis(),
+        k.pods_per_node,
+        k.service_cidr,
+        k.region
+    );
+    for g in &k.node_groups {
+        let types: Vec<String> = g.instance_types.iter().map(|t| q(t)).collect();
+        let labels: Vec<String> = g.labels.iter().map(|(k, v)| format!("{} = {}", q(k), q(v))).collect();
+        let taints: Vec<String> = g.taints.iter().map(|t| q(&t.to_string())).collect();
+        out += &format!(
+            "\n[[service.kubernetes.node_group]]\nname = {}\ninstance_types = [{}]\nlabels = {{ {} }}\ntaints = [{}]\n",
+            q(&g.name),
+            types.join(", "),
+            labels.join(", "),
+            taints.join(", ")
+        );
+    }
+    out
 }
 
 impl Az {
@@ -156,6 +213,7 @@ impl ServiceKind {
         ServiceKind::Auth0,
         ServiceKind::Influxdb,
         ServiceKind::Kafka,
+        ServiceKind::Kubernetes,
         ServiceKind::Postgres,
         ServiceKind::S3,
         ServiceKind::Vault,
@@ -166,6 +224,7 @@ impl ServiceKind {
             ServiceKind::Auth0 => "auth0",
             ServiceKind::Influxdb => "influxdb",
             ServiceKind::Kafka => "kafka",
+            ServiceKind::Kubernetes => "kubernetes",
             ServiceKind::Postgres => "postgres",
             ServiceKind::Vault => "vault",
             ServiceKind::S3 => "s3",
@@ -181,6 +240,9 @@ impl ServiceKind {
             ServiceKind::Kafka => &["broker", "controller"],
             ServiceKind::Postgres => &["primary", "standby", "replica"],
             ServiceKind::Influxdb => &["server"],
+            // Control-plane nodes run etcd and the API server; workers come
+            // from node groups.
+            ServiceKind::Kubernetes => &["control-plane", "worker"],
             ServiceKind::Auth0 => &["tenant"],
             ServiceKind::Vault | ServiceKind::S3 => &["server"],
         }
@@ -188,9 +250,13 @@ impl ServiceKind {
 
     /// The name an instance gets when the file gives none. Roles that change
     /// at run time (a PostgreSQL standby becomes primary) stay out of it.
-    pub fn derived_name(&self, role: &str, az: &str) -> String {
+    pub fn derived_name(&self, role: &str, group: Option<&str>, az: &str) -> String {
         match self {
             ServiceKind::Kafka if role != "broker" => format!("{self}-{role}-{az}"),
+            ServiceKind::Kubernetes => match group {
+                Some(g) => format!("kube-{g}-{az}"),
+                None => format!("kube-cp-{az}"),
+            },
             _ => format!("{self}-{az}"),
         }
     }

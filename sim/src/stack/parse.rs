@@ -12,6 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::cidr::Cidr;
+use super::kubernetes::{self as k8s, Kubernetes, NodeGroup, Taint};
 use super::model::{Az, Instance, Service, ServiceKind, Stack, Tier};
 
 /// Addresses below this offset in a subnet are left for the gateway and for
@@ -73,7 +74,31 @@ struct RawAz {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawService {
+    #[serde(default)]
     instance: Vec<Spanned<RawInstance>>,
+    // Kubernetes only: node groups and the cluster's settings.
+    #[serde(default)]
+    node_group: Vec<Spanned<RawNodeGroup>>,
+    node_monitor_grace_period: Option<Spanned<String>>,
+    not_ready_toleration: Option<Spanned<String>>,
+    pods_per_node: Option<Spanned<i64>>,
+    service_cidr: Option<Spanned<String>>,
+    region: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNodeGroup {
+    name: Spanned<String>,
+    #[serde(default)]
+    instance_types: Vec<Spanned<String>>,
+    #[serde(default)]
+    labels: BTreeMap<Spanned<String>, Spanned<String>>,
+    #[serde(default)]
+    taints: Vec<Spanned<String>>,
+    /// Nodes per AZ, e.g. `{ a = 1, b = 1, c = 1 }`.
+    #[serde(default)]
+    size: BTreeMap<Spanned<String>, Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +109,8 @@ struct RawInstance {
     subnet: Option<Spanned<String>>,
     address: Option<Spanned<String>>,
     role: Option<Spanned<String>>,
+    /// A Kubernetes worker's node group.
+    group: Option<Spanned<String>>,
 }
 
 /// Turns byte offsets into 1-based line and column (in characters).
@@ -322,9 +349,12 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
         tier: Tier,
         address: Option<Ipv4Addr>,
         role: String,
+        group: Option<String>,
         span: Range<usize>,
+        address_span: Option<Range<usize>>,
     }
     let mut pending: Vec<Pending> = vec![];
+    let mut kubernetes: Option<Kubernetes> = None;
     for (svc_name, svc) in &raw.service {
         let kind = match svc_name.get_ref().parse::<ServiceKind>() {
             Ok(k) => k,
@@ -337,13 +367,19 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
                 continue;
             }
         };
-        if svc.get_ref().instance.is_empty() {
+        if svc.get_ref().instance.is_empty() && kind != ServiceKind::Kubernetes {
             c.push(
                 svc.span(),
                 format!("service `{kind}` has no instances"),
                 format!("add `[[service.{kind}.instance]]` with an `az`, or remove the service"),
             );
         }
+        let kube = if kind == ServiceKind::Kubernetes {
+            Some(kubernetes_settings(c, svc.get_ref(), vpc, &az_names))
+        } else {
+            reject_kubernetes_keys(c, kind, svc.get_ref());
+            None
+        };
         let mut roles_seen: Vec<String> = vec![];
         for inst in &svc.get_ref().instance {
             let inst_ref = inst.get_ref();
@@ -382,6 +418,55 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
                         continue;
                     }
                 },
+            };
+            if kind == ServiceKind::Kubernetes && tier == Tier::Public {
+                let span = inst_ref.subnet.as_ref().map(|s| s.span()).unwrap_or(inst.span());
+                c.push(
+                    span,
+                    "a Kubernetes node in a public subnet",
+                    "EKS nodes sit in private subnets (the load balancers are public); leave `subnet` out",
+                );
+                continue;
+            }
+            let group = match (&inst_ref.group, &kube) {
+                (Some(g), None) => {
+                    c.push(g.span(), format!("`group` is only for Kubernetes workers, not {kind}"), "remove `group`");
+                    continue;
+                }
+                (Some(g), Some(k)) if role != "worker" => {
+                    let _ = k;
+                    c.push(
+                        g.span(),
+                        format!("a {role} node belongs to no node group"),
+                        "remove `group`, or make the node `role = \"worker\"`",
+                    );
+                    continue;
+                }
+                (Some(g), Some(k)) => {
+                    if !k.node_groups.iter().any(|n| &n.name == g.get_ref()) {
+                        let declared: Vec<&str> = k.node_groups.iter().map(|n| n.name.as_str()).collect();
+                        c.push(
+                            g.span(),
+                            format!("unknown node group `{}`", g.get_ref()),
+                            if declared.is_empty() {
+                                "declare it with `[[service.kubernetes.node_group]]`".to_string()
+                            } else {
+                                format!("declared node groups: {}", declared.join(", "))
+                            },
+                        );
+                        continue;
+                    }
+                    Some(g.get_ref().clone())
+                }
+                (None, Some(_)) if role == "worker" => {
+                    c.push(
+                        inst.span(),
+                        "a Kubernetes worker without a node group",
+                        "add `group = \"...\"` naming a `[[service.kubernetes.node_group]]`",
+                    );
+                    continue;
+                }
+                (None, _) => None,
             };
             let address = match &inst_ref.address {
                 None => None,
@@ -456,22 +541,99 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
                 name,
                 az: az.clone(),
                 tier,
-                address: address.map(|(ip, _)| ip),
+                address: address.as_ref().map(|(ip, _)| *ip),
                 role,
+                group,
                 span: inst.span(),
+                address_span: address.map(|(_, s)| s),
             });
+        }
+        // Node groups' nodes after the explicit ones, group by group, AZ by AZ.
+        if let Some(k) = &kube {
+            for (group, raw_group) in k.node_groups.iter().zip(&svc.get_ref().node_group) {
+                for (az, count) in &raw_group.get_ref().size {
+                    for _ in 0..count.get_ref().clamp(&0, &MAX_NODES_PER_GROUP_AZ).to_owned() {
+                        roles_seen.push("worker".into());
+                        pending.push(Pending {
+                            kind,
+                            name: None,
+                            az: az.get_ref().clone(),
+                            tier: Tier::Private,
+                            address: None,
+                            role: "worker".into(),
+                            group: Some(group.name.clone()),
+                            span: raw_group.span(),
+                            address_span: None,
+                        });
+                    }
+                }
+            }
+        }
+        if kube.is_some() {
+            kubernetes = kube;
         }
         let count = |r: &str| roles_seen.iter().filter(|x| *x == r).count();
         match kind {
             ServiceKind::Kafka if count("broker") == 0 && !roles_seen.is_empty() => {
                 c.push(svc.span(), "Kafka has controllers but no broker", "add an instance without `role` (a broker)")
             }
+            ServiceKind::Kubernetes if count("control-plane") % 2 == 0 => c.push(
+                svc.span(),
+                format!("Kubernetes needs an odd number of control-plane nodes, this file has {}", count("control-plane")),
+                "declare one `role = \"control-plane\"` instance per AZ (three, as EKS runs), or one for a small stack: etcd needs a majority",
+            ),
             ServiceKind::Postgres if count("primary") != 1 && !roles_seen.is_empty() => c.push(
                 svc.span(),
                 format!("PostgreSQL needs exactly one primary, this file has {}", count("primary")),
                 "mark one instance `role = \"primary\"` (the default) and the others `standby` or `replica`",
             ),
             _ => {}
+        }
+    }
+
+    // Kubernetes nodes keep blocks of their private subnet for their pods,
+    // taken from its top: no instance may sit in one.
+    let mut pod_blocks: Vec<(Cidr, String)> = vec![];
+    if let Some(k) = &kubernetes {
+        for az in &azs {
+            let nodes = pending.iter().filter(|p| p.kind == ServiceKind::Kubernetes && p.az == az.name).count();
+            for i in 0..nodes {
+                match k8s::pod_block(az.private, k.pods_per_node, i) {
+                    Some(b) if b.network() > az.private.nth(FIRST_DERIVED_HOST) => {
+                        pod_blocks.push((b, format!("the pods of Kubernetes node {} in az {}", i + 1, az.name)))
+                    }
+                    _ => {
+                        c.push(
+                            raw.service.iter().find(|(n, _)| n.get_ref() == "kubernetes").map(|(_, s)| s.span()).unwrap_or(0..0),
+                            format!(
+                                "{nodes} Kubernetes nodes in az {} need {} pod addresses; its private subnet {} has no room for them",
+                                az.name,
+                                nodes as u64 * k.pods_per_node as u64,
+                                az.private
+                            ),
+                            "use a smaller `pods_per_node`, fewer nodes in that AZ, or a larger subnet",
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        for (ip, owner) in &taken {
+            if let Some((b, whose)) = pod_blocks.iter().find(|(b, _)| b.contains(*ip)) {
+                let span = pending
+                    .iter()
+                    .find(|p| p.address == Some(*ip))
+                    .map(|p| p.address_span.clone().unwrap_or(p.span.clone()))
+                    .unwrap_or(0..0);
+                c.push(
+                    span,
+                    format!("address {ip} of {owner} is in {b}, kept for {whose}"),
+                    format!(
+                        "pick an address below {}",
+                        pod_blocks.iter().map(|(b, _)| b.network()).min().unwrap_or(b.network())
+                    ),
+                );
+            }
         }
     }
 
@@ -484,7 +646,7 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
         };
         let net = az.subnet(p.tier);
         let name = p.name.unwrap_or_else(|| {
-            let base = p.kind.derived_name(&p.role, &p.az);
+            let base = p.kind.derived_name(&p.role, p.group.as_deref(), &p.az);
             let mut n = 1;
             let mut candidate = base.clone();
             while names.contains(&candidate) {
@@ -497,8 +659,9 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
         let address = match p.address {
             Some(a) => a,
             None => {
-                let free =
-                    (FIRST_DERIVED_HOST..net.size() as u32 - 1).map(|i| net.nth(i)).find(|ip| !taken.contains_key(ip));
+                let free = (FIRST_DERIVED_HOST..net.size() as u32 - 1)
+                    .map(|i| net.nth(i))
+                    .find(|ip| !taken.contains_key(ip) && !pod_blocks.iter().any(|(b, _)| b.contains(*ip)));
                 match free {
                     Some(ip) => {
                         taken.insert(ip, name.clone());
@@ -515,11 +678,196 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
                 }
             }
         };
-        by_kind.entry(p.kind).or_default().push(Instance { name, az: p.az, tier: p.tier, address, role: p.role });
+        by_kind.entry(p.kind).or_default().push(Instance {
+            name,
+            az: p.az,
+            tier: p.tier,
+            address,
+            role: p.role,
+            group: p.group,
+        });
     }
     for (kind, instances) in by_kind {
         services.push(Service { kind, instances });
     }
 
-    Some(Stack { name: name?, vpc: vpc?, inter_az_latency: latency?, azs, services })
+    Some(Stack { name: name?, vpc: vpc?, inter_az_latency: latency?, azs, services, kubernetes })
+}
+
+/// Most nodes one node group may have in one AZ (each is a container).
+const MAX_NODES_PER_GROUP_AZ: i64 = 8;
+
+fn duration_key(
+    c: &mut Collector,
+    v: &Option<Spanned<String>>,
+    key: &str,
+    default: Duration,
+    max: Duration,
+) -> Duration {
+    let Some(v) = v else { return default };
+    match crate::fixtures::parse_duration(v.get_ref()) {
+        Some(d) if !d.is_zero() && d <= max => d,
+        Some(_) => {
+            c.push(
+                v.span(),
+                format!("{key} must be above 0s and at most {}s", max.as_secs()),
+                format!("write it like `{}s`", default.as_secs()),
+            );
+            default
+        }
+        None => {
+            c.push(
+                v.span(),
+                format!("{key}: `{}` is not a duration", v.get_ref()),
+                format!("write it like `{}s` (Kubernetes' default) or `10s` for a short CI run", default.as_secs()),
+            );
+            default
+        }
+    }
+}
+
+/// `[service.kubernetes]`: its settings and node groups, checked.
+fn kubernetes_settings(c: &mut Collector, raw: &RawService, vpc: Option<Cidr>, az_names: &[String]) -> Kubernetes {
+    let node_monitor_grace_period = duration_key(
+        c,
+        &raw.node_monitor_grace_period,
+        "node_monitor_grace_period",
+        k8s::DEFAULT_NODE_MONITOR_GRACE_PERIOD,
+        Duration::from_secs(600),
+    );
+    let not_ready_toleration = duration_key(
+        c,
+        &raw.not_ready_toleration,
+        "not_ready_toleration",
+        k8s::DEFAULT_NOT_READY_TOLERATION,
+        Duration::from_secs(3600),
+    );
+    let pods_per_node = match &raw.pods_per_node {
+        None => k8s::DEFAULT_PODS_PER_NODE,
+        Some(n) if [8, 16, 32, 64].contains(n.get_ref()) => *n.get_ref() as u32,
+        Some(n) => {
+            c.push(
+                n.span(),
+                format!("pods_per_node = {} is not a block of the subnet", n.get_ref()),
+                "use 8, 16, 32 or 64: each node's pod addresses are one aligned block of its subnet",
+            );
+            k8s::DEFAULT_PODS_PER_NODE
+        }
+    };
+    let default_cidr = vpc.map(k8s::service_cidr_for).unwrap_or_else(|| "10.100.0.0/16".parse().expect("constant"));
+    let service_cidr = match &raw.service_cidr {
+        None => default_cidr,
+        Some(s) => match c.cidr(s, "service_cidr") {
+            Some(n) if vpc.is_some_and(|v| v.overlaps(&n)) => {
+                c.push(
+                    s.span(),
+                    format!("service_cidr {n} overlaps the VPC"),
+                    format!("ClusterIPs are not VPC addresses; leave it out for {default_cidr}"),
+                );
+                default_cidr
+            }
+            Some(n) if n.prefix() > 24 || n.prefix() < 12 => {
+                c.push(s.span(), format!("service_cidr {n} is not /12 to /24"), "use a /16, as EKS does");
+                default_cidr
+            }
+            Some(n) => n,
+            None => default_cidr,
+        },
+    };
+    let region = match &raw.region {
+        None => k8s::DEFAULT_REGION.to_string(),
+        Some(r) if valid_name(r.get_ref()) && r.get_ref().len() <= 24 => r.get_ref().clone(),
+        Some(r) => {
+            c.push(
+                r.span(),
+                format!("`{}` is not a region name", r.get_ref()),
+                "write it as AWS does, like `us-east-1`",
+            );
+            k8s::DEFAULT_REGION.to_string()
+        }
+    };
+    let mut node_groups: Vec<NodeGroup> = vec![];
+    for g in &raw.node_group {
+        let g = g.get_ref();
+        let name = g.name.get_ref();
+        if !valid_name(name) || name.len() > 24 {
+            c.push(
+                g.name.span(),
+                format!("node group name `{name}` is not usable"),
+                "use up to 24 lowercase letters, digits and `-`, starting with a letter (it is part of node names)",
+            );
+        } else if node_groups.iter().any(|n| &n.name == name) {
+            c.push(g.name.span(), format!("duplicate node group `{name}`"), "give each node group its own name");
+        }
+        let mut instance_types = vec![];
+        for t in &g.instance_types {
+            if t.get_ref().is_empty()
+                || !t.get_ref().chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '.' || ch == '-')
+            {
+                c.push(
+                    t.span(),
+                    format!("`{}` is not an instance type", t.get_ref()),
+                    "write EC2 types like `m5.large`",
+                );
+            } else {
+                instance_types.push(t.get_ref().clone());
+            }
+        }
+        let mut labels = BTreeMap::new();
+        for (k, v) in &g.labels {
+            if let Err(e) = k8s::check_label_key(k.get_ref()) {
+                c.push(k.span(), format!("label {e}"), "label keys are like `node-type` or `example.com/tier`");
+            } else if let Err(e) = k8s::check_label_value(v.get_ref()) {
+                c.push(v.span(), format!("label {e}"), "label values are up to 63 letters, digits, `-`, `_` and `.`");
+            } else {
+                labels.insert(k.get_ref().clone(), v.get_ref().clone());
+            }
+        }
+        let mut taints = vec![];
+        for t in &g.taints {
+            match t.get_ref().parse::<Taint>() {
+                Ok(taint) => taints.push(taint),
+                Err(e) => c.push(t.span(), e, "write taints as kubectl does: `key=value:NoSchedule`"),
+            }
+        }
+        for (az, count) in &g.size {
+            if !az_names.contains(az.get_ref()) {
+                c.push(
+                    az.span(),
+                    format!("unknown AZ `{}` in node group `{name}`", az.get_ref()),
+                    format!("use one of the declared AZs: {}", az_names.join(", ")),
+                );
+            }
+            if !(0..=MAX_NODES_PER_GROUP_AZ).contains(count.get_ref()) {
+                c.push(
+                    count.span(),
+                    format!("{} nodes of `{name}` in az {}", count.get_ref(), az.get_ref()),
+                    format!(
+                        "use 0 to {MAX_NODES_PER_GROUP_AZ} nodes per AZ (each node is a container on this machine)"
+                    ),
+                );
+            }
+        }
+        node_groups.push(NodeGroup { name: name.clone(), instance_types, labels, taints });
+    }
+    Kubernetes { node_groups, node_monitor_grace_period, not_ready_toleration, pods_per_node, service_cidr, region }
+}
+
+/// Kubernetes' keys under another service are a mistake worth naming.
+fn reject_kubernetes_keys(c: &mut Collector, kind: ServiceKind, raw: &RawService) {
+    let spans = [
+        raw.node_group.first().map(|g| ("node_group", g.span())),
+        raw.node_monitor_grace_period.as_ref().map(|v| ("node_monitor_grace_period", v.span())),
+        raw.not_ready_toleration.as_ref().map(|v| ("not_ready_toleration", v.span())),
+        raw.pods_per_node.as_ref().map(|v| ("pods_per_node", v.span())),
+        raw.service_cidr.as_ref().map(|v| ("service_cidr", v.span())),
+        raw.region.as_ref().map(|v| ("region", v.span())),
+    ];
+    for (key, span) in spans.into_iter().flatten() {
+        c.push(
+            span,
+            format!("`{key}` is a Kubernetes setting, not one of {kind}"),
+            "move it under `[service.kubernetes]`",
+        );
+    }
 }

@@ -53,9 +53,22 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
       pg_isready -q -h "$VOYAGER_PG_PRIMARY" -p 5432 && break
       sleep 0.2
     done
-    echo "voyager-entrypoint: base backup from $VOYAGER_PG_PRIMARY"
-    PGPASSWORD="$POSTGRES_REPLICATION_PASSWORD" pg_basebackup -h "$VOYAGER_PG_PRIMARY" -p 5432 -U replicator \
-      -D "$PGDATA" -X stream -R -c fast
+    # A base backup streams for seconds while the primary is still starting
+    # (and, on a loaded machine, a stalled stream trips wal_sender_timeout):
+    # a failed attempt leaves an empty directory and is simply tried again.
+    for attempt in 1 2 3 4 5 6 7 8; do
+      echo "voyager-entrypoint: base backup from $VOYAGER_PG_PRIMARY (attempt $attempt)"
+      if PGPASSWORD="$POSTGRES_REPLICATION_PASSWORD" pg_basebackup -h "$VOYAGER_PG_PRIMARY" -p 5432 -U replicator \
+        -D "$PGDATA" -X stream -R -c fast; then
+        break
+      fi
+      if [ "$attempt" = 8 ]; then
+        echo "voyager-entrypoint: no base backup after $attempt attempts" >&2
+        exit 1
+      fi
+      rm -rf "${PGDATA:?}"/* 2>/dev/null || true
+      sleep "$attempt"
+    done
     chmod 700 "$PGDATA"
     # Only here, at the first start: afterwards the data directory says what
     # the node is (a promoted standby has no standby.signal, a repointed

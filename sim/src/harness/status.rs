@@ -1,0 +1,143 @@
+//! What `status`, `env` and `down` do: read the run state, probe each
+//! instance live, render dotenv lines, remove stacks by label.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::images::ImageSet;
+use crate::progress::Progress;
+use crate::runtime::sweep::{self, Swept};
+use crate::runtime::{container, docker};
+use crate::services::{self, ProbeContext};
+use crate::stack::ServiceKind;
+use crate::state::{self, RunState};
+
+/// The services a run has, each once.
+fn kinds_of(state: &RunState) -> Vec<ServiceKind> {
+    let mut kinds: Vec<ServiceKind> = state.instances.iter().filter_map(|i| i.service.parse().ok()).collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds
+}
+
+/// dotenv lines for a run, service by service.
+pub fn env_of(state: &RunState) -> Vec<(String, String)> {
+    let kinds = kinds_of(state);
+    let mut out = vec![("VOYAGER_SIM_STACK".to_string(), state.stack.clone())];
+    for k in kinds {
+        out.extend(services::service(k).env(state));
+    }
+    out
+}
+
+/// Remove a stack by name, whether or not its state file survived.
+pub async fn down(name: &str, p: &Progress) -> Result<Swept> {
+    let docker = docker::connect(p).await?;
+    let swept = sweep::sweep_stack(&docker, name).await?;
+    state::remove(name).map_err(|source| Error::State { path: state::path(name).display().to_string(), source })?;
+    Ok(swept)
+}
+
+/// Remove every stack this engine holds (`down --all`): for CI and for
+/// cleaning a machine after experiments.
+pub async fn down_all(p: &Progress) -> Result<Vec<String>> {
+    let docker = docker::connect(p).await?;
+    let names = sweep::all_stacks(&docker).await?;
+    for n in &names {
+        sweep::sweep_stack(&docker, n).await?;
+        let _ = state::remove(n);
+    }
+    Ok(names)
+}
+
+/// One instance as `status` shows it. Its own type: the JSON is a contract.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceStatus {
+    pub instance: String,
+    pub service: String,
+    pub az: String,
+    pub subnet: String,
+    pub address: String,
+    pub endpoint: Option<String>,
+    pub container: String,
+    pub health: String,
+    /// What the instance is doing in its service (Kafka: partitions led).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StackStatus {
+    pub stack: String,
+    pub run_id: String,
+    pub images: ImageSet,
+    pub vpc: String,
+    pub instances: Vec<InstanceStatus>,
+}
+
+impl StackStatus {
+    pub fn healthy(&self) -> bool {
+        self.instances.iter().all(|i| i.health == "healthy")
+    }
+}
+
+/// Live status of a stack: container state plus a real probe per instance.
+pub async fn status(name: &str, p: &Progress) -> Result<Option<StackStatus>> {
+    let Some(state) =
+        state::load(name).map_err(|source| Error::State { path: state::path(name).display().to_string(), source })?
+    else {
+        return Ok(None);
+    };
+    let docker = docker::connect(p).await?;
+    let kinds = kinds_of(&state);
+    let mut roles: BTreeMap<String, String> = BTreeMap::new();
+    for r in join_all(kinds.iter().map(|k| services::service(*k).roles(&state))).await {
+        roles.extend(r);
+    }
+    let checks = join_all(state.instances.iter().map(|i| async {
+        let (health, detail) = match container::state(&docker, &i.container).await {
+            None => ("missing".to_string(), Some("the container is gone".to_string())),
+            Some(s) if s.paused => ("paused".to_string(), None),
+            Some(s) if !s.running => ("exited".to_string(), Some(format!("exit code {}", s.exit_code))),
+            Some(_) => match i.service.parse::<ServiceKind>() {
+                Ok(k) => match tokio::time::timeout(
+                    Duration::from_secs(5),
+                    services::service(k).probe(&ProbeContext { state: &state, docker: &docker }, i),
+                )
+                .await
+                {
+                    Ok(Ok(())) => ("healthy".to_string(), None),
+                    Ok(Err(e)) => ("unhealthy".to_string(), Some(e)),
+                    Err(_) => ("unhealthy".to_string(), Some("probe timed out after 5s".to_string())),
+                },
+                Err(e) => ("unknown".to_string(), Some(e)),
+            },
+        };
+        InstanceStatus {
+            instance: i.name.clone(),
+            service: i.service.clone(),
+            az: i.az.clone(),
+            subnet: i.subnet.clone(),
+            address: i.address.to_string(),
+            endpoint: i.published.values().next().map(|a| a.to_string()),
+            container: i.container.clone(),
+            health,
+            role: roles.get(&i.name).cloned(),
+            detail,
+        }
+    }))
+    .await;
+    Ok(Some(StackStatus {
+        stack: state.stack.clone(),
+        run_id: state.run_id.clone(),
+        images: state.images,
+        vpc: state.vpc.clone(),
+        instances: checks,
+    }))
+}

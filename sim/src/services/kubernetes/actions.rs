@@ -1,0 +1,308 @@
+//! Bringing a cluster up, as kind's create flow does it: a list of small
+//! actions, each with a status line, run against node containers that are
+//! already booted. A failed action says which step, on which node, and
+//! what kubeadm printed last.
+//!
+//! 1. preload images (from the node image into containerd; kind's image
+//!    has them already)
+//! 2. `kubeadm init` on the first control-plane node
+//! 3. share the cluster's certificate authorities with the other
+//!    control-plane nodes
+//! 4. join the other control-plane nodes one by one (etcd adds members one
+//!    at a time) while the workers join all at once
+//! 5. write the host's kubeconfig (server: the endpoint on 127.0.0.1)
+//! 6. storage: the default StorageClass
+//! 7. wait until every node is Ready, CoreDNS answers and storage exists
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use futures_util::future::join_all;
+
+use super::config::{ClusterPlan, NodePlan};
+use super::{api, API_NAME, API_PORT, ENDPOINT, KUBEADM_CONFIG};
+use crate::images::kubernetes::{worker_needs, NODE_IMAGES};
+use crate::runtime::container;
+use crate::services::ProvisionContext;
+use crate::stack::parse_stack;
+use crate::state::{self, RunState};
+
+/// The default StorageClass: EBS-like volumes bound to their node's zone.
+pub const STORAGE_CLASS: &str = "gp3";
+/// Its provisioner (the stack's control plane runs it).
+pub const PROVISIONER: &str = "ebs.voyager-sim.io";
+
+/// A node is booted when systemd runs and containerd answers.
+pub async fn booted(docker: &Docker, container: &str) -> Result<(), String> {
+    let out =
+        container::exec(docker, container, &["sh", "-c", "systemctl is-active containerd && ctr version >/dev/null"])
+            .await
+            .map_err(|e| e.to_string())?;
+    if out.code == 0 {
+        Ok(())
+    } else {
+        Err(format!("containerd is not answering yet ({})", out.output.trim()))
+    }
+}
+
+struct Run<'a> {
+    cx: &'a ProvisionContext<'a>,
+    plan: ClusterPlan,
+    /// Node name → container name.
+    containers: BTreeMap<String, String>,
+    started: Instant,
+}
+
+impl Run<'_> {
+    fn say(&self, msg: &str) {
+        self.cx.progress.say(&format!("kubernetes: {msg} ({:.0}s)", self.started.elapsed().as_secs_f64()));
+    }
+
+    fn container<'n>(&'n self, node: &'n str) -> &'n str {
+        self.containers.get(node).map(String::as_str).unwrap_or(node)
+    }
+
+    fn remaining(&self) -> Duration {
+        self.cx.timeout.saturating_sub(self.started.elapsed())
+    }
+
+    async fn exec(&self, node: &str, argv: &[&str]) -> Result<String, String> {
+        container::exec_ok(self.cx.docker, self.container(node), argv).await.map_err(|e| e.to_string())
+    }
+}
+
+/// Bootstrap the cluster of a run whose node containers are booted.
+pub async fn create(cx: &ProvisionContext<'_>) -> Result<(), String> {
+    let stack = parse_stack(Path::new("<run state>"), &cx.state.stack_toml).map_err(|e| e.to_string())?;
+    let plan = ClusterPlan::of(&stack).ok_or("the stack declares no Kubernetes")?;
+    let containers = cx
+        .state
+        .instances
+        .iter()
+        .filter(|i| i.service == "kubernetes")
+        .map(|i| (i.name.clone(), i.container.clone()))
+        .collect();
+    let run = Run { cx, plan, containers, started: Instant::now() };
+    let steps = async {
+        preload_images(&run).await?;
+        init(&run).await?;
+        share_certificates(&run).await?;
+        join_all_nodes(&run).await?;
+        write_kubeconfig(&run).await?;
+        let ep = super::endpoint(cx.state).ok_or("the kubeconfig was not written")?;
+        let client = ep.client().await?;
+        storage(&run, &client).await?;
+        wait_ready(&run, &client).await
+    };
+    match tokio::time::timeout(cx.timeout, steps).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("the cluster was not ready within {:.0}s", cx.timeout.as_secs_f64())),
+    }
+}
+
+/// The images a node needs, imported into containerd unless present.
+fn image_script(node: &NodePlan) -> String {
+    let mut s = String::from(
+        "set -eu\nhave=$(ctr -n k8s.io images ls -q)\n\
+         load() { printf '%s\\n' \"$have\" | grep -qxF \"$2\" && return 0\n\
+         [ -f \"/kind/images/$1\" ] || { echo \"the node image has neither $2 nor /kind/images/$1\" >&2; exit 3; }\n\
+         ctr -n k8s.io images import \"/kind/images/$1\" >/dev/null; }\n",
+    );
+    for e in NODE_IMAGES.iter().filter(|e| node.control_plane || worker_needs(e)) {
+        s += &format!("load {} {}\n", e.file, e.reference);
+    }
+    s
+}
+
+async fn preload_images(run: &Run<'_>) -> Result<(), String> {
+    run.say(&format!("loading images into {} nodes", run.plan.nodes.len()));
+    let results = join_all(run.plan.nodes.iter().map(|n| async move {
+        run.exec(&n.name, &["sh", "-c", &image_script(n)])
+            .await
+            .map_err(|e| format!("loading images on {}: {e}", n.name))
+    }))
+    .await;
+    results.into_iter().collect::<Result<Vec<_>, _>>().map(|_| ())
+}
+
+async fn init(run: &Run<'_>) -> Result<(), String> {
+    let first = run.plan.first_control_plane();
+    run.say(&format!("kubeadm init on {}", first.name));
+    run.exec(&first.name, &["kubeadm", "init", "--config", KUBEADM_CONFIG, "--skip-token-print"])
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("kubeadm init on {} failed: {e}", first.name))
+}
+
+/// What a control-plane node needs to join as one: the cluster's CAs and
+/// the service-account key pair (what kind copies, rather than kubeadm's
+/// encrypted upload through the API).
+const SHARED_PKI: &[&str] = &[
+    "/etc/kubernetes/pki/ca.crt",
+    "/etc/kubernetes/pki/ca.key",
+    "/etc/kubernetes/pki/front-proxy-ca.crt",
+    "/etc/kubernetes/pki/front-proxy-ca.key",
+    "/etc/kubernetes/pki/sa.pub",
+    "/etc/kubernetes/pki/sa.key",
+    "/etc/kubernetes/pki/etcd/ca.crt",
+    "/etc/kubernetes/pki/etcd/ca.key",
+];
+
+async fn share_certificates(run: &Run<'_>) -> Result<(), String> {
+    let first = run.plan.first_control_plane().name.clone();
+    let others: Vec<&NodePlan> = run.plan.nodes.iter().filter(|n| n.control_plane && n.name != first).collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    run.say("sharing the certificate authorities with the other control-plane nodes");
+    let mut files = vec![];
+    for path in SHARED_PKI {
+        let body = run.exec(&first, &["cat", path]).await.map_err(|e| format!("reading {path} on {first}: {e}"))?;
+        let mode = if path.ends_with(".key") { 0o600 } else { 0o644 };
+        files.push((path.to_string(), mode, body.into_bytes()));
+    }
+    for n in others {
+        container::upload(run.cx.docker, run.container(&n.name), &files).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// `kubeadm join`, tried again after a reset when it fails: on a loaded
+/// machine a join can time out waiting for etcd or the API.
+async fn join(run: &Run<'_>, node: &NodePlan) -> Result<(), String> {
+    let mut last = String::new();
+    for attempt in 1..=3 {
+        match run.exec(&node.name, &["kubeadm", "join", "--config", KUBEADM_CONFIG]).await {
+            Ok(_) => {
+                run.say(&format!("{} joined", node.name));
+                return Ok(());
+            }
+            Err(e) => {
+                last = e;
+                if run.remaining() < Duration::from_secs(60) {
+                    break;
+                }
+                run.say(&format!("{} did not join (attempt {attempt}); resetting it and trying again", node.name));
+                let _ = run.exec(&node.name, &["kubeadm", "reset", "--force", "--config", KUBEADM_CONFIG]).await;
+            }
+        }
+    }
+    Err(format!("kubeadm join on {} failed: {last}", node.name))
+}
+
+async fn join_all_nodes(run: &Run<'_>) -> Result<(), String> {
+    let first = run.plan.first_control_plane().name.clone();
+    let cps: Vec<&NodePlan> = run.plan.nodes.iter().filter(|n| n.control_plane && n.name != first).collect();
+    let workers: Vec<&NodePlan> = run.plan.nodes.iter().filter(|n| !n.control_plane).collect();
+    run.say(&format!("joining {} control-plane nodes one by one and {} workers at once", cps.len(), workers.len()));
+    let control_plane = async {
+        for n in &cps {
+            join(run, n).await?;
+        }
+        Ok::<_, String>(())
+    };
+    let workers = async {
+        let r = join_all(workers.iter().map(|n| join(run, n))).await;
+        r.into_iter().collect::<Result<Vec<_>, _>>().map(|_| ())
+    };
+    let (a, b) = tokio::join!(control_plane, workers);
+    a.and(b)
+}
+
+/// The admin kubeconfig with the endpoint's host address as its server.
+pub fn host_kubeconfig(admin_conf: &str, server: std::net::SocketAddr) -> Result<String, String> {
+    let from = format!("server: https://{API_NAME}:{API_PORT}");
+    if !admin_conf.contains(&from) {
+        return Err(format!("admin.conf does not name the endpoint (`{from}`)"));
+    }
+    Ok(admin_conf.replace(&from, &format!("server: https://{server}")))
+}
+
+async fn write_kubeconfig(run: &Run<'_>) -> Result<(), String> {
+    let first = run.plan.first_control_plane().name.clone();
+    let admin = run.exec(&first, &["cat", "/etc/kubernetes/admin.conf"]).await?;
+    let server = endpoint_host(run.cx.state).ok_or("the API endpoint publishes no port")?;
+    let path = state::kubeconfig_path(&run.cx.state.stack);
+    state::write_private(&path, host_kubeconfig(&admin, server)?.as_bytes())
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    run.say(&format!("kubeconfig written to {}", path.display()));
+    Ok(())
+}
+
+fn endpoint_host(state: &RunState) -> Option<std::net::SocketAddr> {
+    state.instances.iter().find(|i| i.name == ENDPOINT)?.published.get(&API_PORT).copied()
+}
+
+async fn storage(run: &Run<'_>, client: &kube::Client) -> Result<(), String> {
+    use k8s_openapi::api::storage::v1::StorageClass;
+    use kube::api::{Api, PostParams};
+    run.say(&format!("storage class {STORAGE_CLASS} (zonal volumes, bound when a pod is scheduled)"));
+    let sc: StorageClass = serde_json::from_value(serde_json::json!({
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {
+            "name": STORAGE_CLASS,
+            "annotations": { "storageclass.kubernetes.io/is-default-class": "true" }
+        },
+        "provisioner": PROVISIONER,
+        "reclaimPolicy": "Delete",
+        // As with EBS: a volume is made in the zone its first pod lands in.
+        "volumeBindingMode": "WaitForFirstConsumer",
+        "allowVolumeExpansion": false
+    }))
+    .map_err(|e| e.to_string())?;
+    let api: Api<StorageClass> = Api::all(client.clone());
+    match api.create(&PostParams::default(), &sc).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(format!("creating StorageClass {STORAGE_CLASS}: {e}")),
+    }
+}
+
+async fn wait_ready(run: &Run<'_>, client: &kube::Client) -> Result<(), String> {
+    run.say("waiting for every node to be Ready and CoreDNS to answer");
+    let want: Vec<String> = run.plan.nodes.iter().map(|n| n.name.clone()).collect();
+    let mut last;
+    loop {
+        let check = async {
+            api::all_nodes_ready(client, &want).await?;
+            api::coredns_answers(client).await?;
+            api::storage_class_present(client, STORAGE_CLASS).await
+        };
+        match check.await {
+            Ok(()) => {
+                run.say("cluster ready");
+                return Ok(());
+            }
+            Err(e) => last = e,
+        }
+        if run.remaining().is_zero() {
+            return Err(format!("the cluster was not ready: {last}"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_kubeconfig_points_at_the_endpoint_on_localhost() {
+        let admin = "clusters:\n- cluster:\n    server: https://kube-api.voyager.internal:6443\n  name: voyager\n";
+        let out = host_kubeconfig(admin, "127.0.0.1:40123".parse().unwrap()).unwrap();
+        assert!(out.contains("server: https://127.0.0.1:40123\n"), "{out}");
+        assert!(host_kubeconfig("server: https://elsewhere:6443", "127.0.0.1:1".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn workers_load_only_what_they_run() {
+        let plan = ClusterPlan::of(&crate::harness::builtin_stack()).unwrap();
+        let cp = image_script(plan.first_control_plane());
+        let worker = image_script(plan.nodes.iter().find(|n| !n.control_plane).unwrap());
+        assert!(cp.contains("kube-apiserver.tar") && cp.contains("etcd.tar"), "{cp}");
+        assert!(!worker.contains("kube-apiserver.tar") && worker.contains("kube-proxy.tar"), "{worker}");
+    }
+}

@@ -1,0 +1,103 @@
+//! Kubernetes shaped like EKS: a control-plane node per AZ (stacked etcd)
+//! behind a regional API endpoint in no AZ, worker nodes from the seed's
+//! node groups on their AZs' private subnets, pods with VPC addresses, and
+//! Kubernetes' own node-lifecycle timers from the stack file.
+//!
+//! Layout: `config` derives the cluster from the stack and renders the
+//! files it is configured by (pure); `node` makes the containers; `actions`
+//! bootstraps them as kind does (images, init, certificates, joins,
+//! add-ons, wait), one step at a time with a status line; `api` is what the
+//! harness asks of a running cluster (readiness, status, loading images).
+//!
+//! Nodes are containers that run systemd, containerd and kubelet without
+//! `--privileged` (see `crate::spec::Sandbox::Node`); they are bootstrapped
+//! with kubeadm through `docker exec`, the same way for our node image and
+//! for kind's.
+
+pub mod actions;
+pub mod api;
+pub mod config;
+mod node;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::services::{ProbeContext, ProvisionContext, SpecContext};
+use crate::spec::ContainerSpec;
+use crate::state::{self, InstanceState, RunState};
+
+pub use api::KubernetesEndpoint;
+pub use config::ClusterPlan;
+
+pub const API_PORT: u16 = 6443;
+/// The regional API endpoint (HAProxy): in no AZ, like EKS's.
+pub const ENDPOINT: &str = "kube-api";
+/// The endpoint's host number in every AZ's private subnet (below what
+/// stack files may use; `postgres-endpoints` is .5).
+pub const ENDPOINT_HOST: u32 = 6;
+/// The name nodes reach the API by; each node resolves it to the
+/// endpoint's address in its own AZ.
+pub const API_NAME: &str = "kube-api.voyager.internal";
+/// Where each node finds its kubeadm configuration.
+pub const KUBEADM_CONFIG: &str = "/kind/voyager-kubeadm.yaml";
+
+/// The service's contract with the harness (see [`super::Service`]).
+pub struct Kubernetes;
+
+#[async_trait::async_trait]
+impl super::Service for Kubernetes {
+    fn specs(&self, cx: &SpecContext) -> Vec<ContainerSpec> {
+        match ClusterPlan::of(cx.stack) {
+            Some(plan) => node::specs(cx, &plan),
+            None => vec![],
+        }
+    }
+
+    /// Before the cluster exists a node is ready when its systemd runs and
+    /// containerd answers; after, when the API says it is Ready.
+    async fn probe(&self, cx: &ProbeContext<'_>, inst: &InstanceState) -> Result<(), String> {
+        let bootstrapped = kubeconfig(cx.state).is_file();
+        match (inst.name == ENDPOINT, bootstrapped) {
+            (true, false) => api::tcp_open(endpoint_address(cx.state).ok_or("the endpoint publishes no port")?).await,
+            (true, true) => api::endpoint_ready(&endpoint(cx.state).ok_or("no endpoint")?).await,
+            (false, false) => actions::booted(cx.docker, &inst.container).await,
+            (false, true) => api::node_ready(&endpoint(cx.state).ok_or("no endpoint")?, &inst.name).await,
+        }
+    }
+
+    async fn provision(&self, cx: &ProvisionContext<'_>) -> Result<(), String> {
+        actions::create(cx).await
+    }
+
+    async fn roles(&self, state: &RunState) -> BTreeMap<String, String> {
+        match endpoint(state) {
+            Some(ep) => api::node_roles(&ep).await,
+            None => BTreeMap::new(),
+        }
+    }
+
+    fn env(&self, state: &RunState) -> Vec<(String, String)> {
+        match endpoint(state) {
+            Some(ep) => vec![("KUBECONFIG".into(), ep.kubeconfig.display().to_string())],
+            None => vec![],
+        }
+    }
+}
+
+/// Where a run's kubeconfig is (it exists once the cluster is up).
+pub fn kubeconfig(state: &RunState) -> PathBuf {
+    state::kubeconfig_path(&state.stack)
+}
+
+fn endpoint_address(state: &RunState) -> Option<SocketAddr> {
+    let inst = state.instances.iter().find(|i| i.name == ENDPOINT && i.service == "kubernetes")?;
+    inst.published.get(&API_PORT).copied()
+}
+
+/// The cluster of a run, once it is bootstrapped.
+pub fn endpoint(state: &RunState) -> Option<KubernetesEndpoint> {
+    let server = endpoint_address(state)?;
+    let kubeconfig = kubeconfig(state);
+    kubeconfig.is_file().then_some(KubernetesEndpoint { kubeconfig, server })
+}
