@@ -23,6 +23,10 @@ pub const AUTH0: Companion = Companion { binary: "voyager-auth0", env: "VOYAGER_
 
 pub const VAULT: Companion = Companion { binary: "voyager-vault", env: "VOYAGER_VAULT", package: "vault-lite" };
 
+/// The simulator itself, run inside the stack as its always-on control
+/// plane (`voyager-sim control`).
+pub const SIM: Companion = Companion { binary: "voyager-sim", env: "VOYAGER_SIM", package: "voyager-sim" };
+
 /// Where companion binaries are mounted inside their containers.
 pub fn mount_point(c: Companion) -> String {
     format!("/usr/local/bin/{}", c.binary)

@@ -14,6 +14,7 @@
 //! - `spec`, `state`, `progress`, `error`: plain data and the error type.
 
 pub mod companion;
+pub mod control;
 pub mod dns;
 pub mod error;
 pub mod fault;

@@ -136,6 +136,19 @@ enum Command {
         #[command(subcommand)]
         command: ImagesCommand,
     },
+    /// Act on the Kubernetes tier
+    Kube {
+        #[command(subcommand)]
+        command: KubeCommand,
+        #[command(flatten)]
+        stack: StackArgs,
+    },
+    /// Run a stack's control plane (`up` starts it in a container of the stack)
+    #[command(hide = true)]
+    Control {
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -200,6 +213,16 @@ enum FaultCommand {
 enum VaultCommand {
     /// Print the root token and the unseal keys (secrets: for an operator, not for applications)
     Credentials,
+}
+
+#[derive(Subcommand)]
+enum KubeCommand {
+    /// Put images of this host's Docker into every node (no registry), like `kind load docker-image`
+    Load {
+        /// Images as `docker images` names them (e.g. myapp:1.0)
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -455,6 +478,18 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             print_plan(&s);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Kube { command: KubeCommand::Load { images }, stack } => {
+            let name = stack.name()?;
+            let running = voyager_sim::RunningStack::attach(&name, &p).await?;
+            for (image, nodes) in running.kube_load(&images, &p).await? {
+                println!("{image}: loaded into {} nodes ({})", nodes.len(), nodes.join(", "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Control { name } => {
+            voyager_sim::control::run(&name, &p).await.map_err(|e| Error::usage(e, "see the control plane's log"))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Images { command: ImagesCommand::Build { images, only } } => {
             let stack = harness::builtin_stack();
             let kinds = match only {
@@ -513,9 +548,10 @@ async fn up(args: StackArgs, only: Option<String>, images: ImageSource, p: Progr
     let t = running.timings().clone();
     let state = running.detach();
     println!("stack `{}` is up (run {}, {} images)", state.stack, state.run_id, state.images);
+    let w = state.instances.iter().map(|i| i.name.len()).max().unwrap_or(0).max(20);
     for i in &state.instances {
         let ep = i.published.values().next().map(|a| a.to_string()).unwrap_or_default();
-        println!("  {:<20} az {:<2} {:<8} {:<11} {}", i.name, i.az, i.subnet, i.address, ep);
+        println!("  {:<w$} az {:<2} {:<8} {:<11} {}", i.name, i.az, i.subnet, i.address, ep);
     }
     let phases: Vec<String> = t.phases.iter().map(|(n, d)| format!("{n} {:.2}s", d.as_secs_f64())).collect();
     println!("timings: {} | total {:.2}s", phases.join(", "), t.total.as_secs_f64());
@@ -618,15 +654,17 @@ fn not_up(name: &str) -> Error {
 
 fn print_status(s: &StackStatus) {
     println!("stack `{}` run {} ({} images, VPC {})", s.stack, s.run_id, s.images, s.vpc);
+    let w = s.instances.iter().map(|i| i.instance.len()).max().unwrap_or(0).max(20);
+    let ws = s.instances.iter().map(|i| i.service.len()).max().unwrap_or(0).max(9);
     println!(
-        "{:<20} {:<9} {:<3} {:<8} {:<11} {:<16} HEALTH",
+        "{:<w$} {:<ws$} {:<3} {:<8} {:<11} {:<16} HEALTH",
         "INSTANCE", "SERVICE", "AZ", "SUBNET", "ADDRESS", "ENDPOINT"
     );
     for i in &s.instances {
         let mut detail = i.role.as_ref().map(|r| format!(" [{r}]")).unwrap_or_default();
         detail += &i.detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default();
         println!(
-            "{:<20} {:<9} {:<3} {:<8} {:<11} {:<16} {}{}",
+            "{:<w$} {:<ws$} {:<3} {:<8} {:<11} {:<16} {}{}",
             i.instance,
             i.service,
             i.az,

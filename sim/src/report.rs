@@ -31,8 +31,51 @@ pub struct Report {
     pub recovery: Vec<Recovery>,
     pub checks: Vec<Check>,
     pub assertions: Vec<Assertion>,
+    /// What the cluster did with the scenario's workloads, when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubeReport>,
     pub notes: Vec<String>,
     pub passed: bool,
+}
+
+/// The Kubernetes tier during a run: the timers in force, per zone the
+/// workloads' ready pods and the Ready nodes second by second, and for each
+/// lost AZ how long Kubernetes took to notice, evict and reschedule.
+#[derive(Debug, Clone, Serialize)]
+pub struct KubeReport {
+    pub node_monitor_grace_period_s: f64,
+    pub not_ready_toleration_s: f64,
+    pub deployment_replicas: u32,
+    pub statefulset_replicas: u32,
+    pub zones: Vec<ZoneLane>,
+    pub outages: Vec<KubeOutage>,
+}
+
+/// One zone, one value per second of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZoneLane {
+    pub zone: String,
+    pub nodes: u32,
+    pub ready_nodes: Vec<u32>,
+    /// The Deployment's pods Ready in the zone (not terminating).
+    pub deployment_ready: Vec<u32>,
+    pub statefulset_ready: Vec<u32>,
+}
+
+/// Kubernetes after an AZ went: times from the fault.
+#[derive(Debug, Clone, Serialize)]
+pub struct KubeOutage {
+    pub fault: String,
+    pub zone: String,
+    pub at_s: f64,
+    /// The first of the zone's nodes NotReady.
+    pub not_ready_s: Option<f64>,
+    /// The first of the Deployment's pods there marked for deletion.
+    pub evicted_s: Option<f64>,
+    /// Every replica of the Deployment Ready again, none in the lost zone.
+    pub ready_again_s: Option<f64>,
+    /// What became of the StatefulSet's pods that were in the zone.
+    pub statefulset: String,
 }
 
 /// A fault on the timeline: when it started and (if it did) ended.
@@ -244,6 +287,9 @@ impl Report {
         for op in ops {
             h += &self.chart(&op);
         }
+        if let Some(k) = &self.kubernetes {
+            h += &self.kube_html(k);
+        }
         if !self.notes.is_empty() {
             h += "<h2>Notes</h2><ul>";
             for n in &self.notes {
@@ -253,6 +299,97 @@ impl Report {
         }
         h += "</body></html>\n";
         h
+    }
+
+    /// The cluster's section: the timers, each outage's times, and a lane
+    /// per zone of ready pods and nodes with the faults marked.
+    fn kube_html(&self, k: &KubeReport) -> String {
+        let mut h = format!(
+            "<h2>Kubernetes</h2><p>timers: node-monitor-grace-period <b>{:.0} s</b>, not-ready/unreachable toleration <b>{:.0} s</b>;              a Deployment of {} spread over the zones, a StatefulSet of {} with zonal volumes</p>",
+            k.node_monitor_grace_period_s, k.not_ready_toleration_s, k.deployment_replicas, k.statefulset_replicas
+        );
+        if !k.outages.is_empty() {
+            h += "<table><tr><th>fault</th><th>zone</th><th>NotReady after</th><th>evicted after</th><th>all replicas Ready after</th><th>StatefulSet</th></tr>";
+            let f = |v: Option<f64>| v.map(|s| format!("{s:.1} s")).unwrap_or_else(|| "—".into());
+            for o in &k.outages {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(&o.fault),
+                    esc(&o.zone),
+                    f(o.not_ready_s),
+                    f(o.evicted_s),
+                    f(o.ready_again_s),
+                    esc(&o.statefulset)
+                );
+            }
+            h += "</table>";
+        }
+        h += "<p class=\"legend\"><span style=\"color:#2da44e\">— Deployment pods ready</span><span style=\"color:#0969da\">— StatefulSet pods ready</span><span style=\"color:#6e7781\">- - Ready nodes</span><span style=\"color:#8250df\">░ fault in force</span></p>";
+        let max = k
+            .zones
+            .iter()
+            .flat_map(|z| z.deployment_ready.iter().chain(&z.statefulset_ready).chain(&z.ready_nodes))
+            .copied()
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
+        for z in &k.zones {
+            h += &self.lane(z, max);
+        }
+        h
+    }
+
+    fn lane(&self, z: &ZoneLane, max: f64) -> String {
+        let (w, hgt, left, top) = (1000.0_f64, 70.0_f64, 50.0_f64, 8.0_f64);
+        let n = z.deployment_ready.len().max(1) as f64;
+        let x = |t: f64| left + t / n * (w - left - 10.0);
+        let y = |v: f64| top + hgt - v / max * hgt;
+        let mut s = format!(
+            "<h3>zone {}</h3><svg width=\"{w}\" height=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" style=\"background:#fff;border:1px solid #d0d7de\">",
+            esc(&z.zone),
+            hgt + 30.0
+        );
+        for f in &self.faults {
+            let end = f.heal_at_s.unwrap_or(self.duration_s);
+            let _ = write!(
+                s,
+                "<rect x=\"{:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{hgt}\" fill=\"#8250df\" fill-opacity=\"0.12\"/>",
+                x(f.at_s),
+                (x(end) - x(f.at_s)).max(1.0)
+            );
+        }
+        let step = |values: &[u32]| -> String {
+            let mut pts = String::new();
+            for (t, v) in values.iter().enumerate() {
+                let _ =
+                    write!(pts, "{:.1},{:.1} {:.1},{:.1} ", x(t as f64), y(*v as f64), x(t as f64 + 1.0), y(*v as f64));
+            }
+            pts
+        };
+        for (values, color, dash) in [
+            (&z.ready_nodes, "#6e7781", " stroke-dasharray=\"4 3\""),
+            (&z.statefulset_ready, "#0969da", ""),
+            (&z.deployment_ready, "#2da44e", ""),
+        ] {
+            let _ = write!(
+                s,
+                "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash}/>",
+                step(values)
+            );
+        }
+        let _ = write!(
+            s,
+            "<text x=\"4\" y=\"{}\" font-size=\"11\">{max:.0}</text><text x=\"4\" y=\"{}\" font-size=\"11\">0</text><text x=\"{left}\" y=\"{}\" font-size=\"11\">0 s</text><text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">{:.0} s · {} nodes</text></svg>",
+            top + 10.0,
+            top + hgt,
+            top + hgt + 16.0,
+            w - 10.0,
+            top + hgt + 16.0,
+            self.duration_s,
+            z.nodes
+        );
+        s
     }
 
     fn chart(&self, op: &str) -> String {
@@ -362,6 +499,7 @@ mod tests {
                 passed: c.lost.is_empty(),
             }],
             checks: vec![c],
+            kubernetes: None,
             notes: vec![],
             passed: !lost,
         }

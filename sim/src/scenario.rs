@@ -23,6 +23,21 @@
 //! Link faults (`partition`, `latency`, `jitter`, `loss`, `bandwidth`) take
 //! `from`, `to`, `both_ways` and their parameter (`delay`/`jitter`, `loss`,
 //! `rate`); scenarios/README.md lists every kind's keys.
+//!
+//! On a stack with Kubernetes, `[kubernetes]` deploys workloads for the run
+//! (a Deployment spread over the zones, a StatefulSet with a zonal volume)
+//! and `[expect.kubernetes]` bounds what Kubernetes does with them after an
+//! AZ is lost, as slack over the stack's own node-lifecycle timers:
+//!
+//! ```toml
+//! [kubernetes]
+//! deployment_replicas = 3
+//! statefulset_replicas = 1
+//! [expect.kubernetes]
+//! not_ready_slack = "20s"      # NotReady within the grace period + this
+//! eviction_slack = "30s"       # evicted within grace + toleration + this
+//! rescheduled_within = "60s"   # every replica Ready again this long after eviction
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -49,7 +64,27 @@ pub struct Scenario {
     /// Operations per second, per operation.
     pub rates: BTreeMap<Op, f64>,
     pub faults: Vec<TimedFault>,
+    /// Workloads deployed on the stack's cluster for the run.
+    pub kubernetes: Option<KubeWorkloads>,
     pub expect: Expect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeWorkloads {
+    /// A Deployment spread over the zones (topology spread, one pod per zone).
+    pub deployment_replicas: u32,
+    /// A StatefulSet whose pods each hold a `gp3` volume bound to its zone.
+    pub statefulset_replicas: u32,
+}
+
+/// Bounds on Kubernetes' reaction to a lost AZ, as slack over the stack's
+/// timers (they are the stack's, so one scenario fits production timers
+/// and CI's short ones alike).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KubeExpect {
+    pub not_ready_slack: Option<Duration>,
+    pub eviction_slack: Option<Duration>,
+    pub rescheduled_within: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,6 +123,7 @@ pub struct Expect {
     pub recovery: BTreeMap<String, Duration>,
     pub error_rate: BTreeMap<Phase, f64>,
     pub p99: BTreeMap<(Phase, Op), Duration>,
+    pub kubernetes: KubeExpect,
 }
 
 #[derive(Deserialize)]
@@ -101,8 +137,24 @@ struct RawScenario {
     load: RawLoad,
     #[serde(default)]
     fault: Vec<Spanned<RawFault>>,
+    kubernetes: Option<Spanned<RawKube>>,
     #[serde(default)]
     expect: RawExpect,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKube {
+    deployment_replicas: Option<Spanned<i64>>,
+    statefulset_replicas: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKubeExpect {
+    not_ready_slack: Option<Spanned<String>>,
+    eviction_slack: Option<Spanned<String>>,
+    rescheduled_within: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -141,6 +193,8 @@ struct RawExpect {
     error_rate: BTreeMap<Spanned<String>, Spanned<f64>>,
     #[serde(default)]
     p99: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<String>>>,
+    #[serde(default)]
+    kubernetes: RawKubeExpect,
 }
 
 const KINDS: &[&str] =
@@ -333,17 +387,65 @@ pub fn parse_scenario(file: &Path, text: &str) -> Result<Scenario, StackError> {
             }
         }
     }
+    let kubernetes = raw.kubernetes.as_ref().map(|k| {
+        let count = |c: &mut Collector, v: &Option<Spanned<i64>>, key: &str, default: i64| -> u32 {
+            match v {
+                None => default as u32,
+                Some(n) if (0..=30).contains(n.get_ref()) => *n.get_ref() as u32,
+                Some(n) => {
+                    c.push(n.span(), format!("{key} = {} is not a replica count", n.get_ref()), "use 0 to 30");
+                    default as u32
+                }
+            }
+        };
+        let k = k.get_ref();
+        KubeWorkloads {
+            deployment_replicas: count(&mut c, &k.deployment_replicas, "deployment_replicas", 3),
+            statefulset_replicas: count(&mut c, &k.statefulset_replicas, "statefulset_replicas", 1),
+        }
+    });
+    let ke = &raw.expect.kubernetes;
+    expect.kubernetes = KubeExpect {
+        not_ready_slack: ke.not_ready_slack.as_ref().map(|d| dur(&mut c, d, "expect.kubernetes.not_ready_slack")),
+        eviction_slack: ke.eviction_slack.as_ref().map(|d| dur(&mut c, d, "expect.kubernetes.eviction_slack")),
+        rescheduled_within: ke
+            .rescheduled_within
+            .as_ref()
+            .map(|d| dur(&mut c, d, "expect.kubernetes.rescheduled_within")),
+    };
+    let any_kube_expect =
+        [&ke.not_ready_slack, &ke.eviction_slack, &ke.rescheduled_within].into_iter().flatten().next();
+    if let (Some(span), None) = (any_kube_expect, &raw.kubernetes) {
+        c.push(
+            span.span(),
+            "expectations on Kubernetes, but the scenario deploys nothing on it",
+            "add a `[kubernetes]` section (deployment_replicas, statefulset_replicas)",
+        );
+    }
     if !c.problems.is_empty() {
         return Err(StackError { file: file.to_path_buf(), problems: c.problems });
     }
     faults.sort_by_key(|f| f.at);
-    Ok(Scenario { name: raw.name, description: raw.description, seed: raw.seed, duration, ramp, rates, faults, expect })
+    Ok(Scenario {
+        name: raw.name,
+        description: raw.description,
+        seed: raw.seed,
+        duration,
+        ramp,
+        rates,
+        faults,
+        kubernetes,
+        expect,
+    })
 }
 
 impl Scenario {
     /// Check the scenario's faults name things the stack has, settling
     /// whether each partition side is an AZ or an instance.
     pub fn validate(&mut self, stack: &Stack) -> Result<(), String> {
+        if self.kubernetes.is_some() && stack.kubernetes.is_none() {
+            return Err("the scenario deploys workloads on Kubernetes, and the stack runs none".into());
+        }
         for (i, tf) in self.faults.iter_mut().enumerate() {
             let n = i + 1;
             match &mut tf.action {

@@ -18,6 +18,9 @@ pub struct ContainerSpec {
     pub published: Vec<Publish>,
     /// Named volumes (created and labelled by the runtime) and mount points.
     pub volumes: Vec<(String, String)>,
+    /// Volumes of the stack that several containers mount (name within the
+    /// stack, mount point): an AZ's block storage, shared by its nodes.
+    pub shared_volumes: Vec<(String, String)>,
     /// Further networks joined before start, with an address Docker picks:
     /// for regional parts (the database endpoints) that sit in no one AZ.
     pub extra_networks: Vec<String>,
@@ -51,6 +54,7 @@ impl Default for ContainerSpec {
             address: Ipv4Addr::UNSPECIFIED,
             published: vec![],
             volumes: vec![],
+            shared_volumes: vec![],
             extra_networks: vec![],
             extra_addresses: BTreeMap::new(),
             extra_hosts: vec![],

@@ -22,7 +22,19 @@ fn scenario_file(name: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
-    let mut running = common::start("t-scen", 220, &[]).await;
+    // Kubernetes' timers shortened in the stack file, as CI's own stack
+    // would: eks-az-loss then sees eviction within its shortened outage.
+    let mut stack = common::stack("t-scen", 220);
+    if let Some(k) = stack.kubernetes.as_mut() {
+        k.node_monitor_grace_period = Duration::from_secs(10);
+        k.not_ready_toleration = Duration::from_secs(15);
+    }
+    let mut running = voyager_sim::Sim::new(stack)
+        .with_images(voyager_sim::ImageSource::Offline)
+        .with_progress(Progress::stderr())
+        .start()
+        .await
+        .unwrap();
 
     let shipped: Vec<String> = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios"))
         .unwrap()
@@ -30,7 +42,8 @@ async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
         .filter_map(|n| n.strip_suffix(".toml").map(str::to_string))
         .collect();
     // db-failover last: it moves the primary to AZ b, which az-loss takes out.
-    let order = ["load-baseline", "broker-kill", "partition-az", "inter-az-latency", "az-loss", "db-failover"];
+    let order =
+        ["load-baseline", "broker-kill", "partition-az", "inter-az-latency", "eks-az-loss", "az-loss", "db-failover"];
     let mut sorted = shipped.clone();
     sorted.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(usize::MAX));
     assert!(order.iter().all(|o| shipped.iter().any(|s| s == o)), "a shipped scenario is missing: {shipped:?}");
@@ -67,6 +80,15 @@ async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
                 "{:?}",
                 report.notes
             );
+        }
+        if name == "eks-az-loss" {
+            // Kubernetes noticed, evicted and rescheduled, and said so.
+            let k = report.kubernetes.as_ref().expect("the report has the cluster's section");
+            assert_eq!((k.node_monitor_grace_period_s, k.not_ready_toleration_s), (10.0, 15.0));
+            let o = &k.outages[0];
+            assert!(o.not_ready_s.is_some() && o.evicted_s.is_some() && o.ready_again_s.is_some(), "{o:?}");
+            assert_eq!(k.zones.len(), 3);
+            assert!(report.html().contains("zone us-east-1b"));
         }
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["schema"], 1);

@@ -13,6 +13,9 @@ use crate::services::{self, ProbeContext};
 use crate::stack::ServiceKind;
 use crate::state::{InstanceState, RunState};
 
+/// Readier than this on an idle machine, every service; slower is said.
+const SLOW: Duration = Duration::from_secs(60);
+
 pub(crate) async fn wait_ready(
     docker: &Docker,
     state: &RunState,
@@ -44,7 +47,8 @@ pub(crate) async fn wait_ready(
         let last_error = match services::service(kind).probe(&ProbeContext { state, docker }, inst).await {
             Ok(()) => {
                 let took = start.elapsed();
-                p.say(&format!("{} ready in {:.2}s", inst.name, took.as_secs_f64()));
+                let slow = if took > SLOW { " (slow: the machine is busy)" } else { "" };
+                p.say(&format!("{} ready in {:.2}s{slow}", inst.name, took.as_secs_f64()));
                 return Ok(took);
             }
             Err(e) => e,

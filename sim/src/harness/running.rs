@@ -78,6 +78,41 @@ impl RunningStack {
         crate::services::auth0::endpoint(&self.state)
     }
 
+    /// The Kubernetes tier, once bootstrapped: its kubeconfig and a ready
+    /// `kube::Client` through [`KubernetesEndpoint::client`].
+    ///
+    /// [`KubernetesEndpoint::client`]: crate::services::kubernetes::KubernetesEndpoint::client
+    pub fn kubernetes(&self) -> Option<crate::services::kubernetes::KubernetesEndpoint> {
+        crate::services::kubernetes::endpoint(&self.state)
+    }
+
+    /// Load Docker images of this host into every running Kubernetes node
+    /// (no registry needed), as `kind load docker-image` does.
+    pub async fn kube_load(&self, images: &[String], p: &Progress) -> Result<Vec<(String, Vec<String>)>> {
+        if self.kubernetes().is_none() {
+            return Err(Error::usage(
+                format!("stack `{}` runs no Kubernetes", self.state.stack),
+                "add a `[service.kubernetes]` to the stack file (fixtures/voyager.toml has one)",
+            ));
+        }
+        let mut out = vec![];
+        for image in images {
+            let nodes = crate::services::kubernetes::actions::load_image(&self.docker, &self.state, image, p)
+                .await
+                .map_err(|e| Error::usage(e, "name an image as `docker images` shows it, e.g. `myapp:1.0`"))?;
+            out.push((image.clone(), nodes));
+        }
+        Ok(out)
+    }
+
+    /// Run a command in a pod through its node's container runtime (not
+    /// through the API server, so it works while the network is cut).
+    pub async fn exec_in_pod(&self, namespace: &str, pod: &str, argv: &[&str]) -> Result<container::ExecOutput> {
+        crate::services::kubernetes::actions::exec_in_pod(&self.docker, &self.state, namespace, pod, argv)
+            .await
+            .map_err(|e| Error::usage(e, "name a running pod as `kubectl get pods` shows it"))
+    }
+
     pub fn influxdb(&self) -> Option<crate::services::influxdb::InfluxEndpoint> {
         services::influxdb::endpoint(&self.state)
     }

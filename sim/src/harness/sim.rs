@@ -48,7 +48,11 @@ impl Sim {
             only: None,
             images: ImageSource::default(),
             detach: false,
-            ready_timeout: Duration::from_secs(120),
+            // A cold 2-core machine starting six JVMs, LocalStack and a
+            // Kubernetes cluster at once takes minutes for a service that
+            // is ready in seconds on an idle one; a container that exits
+            // still fails at once.
+            ready_timeout: Duration::from_secs(360),
             progress: Progress::from_env(),
             stack_file: None,
             fixtures: fixtures::builtin(),
@@ -197,6 +201,12 @@ impl Sim {
                 companions.insert(c.binary.to_string(), path);
             }
         }
+        // The stack's control plane is this program, run inside the stack.
+        let control = if kinds.contains(&ServiceKind::Kubernetes) {
+            Some(crate::companion::SIM.locate().map_err(|e| Error::usage(e, "the stack's control plane runs it"))?)
+        } else {
+            None
+        };
         let agent = if stack.inter_az_latency.is_zero() {
             None
         } else {
@@ -338,6 +348,10 @@ impl Sim {
             }
         }
         timings.phases.push(("readiness".into(), t.elapsed()));
+        if let Some(binary) = &control {
+            p.say("starting the stack's control plane (EBS volumes)");
+            crate::control::start(docker, labels, set, binary).await?;
+        }
         timings.total = started.elapsed();
         Ok((state, timings))
     }

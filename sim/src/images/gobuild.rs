@@ -13,11 +13,21 @@ use super::build::{cache_home, ImageError};
 use super::recipe::GoBuild;
 use crate::progress::Progress;
 
+/// The directory an earlier build left `build`'s outputs in, if complete.
+pub fn cached(build: &GoBuild) -> Option<PathBuf> {
+    let dir = cache_dir(build);
+    build.outputs().iter().all(|o| dir.join(o).is_file()).then_some(dir)
+}
+
+fn cache_dir(build: &GoBuild) -> PathBuf {
+    cache_home().join("voyager-sim").join("go").join(format!("{}-{}", build.name, build.hash()))
+}
+
 /// The directory holding the build's outputs, building them first unless an
 /// earlier build left them complete.
 pub async fn programs(build: &GoBuild, progress: &Progress) -> Result<PathBuf, ImageError> {
-    let dir = cache_home().join("voyager-sim").join("go").join(format!("{}-{}", build.name, build.hash()));
-    if build.outputs().iter().all(|o| dir.join(o).is_file()) {
+    let dir = cache_dir(build);
+    if cached(build).is_some() {
         progress.say(&format!("{}: programs cached in {}", build.name, dir.display()));
         return Ok(dir);
     }

@@ -167,6 +167,12 @@ pub fn coredns() -> Recipe {
     )
 }
 
+/// The kubectl the offline build made on this host, if it has run: a
+/// client of the same release as the cluster, for users without one.
+pub fn host_kubectl() -> Option<std::path::PathBuf> {
+    super::gobuild::cached(&KUBERNETES_BUILD).map(|d| d.join("kubectl"))
+}
+
 /// The images every node runs (pod sandboxes, kube-proxy, CoreDNS) and
 /// those only control-plane nodes do, as saved into the node image.
 pub const NODE_IMAGES: &[Embed] = &[

@@ -68,6 +68,9 @@ pub fn create_body(spec: &ContainerSpec, labels: &Labels) -> ContainerCreateBody
         .volumes
         .iter()
         .map(|(vol, path)| format!("{}:{path}", volume_name(&labels.stack, &spec.instance, vol)))
+        .chain(
+            spec.shared_volumes.iter().map(|(vol, path)| format!("{}:{path}", labels::object_name(&labels.stack, vol))),
+        )
         .chain(spec.mounts.iter().map(|(host, path)| format!("{host}:{path}:ro")))
         .collect();
     let extra_hosts: Vec<String> = spec.extra_hosts.iter().map(|(name, ip)| format!("{name}:{ip}")).collect();
@@ -118,6 +121,13 @@ pub fn volume_name(stack: &str, instance: &str, vol: &str) -> String {
 /// container name.
 pub async fn start(docker: &Docker, spec: &ContainerSpec, labels: &Labels) -> Result<String, RuntimeError> {
     let name = container_name(&labels.stack, &spec.instance);
+    // Volumes several containers share (an AZ's disks) are the stack's, not
+    // an instance's; creating an existing one is a no-op.
+    for (vol, _) in &spec.shared_volumes {
+        let vname = labels::object_name(&labels.stack, vol);
+        let req = VolumeCreateRequest { name: Some(vname.clone()), labels: Some(labels.map()), ..Default::default() };
+        docker.create_volume(req).await.map_err(RuntimeError::docker(format!("create volume {vname}")))?;
+    }
     for (vol, _) in &spec.volumes {
         let vname = volume_name(&labels.stack, &spec.instance, vol);
         let req = VolumeCreateRequest {
@@ -253,6 +263,10 @@ pub struct OneShot {
     pub argv: Vec<String>,
     /// (host path, container path), mounted read-only.
     pub mounts: Vec<(String, String)>,
+    /// (host path, container path), mounted writable.
+    pub writable_mounts: Vec<(String, String)>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
     /// Linux capabilities added (the link agent needs `NET_ADMIN`).
     pub cap_add: Vec<String>,
     /// The `voyager-sim.instance` label and the name's stem.
@@ -278,12 +292,19 @@ impl OneShot {
         };
         ContainerCreateBody {
             image: Some(self.image.clone()),
+            env: (!self.env.is_empty()).then(|| self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             entrypoint: Some(vec![]),
             cmd: Some(self.argv.clone()),
             labels: Some(labels.with_instance(&self.role)),
             host_config: Some(HostConfig {
                 network_mode: Some(self.network.clone().unwrap_or_else(|| "host".into())),
-                binds: Some(self.mounts.iter().map(|(h, c)| format!("{h}:{c}:ro")).collect()),
+                binds: Some(
+                    self.mounts
+                        .iter()
+                        .map(|(h, c)| format!("{h}:{c}:ro"))
+                        .chain(self.writable_mounts.iter().map(|(h, c)| format!("{h}:{c}")))
+                        .collect(),
+                ),
                 cap_add: (!self.cap_add.is_empty()).then(|| self.cap_add.clone()),
                 init: Some(true),
                 ..Default::default()

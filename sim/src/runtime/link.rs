@@ -82,6 +82,7 @@ pub async fn start_delay_agent(
         mounts: vec![(binary.display().to_string(), companion::mount_point(c))],
         cap_add: vec!["NET_ADMIN".into()],
         role: role.to_string(),
+        ..Default::default()
     };
     let name = shot.start(docker, labels).await?;
     let line = wait_for_line(docker, &name, "bound queue ").await?;

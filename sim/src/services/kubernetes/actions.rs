@@ -3,13 +3,15 @@
 //! already booted. A failed action says which step, on which node, and
 //! what kubeadm printed last.
 //!
-//! 1. preload images (from the node image into containerd; kind's image
-//!    has them already)
-//! 2. `kubeadm init` on the first control-plane node
+//! 1. preload images on every node (from the node image into containerd;
+//!    kind's image has them already)
+//! 2. `kubeadm init` on the first control-plane node, as soon as its own
+//!    images are in
 //! 3. share the cluster's certificate authorities with the other
 //!    control-plane nodes
 //! 4. join the other control-plane nodes one by one (etcd adds members one
-//!    at a time) while the workers join all at once
+//!    at a time) while the workers join all at once, each once its images
+//!    are in and the cluster exists
 //! 5. write the host's kubeconfig (server: the endpoint on 127.0.0.1)
 //! 6. storage: the default StorageClass
 //! 7. wait until every node is Ready, CoreDNS answers and storage exists
@@ -86,10 +88,23 @@ pub async fn create(cx: &ProvisionContext<'_>) -> Result<(), String> {
         .collect();
     let run = Run { cx, plan, containers, started: Instant::now() };
     let steps = async {
-        preload_images(&run).await?;
-        init(&run).await?;
-        share_certificates(&run).await?;
-        join_all_nodes(&run).await?;
+        run.say(&format!("loading images into {} nodes", run.plan.nodes.len()));
+        // Nodes load their images side by side; the first control-plane
+        // node starts the cluster as soon as its own are in, and every
+        // other node joins once its images are in and the cluster exists.
+        let (created, cluster) = tokio::sync::watch::channel(false);
+        let first = async {
+            load_images(&run, run.plan.first_control_plane()).await?;
+            init(&run).await?;
+            share_certificates(&run).await?;
+            let _ = created.send(true);
+            Ok::<_, String>(())
+        };
+        // (Letting the first node load alone, then init while the others
+        // load, measured slower: 155 s against 126 s to a ready cluster.)
+        let (a, b) = tokio::join!(first, join_all_nodes(&run, cluster));
+        a?;
+        b?;
         write_kubeconfig(&run).await?;
         let ep = super::endpoint(cx.state).ok_or("the kubeconfig was not written")?;
         let client = ep.client().await?;
@@ -116,15 +131,17 @@ fn image_script(node: &NodePlan) -> String {
     s
 }
 
-async fn preload_images(run: &Run<'_>) -> Result<(), String> {
-    run.say(&format!("loading images into {} nodes", run.plan.nodes.len()));
-    let results = join_all(run.plan.nodes.iter().map(|n| async move {
-        run.exec(&n.name, &["sh", "-c", &image_script(n)])
-            .await
-            .map_err(|e| format!("loading images on {}: {e}", n.name))
-    }))
-    .await;
-    results.into_iter().collect::<Result<Vec<_>, _>>().map(|_| ())
+async fn load_images(run: &Run<'_>, n: &NodePlan) -> Result<(), String> {
+    run.exec(&n.name, &["sh", "-c", &image_script(n)])
+        .await
+        .map_err(|e| format!("loading images on {}: {e}", n.name))?;
+    run.say(&format!("{}: images loaded", n.name));
+    Ok(())
+}
+
+/// Until the first control-plane node has made the cluster (or failed to).
+async fn cluster_created(mut cluster: tokio::sync::watch::Receiver<bool>) -> Result<(), String> {
+    cluster.wait_for(|made| *made).await.map(|_| ()).map_err(|_| "the cluster was not created".to_string())
 }
 
 async fn init(run: &Run<'_>) -> Result<(), String> {
@@ -192,19 +209,32 @@ async fn join(run: &Run<'_>, node: &NodePlan) -> Result<(), String> {
     Err(format!("kubeadm join on {} failed: {last}", node.name))
 }
 
-async fn join_all_nodes(run: &Run<'_>) -> Result<(), String> {
+async fn join_all_nodes(run: &Run<'_>, cluster: tokio::sync::watch::Receiver<bool>) -> Result<(), String> {
     let first = run.plan.first_control_plane().name.clone();
     let cps: Vec<&NodePlan> = run.plan.nodes.iter().filter(|n| n.control_plane && n.name != first).collect();
     let workers: Vec<&NodePlan> = run.plan.nodes.iter().filter(|n| !n.control_plane).collect();
-    run.say(&format!("joining {} control-plane nodes one by one and {} workers at once", cps.len(), workers.len()));
     let control_plane = async {
+        let loads = join_all(cps.iter().map(|n| load_images(run, n))).await;
+        loads.into_iter().collect::<Result<Vec<_>, _>>()?;
+        cluster_created(cluster.clone()).await?;
+        if !cps.is_empty() {
+            run.say(&format!("joining {} control-plane nodes one by one", cps.len()));
+        }
         for n in &cps {
             join(run, n).await?;
         }
         Ok::<_, String>(())
     };
     let workers = async {
-        let r = join_all(workers.iter().map(|n| join(run, n))).await;
+        let r = join_all(workers.iter().map(|n| {
+            let cluster = cluster.clone();
+            async move {
+                load_images(run, n).await?;
+                cluster_created(cluster).await?;
+                join(run, n).await
+            }
+        }))
+        .await;
         r.into_iter().collect::<Result<Vec<_>, _>>().map(|_| ())
     };
     let (a, b) = tokio::join!(control_plane, workers);
@@ -305,4 +335,90 @@ mod tests {
         assert!(cp.contains("kube-apiserver.tar") && cp.contains("etcd.tar"), "{cp}");
         assert!(!worker.contains("kube-apiserver.tar") && worker.contains("kube-proxy.tar"), "{worker}");
     }
+}
+
+/// Put a Docker image of this host into every running node's containerd,
+/// as `kind load docker-image` does: no registry involved. Returns the
+/// nodes it was loaded into.
+pub async fn load_image(
+    docker: &Docker,
+    state: &RunState,
+    image: &str,
+    progress: &crate::progress::Progress,
+) -> Result<Vec<String>, String> {
+    use futures_util::StreamExt;
+    if docker.inspect_image(image).await.is_err() {
+        return Err(format!("no image `{image}` on this host's Docker engine (build or pull it first; `docker images` lists what is here)"));
+    }
+    let mut bytes = vec![];
+    let mut stream = docker.export_image(image);
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.map_err(|e| format!("saving {image}: {e}"))?);
+    }
+    progress.say(&format!("kube load: {image} ({:.0} MB)", bytes.len() as f64 / 1e6));
+    let file = format!("/kind/load/{}.tar", crate::runtime::labels::random_suffix());
+    let nodes: Vec<&crate::state::InstanceState> =
+        state.instances.iter().filter(|i| i.service == "kubernetes" && i.name != ENDPOINT).collect();
+    let mut loaded = vec![];
+    let files = vec![(file.clone(), 0o600, bytes)];
+    let results = join_all(nodes.iter().map(|n| {
+        let files = &files;
+        let file = &file;
+        async move {
+            match container::state(docker, &n.container).await {
+                Some(s) if s.running && !s.paused => {}
+                _ => return Ok(None),
+            }
+            container::upload(docker, &n.container, files).await.map_err(|e| e.to_string())?;
+            let r = container::exec_ok(
+                docker,
+                &n.container,
+                &["sh", "-c", &format!("ctr -n k8s.io images import {file} >/dev/null; s=$?; rm -f {file}; exit $s")],
+            )
+            .await;
+            r.map(|_| Some(n.name.clone())).map_err(|e| format!("importing {image} on {}: {e}", n.name))
+        }
+    }))
+    .await;
+    for r in results {
+        if let Some(n) = r? {
+            loaded.push(n);
+        }
+    }
+    if loaded.is_empty() {
+        return Err("no node is running to load into".into());
+    }
+    Ok(loaded)
+}
+
+/// Run a command in a pod's first container through its node's containerd,
+/// not through the API server and kubelet: it works while a partition cuts
+/// the API server off from that node, which is when tests need it.
+pub async fn exec_in_pod(
+    docker: &Docker,
+    state: &RunState,
+    namespace: &str,
+    pod: &str,
+    argv: &[&str],
+) -> Result<container::ExecOutput, String> {
+    use k8s_openapi::api::core::v1::Pod;
+    let ep = super::endpoint(state).ok_or("the cluster is not up")?;
+    let pods: kube::Api<Pod> = kube::Api::namespaced(ep.probe_client(Duration::from_secs(10)).await?, namespace);
+    let p = pods.get(pod).await.map_err(|e| format!("reading pod {namespace}/{pod}: {e}"))?;
+    let node =
+        p.spec.as_ref().and_then(|s| s.node_name.clone()).ok_or_else(|| format!("pod {pod} is not scheduled"))?;
+    let id = p
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .and_then(|c| c.container_id.clone())
+        .and_then(|id| id.strip_prefix("containerd://").map(str::to_string))
+        .ok_or_else(|| format!("pod {pod} has no running container"))?;
+    let inst =
+        state.instances.iter().find(|i| i.name == node).ok_or_else(|| format!("node {node} is not in the run"))?;
+    let exec_id = format!("vs-{}", crate::runtime::labels::random_suffix());
+    let mut cmd = vec!["ctr", "-n", "k8s.io", "task", "exec", "--exec-id", &exec_id, &id];
+    cmd.extend_from_slice(argv);
+    container::exec(docker, &inst.container, &cmd).await.map_err(|e| e.to_string())
 }

@@ -147,9 +147,30 @@ fn node_registration(node: &NodePlan) -> String {
 
 /// kubelet's own configuration, the same on every node but for its pod
 /// capacity.
+/// How often nodes report, and the controller looks, for a grace period:
+/// Kubernetes' defaults (a 40 s lease renewed every 10 s, status every
+/// 10 s, a look every 5 s) fit its 50 s grace; a shorter grace (CI) needs
+/// them shorter too, or healthy nodes flap NotReady between renewals.
+pub struct Heartbeats {
+    pub lease_s: u64,
+    pub status_every_ms: u128,
+    pub monitor_every_ms: u128,
+}
+
+pub fn heartbeats(grace: std::time::Duration) -> Heartbeats {
+    let g = grace.as_millis();
+    Heartbeats {
+        lease_s: ((g * 4 / 5) / 1000).clamp(4, 40) as u64,
+        status_every_ms: (g / 4).clamp(1000, 10_000),
+        monitor_every_ms: (g / 8).clamp(1000, 5000),
+    }
+}
+
 fn kubelet_configuration(plan: &ClusterPlan, node: &NodePlan) -> String {
+    let hb = heartbeats(plan.settings.node_monitor_grace_period);
     format!(
         "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
+         nodeLeaseDurationSeconds: {lease}\nnodeStatusUpdateFrequency: {status}ms\n\
          # cgroupfs, as containerd is configured: the node's own cgroup tree is\n\
          # mounted writable, systemd's is not delegated.\n\
          cgroupDriver: cgroupfs\nfailSwapOn: false\nmaxPods: {max_pods}\n\
@@ -159,7 +180,9 @@ fn kubelet_configuration(plan: &ClusterPlan, node: &NodePlan) -> String {
          # Pods with dnsPolicy Default (CoreDNS itself) get the VPC's resolver\n\
          # (its base address + 2, as AmazonProvidedDNS), not Docker's loopback one.\n\
          resolvConf: /etc/kubernetes/vpc-resolv.conf\n",
-        max_pods = plan.max_pods(node)
+        max_pods = plan.max_pods(node),
+        lease = hb.lease_s,
+        status = hb.status_every_ms,
     )
 }
 
@@ -183,6 +206,7 @@ pub fn kubeadm_init(plan: &ClusterPlan, node: &NodePlan, token: &str) -> String 
          \x20 - name: default-unreachable-toleration-seconds\n    value: \"{toleration}\"\n\
          controllerManager:\n  extraArgs:\n\
          \x20 - name: node-monitor-grace-period\n    value: \"{grace}s\"\n\
+         \x20 - name: node-monitor-period\n    value: \"{monitor}ms\"\n\
          # Pod addresses come from each node's block of its subnet, not from a\n\
          # cluster-wide range (as with the AWS VPC CNI).\n\
          \x20 - name: allocate-node-cidrs\n    value: \"false\"\n\
@@ -198,6 +222,7 @@ pub fn kubeadm_init(plan: &ClusterPlan, node: &NodePlan, token: &str) -> String 
         svc = k.service_cidr,
         sans = sans.join(", "),
         grace = secs_ceil(k.node_monitor_grace_period),
+        monitor = heartbeats(k.node_monitor_grace_period).monitor_every_ms,
         token = yaml_str(token),
         ip = node.address,
         reg = node_registration(node),
@@ -329,6 +354,15 @@ mod tests {
         assert!(!join.contains("controlPlane:"), "{join}");
         assert!(join.contains("key: \"workload-type\"\n    value: \"general\"\n    effect: NoSchedule"), "{join}");
         assert!(join.contains("node.kubernetes.io/instance-type="), "{join}");
+    }
+
+    #[test]
+    fn heartbeats_are_kubernetes_defaults_at_its_grace_and_shorter_below() {
+        let prod = heartbeats(std::time::Duration::from_secs(50));
+        assert_eq!((prod.lease_s, prod.status_every_ms, prod.monitor_every_ms), (40, 10_000, 5000));
+        let ci = heartbeats(std::time::Duration::from_secs(8));
+        assert!(ci.lease_s * 1000 / 4 < 8000 / 2, "renewals well inside the grace period");
+        assert!(ci.status_every_ms <= 2000 && ci.monitor_every_ms <= 1000);
     }
 
     #[test]

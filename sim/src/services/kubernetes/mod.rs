@@ -17,7 +17,7 @@
 pub mod actions;
 pub mod api;
 pub mod config;
-mod node;
+pub mod node;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

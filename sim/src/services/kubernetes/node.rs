@@ -20,6 +20,13 @@ const CONTAINERD: &str = include_str!("files/containerd.toml");
 const KUBELET_UNIT: &str = include_str!("files/kubelet.service");
 const KUBEADM_DROPIN: &str = include_str!("files/10-kubeadm.conf");
 const HAPROXY_CFG: &str = "/usr/local/etc/haproxy/haproxy.cfg";
+/// Where a node sees its AZ's block storage; volumes are directories in it.
+pub const EBS_ROOT: &str = "/var/lib/voyager-ebs";
+
+/// The stack volume that is an AZ's block storage.
+pub fn zone_volume(az: &str) -> String {
+    format!("ebs-{az}")
+}
 
 pub fn specs(cx: &SpecContext, plan: &ClusterPlan) -> Vec<ContainerSpec> {
     let token = &cx.credentials.kube_bootstrap_token;
@@ -50,6 +57,9 @@ fn node_spec(cx: &SpecContext, plan: &ClusterPlan, n: &NodePlan, kubeadm: String
     if n.control_plane {
         volumes.push(("etcd".into(), "/var/lib/etcd".into()));
     }
+    // The AZ's block storage, which every node of the AZ reaches, as EBS
+    // volumes attach to any instance of their zone.
+    let shared_volumes = vec![(zone_volume(&n.az), EBS_ROOT.to_string())];
     ContainerSpec {
         instance: n.name.clone(),
         image: image_for(ServiceKind::Kubernetes, cx.images),
@@ -57,6 +67,7 @@ fn node_spec(cx: &SpecContext, plan: &ClusterPlan, n: &NodePlan, kubeadm: String
         network: network_name(cx.stack_name, &n.az, Tier::Private),
         address: n.address,
         volumes,
+        shared_volumes,
         extra_hosts: vec![(API_NAME.to_string(), plan.endpoint_in(&n.az))],
         files: vec![
             (ENTRYPOINT_PATH.into(), 0o755, ENTRYPOINT.into()),

@@ -37,6 +37,9 @@ remount_cgroups() {
 
 remount_cgroups
 mount --make-rshared /
+# kubeadm starts kubelet but does not enable it; a node that reboots (an AZ
+# back from an outage) must start it again by itself.
+systemctl enable kubelet.service >/dev/null 2>&1 || true
 rm -f /etc/machine-id
 systemd-machine-id-setup >/dev/null 2>&1 || true
 exec /sbin/init

@@ -1,0 +1,97 @@
+//! The stack's always-on control plane: what AWS runs for its managed
+//! services while nobody is looking. It is `voyager-sim control` running in
+//! a container of the stack (labelled and swept like everything else,
+//! independent of any CLI process), on the host's network so it reaches
+//! the stack as host clients do. Today it provisions the cluster's EBS-like
+//! volumes ([`ebs`]).
+//!
+//! Each part keeps its decisions pure (what to do given what it observed)
+//! apart from the effects, so they are unit-tested on synthetic
+//! observations.
+
+pub mod ebs;
+
+use std::time::Duration;
+
+use bollard::Docker;
+
+use crate::companion::{self, Companion};
+use crate::images::{companion_base, ImageSet};
+use crate::progress::Progress;
+use crate::runtime::container::OneShot;
+use crate::runtime::labels::Labels;
+use crate::runtime::RuntimeError;
+use crate::services::kubernetes;
+use crate::state;
+
+/// The control plane's instance label and container name stem.
+pub const ROLE: &str = "aws-control";
+
+/// Start the control plane of a stack; returns its container's name.
+pub async fn start(
+    docker: &Docker,
+    labels: &Labels,
+    images: ImageSet,
+    binary: &std::path::Path,
+) -> Result<String, RuntimeError> {
+    let c: Companion = companion::SIM;
+    let home = state::home();
+    std::fs::create_dir_all(&home)
+        .map_err(|source| RuntimeError::Io { context: format!("creating {}", home.display()), source })?;
+    let socket = docker_socket();
+    let shot = OneShot {
+        image: companion_base(images),
+        network: None,
+        address: None,
+        argv: [companion::mount_point(c), "control".into(), "--name".into(), labels.stack.clone()].into(),
+        mounts: vec![(binary.display().to_string(), companion::mount_point(c))],
+        writable_mounts: vec![(home.display().to_string(), home.display().to_string()), (socket.clone(), socket)],
+        env: vec![("VOYAGER_SIM_HOME".into(), home.display().to_string())],
+        role: ROLE.into(),
+        ..Default::default()
+    };
+    shot.start(docker, labels).await
+}
+
+/// The Docker engine's socket on this host.
+fn docker_socket() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_string))
+        .unwrap_or_else(|| "/var/run/docker.sock".into())
+}
+
+/// The control loop: every second, each part looks at the stack and acts.
+/// Ends when the stack's run state is gone (it was taken down).
+pub async fn run(stack: &str, p: &Progress) -> Result<(), String> {
+    p.say(&format!("control plane of stack `{stack}` running"));
+    let mut refused = std::collections::BTreeSet::new();
+    let mut client: Option<kube::Client> = None;
+    let mut last_error = String::new();
+    loop {
+        let st = match state::load(stack) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                p.say("the stack is down; stopping");
+                return Ok(());
+            }
+            Err(e) => return Err(format!("reading the run state: {e}")),
+        };
+        if let Some(ep) = kubernetes::endpoint(&st) {
+            if client.is_none() {
+                client = ep.probe_client(Duration::from_secs(10)).await.ok();
+            }
+            if let Some(c) = &client {
+                match ebs::tick(c, &mut refused).await {
+                    Ok(lines) => lines.iter().for_each(|l| p.say(l)),
+                    Err(e) if e != last_error => {
+                        p.say(&format!("ebs: {e}"));
+                        last_error = e;
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

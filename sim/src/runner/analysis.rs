@@ -1,0 +1,243 @@
+//! Turning a run's samples into the report's numbers: the per-second
+//! timeline, per-phase percentiles, recovery per tier (judged by
+//! completion), and the assertions the scenario expects. **No I/O.**
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::ledger::{Op, Outcome};
+use crate::load::Sample;
+use crate::report::{Assertion, FaultMark, PhaseStats, Recovery, Report, Second, SecondOp};
+use crate::scenario::{Phase, Scenario};
+
+use super::RunOptions;
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        0.0
+    } else {
+        h.value_at_quantile(q) as f64 / 1000.0
+    }
+}
+
+pub(super) fn timeline(samples: &[Sample], duration: Duration) -> Vec<Second> {
+    let secs = duration.as_secs_f64().ceil().max(1.0) as usize;
+    let mut hists: Vec<BTreeMap<Op, Histogram<u64>>> = (0..secs).map(|_| BTreeMap::new()).collect();
+    let mut out: Vec<Second> = (0..secs).map(|t| Second { t: t as u32, ops: BTreeMap::new() }).collect();
+    for s in samples {
+        let i = (s.intended.as_secs() as usize).min(secs - 1);
+        let e = out[i].ops.entry(s.op.as_str().to_string()).or_default();
+        match s.outcome {
+            Outcome::Acked => e.ok += 1,
+            Outcome::Failed => e.failed += 1,
+            Outcome::Ambiguous => e.ambiguous += 1,
+        }
+        let _ = hists[i].entry(s.op).or_insert_with(histogram).record((s.latency.as_micros() as u64).max(1));
+    }
+    for (sec, hs) in out.iter_mut().zip(hists) {
+        for (op, h) in hs {
+            if let Some(e) = sec.ops.get_mut(op.as_str()) {
+                e.p99_ms = Some(ms(&h, 0.99));
+            }
+        }
+    }
+    // Seconds with no attempt still show as zeros, so gaps are visible.
+    for sec in &mut out {
+        for op in samples.iter().map(|s| s.op).collect::<BTreeSet<_>>() {
+            sec.ops.entry(op.as_str().to_string()).or_insert_with(SecondOp::default);
+        }
+    }
+    out
+}
+
+/// Kubernetes' reaction to each lost AZ, against the stack's timers plus
+/// the scenario's slack.
+fn kube_assertions(r: &Report, sc: &Scenario) -> Vec<Assertion> {
+    let mut out = vec![];
+    let Some(k) = &r.kubernetes else { return out };
+    let e = &sc.expect.kubernetes;
+    let secs = |v: Option<f64>| v.map(|s| format!("{s:.1}s")).unwrap_or_else(|| "not within the outage".into());
+    for o in &k.outages {
+        if let Some(slack) = e.not_ready_slack {
+            let limit = k.node_monitor_grace_period_s + slack.as_secs_f64();
+            out.push(Assertion {
+                name: format!("kubernetes: {} nodes NotReady after {}", o.zone, o.fault),
+                expected: format!(
+                    "<= {limit:.1}s (grace {:.0}s + {:.0}s)",
+                    k.node_monitor_grace_period_s,
+                    slack.as_secs_f64()
+                ),
+                actual: secs(o.not_ready_s),
+                passed: o.not_ready_s.is_some_and(|s| s <= limit),
+            });
+        }
+        if let Some(slack) = e.eviction_slack {
+            let limit = k.node_monitor_grace_period_s + k.not_ready_toleration_s + slack.as_secs_f64();
+            out.push(Assertion {
+                name: format!("kubernetes: pods evicted from {} after {}", o.zone, o.fault),
+                expected: format!(
+                    "<= {limit:.1}s (grace {:.0}s + toleration {:.0}s + {:.0}s)",
+                    k.node_monitor_grace_period_s,
+                    k.not_ready_toleration_s,
+                    slack.as_secs_f64()
+                ),
+                actual: secs(o.evicted_s),
+                passed: o.evicted_s.is_some_and(|s| s <= limit),
+            });
+        }
+        if let Some(within) = e.rescheduled_within {
+            let took = o.evicted_s.zip(o.ready_again_s).map(|(ev, ready)| ready - ev);
+            out.push(Assertion {
+                name: format!("kubernetes: every replica Ready outside {} after eviction", o.zone),
+                expected: format!("<= {:.1}s", within.as_secs_f64()),
+                actual: secs(took),
+                passed: took.is_some_and(|t| t <= within.as_secs_f64()),
+            });
+        }
+    }
+    out
+}
+
+/// Per phase and operation: latencies, then acknowledged, failed and
+/// ambiguous counts.
+type Tally = (Histogram<u64>, u64, u64, u64);
+
+pub(super) fn phase_stats(samples: &[Sample], sc: &Scenario) -> Vec<PhaseStats> {
+    let mut groups: BTreeMap<(Phase, Op), Tally> = BTreeMap::new();
+    for s in samples {
+        let g = groups.entry((sc.phase_at(s.intended), s.op)).or_insert_with(|| (histogram(), 0, 0, 0));
+        let _ = g.0.record((s.latency.as_micros() as u64).max(1));
+        match s.outcome {
+            Outcome::Acked => g.1 += 1,
+            Outcome::Failed => g.2 += 1,
+            Outcome::Ambiguous => g.3 += 1,
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((phase, op), (h, ok, failed, ambiguous))| {
+            let attempts = ok + failed + ambiguous;
+            PhaseStats {
+                phase: phase.to_string(),
+                op: op.as_str().into(),
+                attempts,
+                ok,
+                failed,
+                ambiguous,
+                error_rate: if attempts == 0 { 0.0 } else { (failed + ambiguous) as f64 / attempts as f64 },
+                p50_ms: ms(&h, 0.5),
+                p90_ms: ms(&h, 0.9),
+                p99_ms: ms(&h, 0.99),
+                max_ms: h.max() as f64 / 1000.0,
+            }
+        })
+        .collect()
+}
+
+/// Per tier and fault: the first acknowledged write sent after the fault, and
+/// the start of the first window after it in which every write succeeded.
+pub(super) fn recovery(samples: &[Sample], marks: &[FaultMark], opts: &RunOptions) -> Vec<Recovery> {
+    // Shortened runs shorten the window too, but not below a second.
+    let window = Duration::from_secs_f64((opts.sustain_window.as_secs_f64() * opts.time_scale).max(1.0));
+    let ops: BTreeSet<Op> = samples.iter().map(|s| s.op).collect();
+    let mut out = vec![];
+    for m in marks {
+        let at = Duration::from_secs_f64(m.at_s);
+        for op in &ops {
+            let (first, sustained) = recovery_of(samples.iter().filter(|s| s.op == *op), at, window, opts.timely);
+            out.push(Recovery {
+                tier: op.tier().into(),
+                fault: m.label.clone(),
+                fault_at_s: m.at_s,
+                first_success_s: first.map(|d| d.as_secs_f64()),
+                sustained_s: sustained.map(|d| d.as_secs_f64()),
+                window_s: window.as_secs_f64(),
+            });
+        }
+    }
+    out
+}
+
+/// Recovery of one operation after a fault at `at`, judged by when writes
+/// sent after the fault *completed*: a write held in a queue until the
+/// service is back is not a success at its send time, and one answered later
+/// than `timely` has not recovered yet. Returns (first acknowledged
+/// completion, start of the first run of timely acknowledged completions
+/// lasting `window` with nothing else in it, or clean to the end), both
+/// measured from the fault.
+pub fn recovery_of<'a>(
+    samples: impl Iterator<Item = &'a Sample>,
+    at: Duration,
+    window: Duration,
+    timely: Duration,
+) -> (Option<Duration>, Option<Duration>) {
+    let mut done: Vec<(Duration, bool, bool)> = samples
+        .filter(|s| s.intended >= at)
+        .map(|s| {
+            (s.intended + s.latency, s.outcome == Outcome::Acked && s.latency <= timely, s.outcome == Outcome::Acked)
+        })
+        .collect();
+    done.sort();
+    let first = done.iter().find(|(_, _, acked)| *acked).map(|(t, _, _)| *t - at);
+    let mut streak: Option<Duration> = None;
+    for (t, ok, _) in &done {
+        match (ok, streak) {
+            (false, _) => streak = None,
+            (true, None) => streak = Some(*t),
+            (true, Some(s)) if *t - s >= window => return (first, Some(s - at)),
+            _ => {}
+        }
+    }
+    (first, streak.map(|s| s - at))
+}
+
+pub(super) fn assertions(r: &Report, sc: &Scenario) -> Vec<Assertion> {
+    let mut out = kube_assertions(r, sc);
+    if let Some(max) = sc.expect.lost_acknowledged {
+        let lost: usize = r.checks.iter().map(|c| c.lost.len()).sum();
+        out.push(Assertion {
+            name: "acknowledged writes lost".into(),
+            expected: format!("<= {max}"),
+            actual: lost.to_string(),
+            passed: lost <= max,
+        });
+    }
+    for (tier, limit) in &sc.expect.recovery {
+        for rec in r.recovery.iter().filter(|x| &x.tier == tier) {
+            let ok = rec.sustained_s.is_some_and(|s| s <= limit.as_secs_f64());
+            out.push(Assertion {
+                name: format!("{tier} recovery (RTO) after {}", rec.fault),
+                expected: format!("<= {:.1}s", limit.as_secs_f64()),
+                actual: rec.sustained_s.map(|s| format!("{s:.1}s")).unwrap_or_else(|| "not within the run".into()),
+                passed: ok,
+            });
+        }
+    }
+    for (phase, max) in &sc.expect.error_rate {
+        for ps in r.phases.iter().filter(|p| p.phase == phase.to_string()) {
+            out.push(Assertion {
+                name: format!("{} error rate {phase}", ps.op),
+                expected: format!("<= {:.2}%", max * 100.0),
+                actual: format!("{:.2}% of {}", ps.error_rate * 100.0, ps.attempts),
+                passed: ps.error_rate <= *max,
+            });
+        }
+    }
+    for ((phase, op), limit) in &sc.expect.p99 {
+        if let Some(ps) = r.phases.iter().find(|p| p.phase == phase.to_string() && p.op == op.as_str()) {
+            out.push(Assertion {
+                name: format!("{} p99 {phase}", op.as_str()),
+                expected: format!("<= {:.0} ms", limit.as_secs_f64() * 1000.0),
+                actual: format!("{:.1} ms", ps.p99_ms),
+                passed: ps.p99_ms <= limit.as_secs_f64() * 1000.0,
+            });
+        }
+    }
+    out
+}
