@@ -108,6 +108,7 @@ async fn data_tier(runs: usize) {
         let t = Instant::now();
         let mut running = Sim::new(stack.clone())
             .with_name("bench-data")
+            .with_only(&kinds)
             .with_images(ImageSource::Offline)
             .start()
             .await
@@ -137,8 +138,13 @@ async fn load_max() {
     let kinds = [ServiceKind::Influxdb, ServiceKind::Kafka, ServiceKind::Postgres];
     build_images(ImageSet::Offline, &kinds, &Progress::stderr()).await.expect("offline images");
     let stack = builtin_stack().relocated("10.252.0.0/16".parse().unwrap()).unwrap();
-    let mut running =
-        Sim::new(stack).with_name("bench-load").with_images(ImageSource::Offline).start().await.expect("up");
+    let mut running = Sim::new(stack)
+        .with_name("bench-load")
+        .with_only(&kinds)
+        .with_images(ImageSource::Offline)
+        .start()
+        .await
+        .expect("up");
     let step = |op: Op, rate: f64, secs: u64| Scenario {
         name: format!("load-max-{}", op.as_str()),
         description: String::new(),
@@ -147,6 +153,7 @@ async fn load_max() {
         ramp: Duration::ZERO,
         rates: [(op, rate)].into(),
         faults: vec![],
+        kubernetes: None,
         expect: Expect::default(),
     };
     for op in [Op::KafkaProduce, Op::PostgresInsert, Op::InfluxWrite] {
