@@ -15,6 +15,14 @@
 //!                                      PostgreSQL Vault's database engine
 //!                                      needs): time to ready per service,
 //!                                      then each container's memory
+//!   voyager-bench kubernetes [--runs N] start the cluster alone (cached
+//!                                      images): time to ready per bring-up
+//!                                      step, memory per node; the last run
+//!                                      also with the whole stack beside it
+//!   voyager-bench kube-build           build Kubernetes, etcd and CoreDNS
+//!                                      from their modules into empty build
+//!                                      caches (cold; modules already fetched
+//!                                      stay), then again (cached)
 //!   voyager-bench link-delay           inject one-way delays (with and without
 //!                                      jitter) between AZs a and b and compare
 //!                                      each measured round trip with the
@@ -54,8 +62,10 @@ async fn main() {
         Some("load-max") => load_max().await,
         Some("link-delay") => link_delay().await,
         Some("services") => services(runs).await,
+        Some("kubernetes") => kubernetes(runs).await,
+        Some("kube-build") => kube_build().await,
         Some(other) => {
-            eprintln!("unknown benchmark `{other}`; use up-down, image-build, data-tier, load-max or link-delay");
+            eprintln!("unknown benchmark `{other}`; use up-down, image-build, data-tier, load-max, link-delay, services, kubernetes or kube-build");
             std::process::exit(2);
         }
     }
@@ -301,4 +311,75 @@ async fn services(runs: usize) {
         summary(&format!("{name} ready (from containers up)"), xs);
     }
     println!("memory per container after start (docker stats; RSS from docker top):\n{memory}");
+}
+
+/// Memory of each of a stack's containers as Docker accounts it (its cgroup).
+fn container_memory(prefix: &str) -> String {
+    let out = std::process::Command::new("docker")
+        .args(["stats", "--no-stream", "--format", "{{.Name}}\t{{.MemUsage}}\t{{.CPUPerc}}"])
+        .output()
+        .expect("docker stats");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| format!("  {}\n", l.trim_start_matches(prefix)))
+        .collect()
+}
+
+async fn kubernetes(runs: usize) {
+    let kinds = [ServiceKind::Kubernetes];
+    build_images(ImageSet::Offline, &kinds, &Progress::stderr()).await.expect("offline images");
+    let stack = builtin_stack().relocated("10.250.0.0/16".parse().unwrap()).unwrap();
+    let mut alone = vec![];
+    for i in 0..runs {
+        let t = Instant::now();
+        let running = Sim::new(stack.clone())
+            .with_name("bench-kube")
+            .with_images(ImageSource::Offline)
+            .with_only(&kinds)
+            .start()
+            .await
+            .expect("up");
+        alone.push(t.elapsed());
+        if i + 1 == runs {
+            // A minute after ready: what an idle cluster costs.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            println!("memory and CPU per container, an idle minute after ready:\n{}", container_memory("vs-bench-kube-"));
+        }
+        running.shutdown().await.expect("down");
+        eprintln!("run {}/{runs} done", i + 1);
+    }
+    summary("cluster ready (up --only kubernetes)", alone);
+    let all: Vec<ServiceKind> = ServiceKind::ALL.to_vec();
+    build_images(ImageSet::Offline, &all, &Progress::stderr()).await.expect("offline images");
+    let t = Instant::now();
+    let running =
+        Sim::new(stack.clone()).with_name("bench-kube").with_images(ImageSource::Offline).start().await.expect("up");
+    let whole = t.elapsed();
+    for (name, d) in &running.timings().services {
+        println!("  whole stack: {name:<11} ready in {:.1}s", d.as_secs_f64());
+    }
+    println!("whole stack ready in {:.1}s", whole.as_secs_f64());
+    running.shutdown().await.expect("down");
+}
+
+async fn kube_build() {
+    use voyager_sim::images::kubernetes::{COREDNS_BUILD, ETCD_BUILD, KUBERNETES_BUILD};
+    let scratch = std::env::temp_dir().join(format!("voyager-bench-gocache-{}", std::process::id()));
+    for (label, fresh) in [("cold", true), ("cached", false)] {
+        if fresh {
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
+        // Empty build caches (Go's and ours) without touching the user's:
+        // the module cache stays, downloads are not what this measures.
+        std::env::set_var("GOCACHE", scratch.join("go-build"));
+        std::env::set_var("XDG_CACHE_HOME", scratch.join("xdg"));
+        for b in [&KUBERNETES_BUILD, &ETCD_BUILD, &COREDNS_BUILD] {
+            let _ = std::fs::remove_dir_all(scratch.join("xdg"));
+            let t = Instant::now();
+            voyager_sim::images::gobuild::programs(b, &Progress::stderr()).await.expect("go build");
+            println!("{label:<7} {:<11} {:.1}s", b.name, t.elapsed().as_secs_f64());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
 }
