@@ -344,7 +344,10 @@ async fn kubernetes(runs: usize) {
         if i + 1 == runs {
             // A minute after ready: what an idle cluster costs.
             tokio::time::sleep(Duration::from_secs(60)).await;
-            println!("memory and CPU per container, an idle minute after ready:\n{}", container_memory("vs-bench-kube-"));
+            println!(
+                "memory and CPU per container, an idle minute after ready:\n{}",
+                container_memory("vs-bench-kube-")
+            );
         }
         running.shutdown().await.expect("down");
         eprintln!("run {}/{runs} done", i + 1);

@@ -214,6 +214,12 @@ impl Sim {
                 Error::usage(e, "or set `inter_az_latency = \"0ms\"` under [vpc] in the stack file to run without it")
             })?)
         };
+        for kind in &kinds {
+            services::service(*kind)
+                .preflight(docker)
+                .await
+                .map_err(|(message, help)| Error::usage(format!("{kind}: {message}"), help))?;
+        }
         ensure_images(docker, set, &kinds, p).await?;
         timings.phases.push(("images".into(), t.elapsed()));
 

@@ -78,6 +78,12 @@ pub trait Service: Sync {
         false
     }
 
+    /// Whether this machine can run the service at all, checked before
+    /// anything is created: `Err((reason, fix))` refuses the start.
+    async fn preflight(&self, _docker: &Docker) -> Result<(), (String, String)> {
+        Ok(())
+    }
+
     /// One readiness attempt: a real request to the instance (never a sleep).
     async fn probe(&self, cx: &ProbeContext<'_>, inst: &InstanceState) -> Result<(), String>;
 

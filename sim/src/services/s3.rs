@@ -91,20 +91,32 @@ pub async fn probe(_state: &RunState, inst: &InstanceState) -> Result<(), String
     }
 }
 
-async fn put(base: &str, path: &str, body: &str) -> Result<(), String> {
+/// One PUT, tried again until `deadline` when it times out or the server
+/// is not answering yet: LocalStack loads its S3 provider on the first
+/// request, which on a loaded machine takes longer than any one timeout.
+/// Every PUT here is idempotent (a bucket we own already is fine).
+async fn put(base: &str, path: &str, body: &str, deadline: std::time::Instant) -> Result<(), String> {
     let headers: &[(&str, &str)] = if body.is_empty() { &[] } else { &[("content-type", "application/xml")] };
-    let r = request("PUT", &format!("{base}/{path}"), headers, body, Duration::from_secs(30)).await?;
-    match r.status {
-        200..=299 => Ok(()),
-        s => Err(format!("PUT /{path} answered {s}: {}", r.body.trim())),
+    loop {
+        let last = match request("PUT", &format!("{base}/{path}"), headers, body, Duration::from_secs(60)).await {
+            Ok(r) if (200..=299).contains(&r.status) => return Ok(()),
+            Ok(r) if r.status < 500 => return Err(format!("PUT /{path} answered {}: {}", r.status, r.body.trim())),
+            Ok(r) => format!("PUT /{path} answered {}: {}", r.status, r.body.trim()),
+            Err(e) => e,
+        };
+        if std::time::Instant::now() >= deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
 /// Create the buckets, then set versioning and lifecycle as declared.
 /// Again on a running stack, it leaves the buckets as the fixture says.
-pub async fn provision(state: &RunState, fixture: &S3Fixture) -> Result<(), String> {
+pub async fn provision(state: &RunState, fixture: &S3Fixture, timeout: Duration) -> Result<(), String> {
     let ep = endpoint(state).ok_or("no S3 instance")?;
     let base = ep.url();
+    let deadline = std::time::Instant::now() + timeout;
     for b in &fixture.buckets {
         let create = if fixture.region == "us-east-1" {
             String::new()
@@ -114,7 +126,7 @@ pub async fn provision(state: &RunState, fixture: &S3Fixture) -> Result<(), Stri
                 fixture.region
             )
         };
-        if let Err(e) = put(&base, &b.name, &create).await {
+        if let Err(e) = put(&base, &b.name, &create, deadline).await {
             // Already ours (a second provisioning) is fine.
             if !e.contains("BucketAlreadyOwnedByYou") {
                 return Err(format!("creating bucket {}: {e}", b.name));
@@ -123,10 +135,10 @@ pub async fn provision(state: &RunState, fixture: &S3Fixture) -> Result<(), Stri
         if b.versioning {
             let body =
                 format!("<VersioningConfiguration xmlns=\"{NS}\"><Status>Enabled</Status></VersioningConfiguration>");
-            put(&base, &format!("{}?versioning", b.name), &body).await?;
+            put(&base, &format!("{}?versioning", b.name), &body, deadline).await?;
         }
         if !b.lifecycle.is_empty() {
-            put(&base, &format!("{}?lifecycle", b.name), &lifecycle_xml(&b.lifecycle)).await?;
+            put(&base, &format!("{}?lifecycle", b.name), &lifecycle_xml(&b.lifecycle), deadline).await?;
         }
     }
     Ok(())
@@ -182,7 +194,7 @@ impl super::Service for S3 {
         probe(cx.state, inst).await
     }
     async fn provision(&self, cx: &super::ProvisionContext<'_>) -> Result<(), String> {
-        provision(cx.state, &cx.fixtures.s3).await
+        provision(cx.state, &cx.fixtures.s3, cx.timeout).await
     }
     fn env(&self, state: &RunState) -> Vec<(String, String)> {
         env(state)

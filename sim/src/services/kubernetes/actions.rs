@@ -45,7 +45,10 @@ pub async fn booted(docker: &Docker, container: &str) -> Result<(), String> {
     if out.code == 0 {
         Ok(())
     } else {
-        Err(format!("containerd is not answering yet ({})", out.output.trim()))
+        Err(format!(
+            "containerd is not answering yet ({}); if this lasts, the engine may refuse what a node needs (a private cgroup namespace, every capability but SYS_RESOURCE): see `docker logs {container}`",
+            out.output.trim()
+        ))
     }
 }
 

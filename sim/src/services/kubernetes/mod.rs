@@ -54,6 +54,37 @@ impl super::Service for Kubernetes {
         }
     }
 
+    /// Nodes need a rootful engine that grants a private cgroup namespace
+    /// and every capability but CAP_SYS_RESOURCE, and a kernel log device.
+    async fn preflight(&self, docker: &bollard::Docker) -> Result<(), (String, String)> {
+        let info = docker.info().await.map_err(|e| {
+            (format!("cannot ask the Docker engine about itself: {e}"), "check `docker info`".to_string())
+        })?;
+        let opts = info.security_options.unwrap_or_default();
+        if opts.iter().any(|o| o.contains("rootless")) {
+            return Err((
+                "Kubernetes nodes cannot run on a rootless Docker engine: kubelet and containerd need root's capabilities and their own cgroups".into(),
+                "use a rootful engine, or start the stack without Kubernetes (`--only` naming the other services)".into(),
+            ));
+        }
+        if opts.iter().any(|o| o.contains("userns")) {
+            return Err((
+                "Kubernetes nodes cannot run with user-namespace remapping on (dockerd --userns-remap): containerd inside a node needs real root".into(),
+                "turn off userns-remap for this engine, or start the stack without Kubernetes".into(),
+            ));
+        }
+        if cfg!(target_os = "linux")
+            && info.os_type.as_deref() == Some("linux")
+            && !std::path::Path::new("/dev/kmsg").exists()
+        {
+            return Err((
+                "this host has no /dev/kmsg, which kubelet reads for out-of-memory events".into(),
+                "run on a host (or VM) with a kernel log device, or start the stack without Kubernetes".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Before the cluster exists a node is ready when its systemd runs and
     /// containerd answers; after, when the API says it is Ready.
     async fn probe(&self, cx: &ProbeContext<'_>, inst: &InstanceState) -> Result<(), String> {
