@@ -77,8 +77,15 @@ impl Targets {
                     .set("acks", "all")
                     // As production clients run: no duplicates from retries.
                     .set("enable.idempotence", "true")
-                    .set("message.timeout.ms", "10000")
-                    .set("request.timeout.ms", "5000")
+                    // Kafka's Java client defaults, which MSK's client best
+                    // practices say to keep: a message may wait two minutes
+                    // for its partition's new leader. A shorter timeout
+                    // expires messages in flight through a leader election;
+                    // the idempotent producer then starts a new epoch, and
+                    // the brokers cannot tell its retries from the writes
+                    // they already had: duplicates.
+                    .set("message.timeout.ms", "120000")
+                    .set("request.timeout.ms", "30000")
                     .set("linger.ms", "2")
                     .set("log_level", "0")
                     .create()

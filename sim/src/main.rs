@@ -660,6 +660,17 @@ fn print_status(s: &StackStatus) {
         "{:<w$} {:<ws$} {:<3} {:<8} {:<11} {:<16} HEALTH",
         "INSTANCE", "SERVICE", "AZ", "SUBNET", "ADDRESS", "ENDPOINT"
     );
+    if let Some(c) = &s.control {
+        println!(
+            "control plane: {}{}",
+            if c.running { "running" } else { "NOT RUNNING (automatic failover and volume provisioning are off)" },
+            if c.recent.is_empty() {
+                "; no action yet".to_string()
+            } else {
+                format!("; latest: {}", c.recent.join("; "))
+            }
+        );
+    }
     for i in &s.instances {
         let mut detail = i.role.as_ref().map(|r| format!(" [{r}]")).unwrap_or_default();
         detail += &i.detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default();

@@ -34,6 +34,10 @@ pub struct Report {
     /// What the cluster did with the scenario's workloads, when it has any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubeReport>,
+    /// What the stack's control plane did during the run (detach, attach,
+    /// failover, rebuild), on the timeline.
+    #[serde(default)]
+    pub control: Vec<ControlMark>,
     pub notes: Vec<String>,
     pub passed: bool,
 }
@@ -84,6 +88,13 @@ pub struct FaultMark {
     pub label: String,
     pub at_s: f64,
     pub heal_at_s: Option<f64>,
+}
+
+/// An action of the stack's control plane, seconds from the run's start.
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlMark {
+    pub at_s: f64,
+    pub what: String,
 }
 
 /// One second of the run, per operation, by intended send time.
@@ -276,7 +287,7 @@ impl Report {
                 p.max_ms
             );
         }
-        h += "</table><h2>Timeline</h2><p class=\"legend\"><span style=\"color:#2da44e\">■ acknowledged/s</span><span style=\"color:#cf222e\">■ failed/s</span><span style=\"color:#bf8700\">■ ambiguous/s</span><span style=\"color:#0969da\">— p99 latency</span><span style=\"color:#8250df\">░ fault in force</span></p>";
+        h += "</table><h2>Timeline</h2><p class=\"legend\"><span style=\"color:#2da44e\">■ acknowledged/s</span><span style=\"color:#cf222e\">■ failed/s</span><span style=\"color:#bf8700\">■ ambiguous/s</span><span style=\"color:#0969da\">— p99 latency</span><span style=\"color:#8250df\">░ fault in force</span><span style=\"color:#bc4c00\">| control plane action</span></p>";
         let ops: Vec<String> = self
             .timeline
             .iter()
@@ -419,6 +430,18 @@ impl Report {
                 esc(&f.label)
             );
         }
+        // The control plane's actions: a short orange tick at the bottom,
+        // its words on hover.
+        for c in &self.control {
+            let _ = write!(
+                s,
+                "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.1}\" y2=\"{2:.1}\" stroke=\"#bc4c00\" stroke-width=\"2\"><title>{3}</title></line>",
+                x(c.at_s),
+                top + hgt - 18.0,
+                top + hgt,
+                esc(&format!("t={:.1}s {}", c.at_s, c.what))
+            );
+        }
         let mut line = String::new();
         for sec in &self.timeline {
             let Some(o) = sec.ops.get(op) else { continue };
@@ -500,6 +523,7 @@ mod tests {
             }],
             checks: vec![c],
             kubernetes: None,
+            control: vec![],
             notes: vec![],
             passed: !lost,
         }

@@ -180,8 +180,61 @@ pub fn write_private(p: &std::path::Path, body: &[u8]) -> std::io::Result<()> {
     std::fs::rename(tmp, p)
 }
 
+/// Change a run's state under a lock, whole: the control plane (its own
+/// process) and the CLI both write it, each only the parts it owns, so
+/// neither overwrites the other's news with a stale copy.
+pub fn update<T>(stack: &str, f: impl FnOnce(&mut RunState) -> T) -> std::io::Result<Option<(RunState, T)>> {
+    let p = path(stack);
+    std::fs::create_dir_all(p.parent().expect("has a parent"))?;
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(p.with_extension("lock"))?;
+    // SAFETY: the fd is valid for the life of `lock`; the lock goes with it.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let Some(mut st) = load(stack)? else { return Ok(None) };
+    let out = f(&mut st);
+    save(&st)?;
+    Ok(Some((st, out)))
+}
+
+/// Something the stack's control plane did, as `status` and reports show.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ControlEvent {
+    /// Milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    pub what: String,
+}
+
+fn events_path(stack: &str) -> PathBuf {
+    home().join("stacks").join(format!("{stack}.control.jsonl"))
+}
+
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Append one event to the control plane's log.
+pub fn record_event(stack: &str, what: &str) -> std::io::Result<()> {
+    let p = events_path(stack);
+    std::fs::create_dir_all(p.parent().expect("has a parent"))?;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(p)?;
+    let line = serde_json::to_string(&ControlEvent { at_unix_ms: now_unix_ms(), what: what.to_string() })
+        .map_err(std::io::Error::other)?;
+    writeln!(f, "{line}")
+}
+
+/// The control plane's events since a time (all with 0).
+pub fn events_since(stack: &str, since_unix_ms: u64) -> Vec<ControlEvent> {
+    std::fs::read_to_string(events_path(stack))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<ControlEvent>(l).ok())
+        .filter(|e| e.at_unix_ms >= since_unix_ms)
+        .collect()
+}
+
 pub fn remove(stack: &str) -> std::io::Result<()> {
-    for p in [path(stack), kubeconfig_path(stack)] {
+    for p in [path(stack), kubeconfig_path(stack), events_path(stack), path(stack).with_extension("lock")] {
         match std::fs::remove_file(p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}

@@ -77,7 +77,7 @@ async fn tcp_from_pod(r: &RunningStack, pod: &str, host: &str, port: u16) -> i64
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_eks_shaped_cluster_across_three_azs() {
-    let mut stack = common::stack("t-eks", 226);
+    let mut stack = common::stack_with_ha_control_plane("t-eks", 226);
     {
         let k = stack.kubernetes.as_mut().expect("the built-in stack runs Kubernetes");
         k.node_monitor_grace_period = Duration::from_secs(8);

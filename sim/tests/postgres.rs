@@ -1,7 +1,8 @@
 //! PostgreSQL as RDS Multi-AZ, against real servers: the writer endpoint
 //! reaches the primary and the reader the replica; commits wait for the
-//! synchronous standby; after `failover` the same writer endpoint takes
-//! writes on the new primary and every row committed before is there.
+//! synchronous standby until the control plane detaches a lost one; after
+//! `failover` the same writer endpoint takes writes on the new primary and
+//! every row committed before is there.
 
 use std::time::Duration;
 
@@ -37,21 +38,35 @@ async fn postgres_multi_az_commits_synchronously_and_fails_over_without_losing_r
     writer.query_strings("SET synchronous_commit = remote_apply; INSERT INTO runs VALUES (1, 'queued')").await.unwrap();
     assert_eq!(one(&standby, "SELECT status FROM runs WHERE id = 1").await, "queued");
 
-    // Without the standby, a commit waits (it is not acknowledged), and
-    // completes once the standby is back.
+    // Without the standby, a commit waits (it is not acknowledged) until
+    // the control plane sees the standby lost and detaches it, as RDS keeps
+    // the primary writable while it replaces a standby; once the standby
+    // streams again, commits wait for it again.
+    let since = voyager_sim::state::now_unix_ms();
     running.kill_instance("postgres-b").await.unwrap();
     let pending = {
         let w = writer.clone();
         tokio::spawn(async move { w.query_strings("INSERT INTO runs VALUES (2, 'waits for the standby')").await })
     };
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!pending.is_finished(), "a commit was acknowledged with the synchronous standby down");
-    running.start_instance("postgres-b", Duration::from_secs(60)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!pending.is_finished(), "a commit was acknowledged with the synchronous standby just lost");
     tokio::time::timeout(Duration::from_secs(60), pending)
         .await
-        .expect("commit completes once the standby is back")
+        .expect("the commit completes once the control plane detaches the lost standby")
         .unwrap()
         .unwrap();
+    let said =
+        |what: &'static str| voyager_sim::state::events_since("t-pg", since).iter().any(|e| e.what.contains(what));
+    assert!(said("the primary stops waiting for it"), "{:?}", voyager_sim::state::events_since("t-pg", since));
+    running.start_instance("postgres-b", Duration::from_secs(60)).await.unwrap();
+    for _ in 0..120 {
+        if said("commits wait for it again") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(said("commits wait for it again"), "the standby is attached again once it streams");
+    assert_eq!(one(&standby, "SELECT status FROM runs WHERE id = 2").await, "waits for the standby");
 
     // Rows committed before the failover are all there after it, through the
     // same writer endpoint, now on the promoted standby in AZ b.

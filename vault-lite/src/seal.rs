@@ -127,7 +127,7 @@ impl Seal {
 /// An unseal key as given: hex or base64.
 pub fn decode_key(s: &str) -> Option<Vec<u8>> {
     let s = s.trim();
-    if s.len() % 2 == 0 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if s.len().is_multiple_of(2) && s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect();
     }
     base64::engine::general_purpose::STANDARD.decode(s).ok()

@@ -171,14 +171,22 @@ pub async fn tick(
         pvcs.list(&lp).await.map_err(|e| format!("listing claims: {e}"))?.items.iter().filter_map(claim_of).collect();
     let volumes: Vec<Volume> =
         pvs.list(&lp).await.map_err(|e| format!("listing volumes: {e}"))?.items.iter().filter_map(volume_of).collect();
-    let zones: BTreeMap<String, String> = nodes
-        .list(&lp)
-        .await
-        .map_err(|e| format!("listing nodes: {e}"))?
-        .items
+    // Nodes are big objects; only a claim waiting for a volume needs them.
+    let waiting = claims
         .iter()
-        .filter_map(|n| Some((n.metadata.name.clone()?, n.metadata.labels.as_ref()?.get(ZONE)?.clone())))
-        .collect();
+        .any(|c| c.provisioner.as_deref() == Some(PROVISIONER) && c.bound_to.is_none() && c.selected_node.is_some());
+    let zones: BTreeMap<String, String> = if waiting {
+        nodes
+            .list(&lp)
+            .await
+            .map_err(|e| format!("listing nodes: {e}"))?
+            .items
+            .iter()
+            .filter_map(|n| Some((n.metadata.name.clone()?, n.metadata.labels.as_ref()?.get(ZONE)?.clone())))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
     let mut done = vec![];
     for action in decide(&claims, &volumes, &zones) {
         match action {

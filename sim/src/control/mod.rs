@@ -2,7 +2,9 @@
 //! services while nobody is looking. It is `voyager-sim control` running in
 //! a container of the stack (labelled and swept like everything else,
 //! independent of any CLI process), on the host's network so it reaches
-//! the stack as host clients do. Today it provisions the cluster's EBS-like
+//! the stack as host clients do. It is RDS's control plane for the
+//! database ([`rds`] decides, [`rds_ops`] acts: standby detach and attach,
+//! automatic failover, rebuilds) and provisions the cluster's EBS-like
 //! volumes ([`ebs`]).
 //!
 //! Each part keeps its decisions pure (what to do given what it observed)
@@ -10,6 +12,8 @@
 //! observations.
 
 pub mod ebs;
+pub mod rds;
+pub mod rds_ops;
 
 use std::time::Duration;
 
@@ -53,6 +57,22 @@ pub async fn start(
     shot.start(docker, labels).await
 }
 
+/// Whether a stack has a control plane container, and if it runs.
+pub async fn find(docker: &Docker, stack: &str) -> Option<bool> {
+    use bollard::query_parameters::ListContainersOptionsBuilder;
+    let f = std::collections::HashMap::from([(
+        "label".to_string(),
+        vec![
+            format!("{}={stack}", crate::runtime::labels::STACK),
+            format!("{}={ROLE}", crate::runtime::labels::INSTANCE),
+        ],
+    )]);
+    let cs =
+        docker.list_containers(Some(ListContainersOptionsBuilder::new().all(true).filters(&f).build())).await.ok()?;
+    let c = cs.first()?;
+    Some(c.state.as_ref().is_some_and(|s| format!("{s:?}").to_lowercase().contains("running")))
+}
+
 /// The Docker engine's socket on this host.
 fn docker_socket() -> String {
     std::env::var("DOCKER_HOST")
@@ -68,6 +88,9 @@ pub async fn run(stack: &str, p: &Progress) -> Result<(), String> {
     let mut refused = std::collections::BTreeSet::new();
     let mut client: Option<kube::Client> = None;
     let mut last_error = String::new();
+    let docker = crate::runtime::docker::connect(&Progress::silent()).await.map_err(|e| e.to_string())?;
+    let mut rds: Option<rds_ops::Rds> = None;
+    let mut last_rds_error = String::new();
     loop {
         let st = match state::load(stack) {
             Ok(Some(s)) => s,
@@ -77,6 +100,24 @@ pub async fn run(stack: &str, p: &Progress) -> Result<(), String> {
             }
             Err(e) => return Err(format!("reading the run state: {e}")),
         };
+        if crate::services::postgres::nodes(&st).next().is_some() {
+            let r = match &mut rds {
+                Some(r) => r,
+                None => {
+                    let stack = crate::stack::parse_stack(std::path::Path::new("<run state>"), &st.stack_toml)
+                        .map_err(|e| e.to_string())?;
+                    rds.insert(rds_ops::Rds::new(&stack))
+                }
+            };
+            match r.tick(&docker, stack, p).await {
+                Ok(lines) => lines.iter().for_each(|l| p.say(l)),
+                Err(e) if e != last_rds_error => {
+                    p.say(&format!("rds: {e}"));
+                    last_rds_error = e;
+                }
+                Err(_) => {}
+            }
+        }
         if let Some(ep) = kubernetes::endpoint(&st) {
             if client.is_none() {
                 client = ep.probe_client(Duration::from_secs(10)).await.ok();

@@ -12,13 +12,14 @@ use crate::fault::{Fault, LinkEffect, Stop};
 use crate::progress::Progress;
 use crate::runtime::{container, link, route};
 
-use super::ready::wait_ready;
 use super::running::RunningStack;
+use crate::services::lifecycle::wait_ready;
 
 impl RunningStack {
     /// Break something. The fault is recorded in the run's state before it
     /// takes effect, so `heal` (or `down`) can undo it even if we die halfway.
     pub async fn inject(&mut self, fault: Fault) -> Result<()> {
+        self.refresh()?;
         let stack = self.stack()?;
         fault.validate(&stack).map_err(|e| {
             Error::usage(format!("fault `{fault}`: {e}"), "name AZs and instances as `voyager-sim status` shows them")
@@ -79,6 +80,7 @@ impl RunningStack {
     /// Undo every fault in force: network drops go, paused instances thaw,
     /// killed ones start again; returns when each of those answers again.
     pub async fn heal(&mut self, timeout: Duration) -> Result<Vec<Fault>> {
+        self.refresh()?;
         let stack = self.stack()?;
         route::remove_faults(&self.state.stack).await?;
         link::remove_agents(&self.docker, &self.state.stack, link::FAULT_AGENT).await?;

@@ -3,8 +3,7 @@
 //! an explicit shutdown. The CLI's `up` is the same call with the stack
 //! detached from the process.
 //!
-//! Layout: `sim` (the builder and bring-up), `ready` (waiting for an
-//! instance), `running` (the handle to a started stack and its endpoints),
+//! Layout: `sim` (the builder and bring-up), `running` (the handle to a started stack and its endpoints),
 //! `faults` (injecting and healing), `failover` (RDS "reboot with
 //! failover"), `status` (status, env, down), `images` (building or pulling
 //! what a stack needs).
@@ -12,7 +11,6 @@
 mod failover;
 mod faults;
 mod images;
-mod ready;
 mod running;
 mod sim;
 mod status;
@@ -27,7 +25,7 @@ use crate::stack::{parse_stack, ServiceKind, Stack};
 pub use images::build_images;
 pub use running::RunningStack;
 pub use sim::Sim;
-pub use status::{down, down_all, env_of, status, InstanceStatus, StackStatus};
+pub use status::{down, down_all, env_of, status, ControlStatus, InstanceStatus, StackStatus};
 
 /// The production stack that ships with the binary (`fixtures/voyager.toml`).
 pub const BUILTIN_STACK: &str = include_str!("../../../fixtures/voyager.toml");

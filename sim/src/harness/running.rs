@@ -17,9 +17,9 @@ use crate::services::{self, postgres::PostgresEndpoint};
 use crate::stack::{parse_stack, ServiceKind, Stack, Tier};
 use crate::state::{self, InstanceState, RunState};
 
-use super::ready::wait_ready;
 use super::status::env_of;
 use super::Timings;
+use crate::services::lifecycle::wait_ready;
 
 /// A started stack. Dropping it removes everything it created unless it was
 /// started [`Sim::detached`].
@@ -222,9 +222,33 @@ impl RunningStack {
         Ok(parse_stack(Path::new("<run state>"), &self.state.stack_toml)?)
     }
 
-    pub(crate) fn save_state(&self) -> Result<()> {
-        state::save(&self.state)
-            .map_err(|source| Error::State { path: state::path(&self.state.stack).display().to_string(), source })
+    /// Read the run state again: the stack's control plane changes it (a
+    /// failover swaps roles, a rebuild replaces a container) behind this
+    /// handle's back.
+    pub fn refresh(&mut self) -> Result<()> {
+        let fresh = state::load(&self.state.stack)
+            .map_err(|source| Error::State { path: state::path(&self.state.stack).display().to_string(), source })?;
+        if let Some(s) = fresh {
+            self.state = s;
+        }
+        Ok(())
+    }
+
+    /// Write the faults in force, and only them: the rest of the state is
+    /// the control plane's too.
+    pub(crate) fn save_state(&mut self) -> Result<()> {
+        let faults = self.state.faults.clone();
+        let path = || state::path(&self.state.stack).display().to_string();
+        match state::update(&self.state.stack, |s| s.faults = faults) {
+            Ok(Some((fresh, ()))) => {
+                self.state = fresh;
+                Ok(())
+            }
+            // A library run whose state file is gone (or never was): keep
+            // it in memory, and on disk as it is.
+            Ok(None) => state::save(&self.state).map_err(|source| Error::State { path: path(), source }),
+            Err(source) => Err(Error::State { path: path(), source }),
+        }
     }
 
     /// Stop and start an instance (a reboot): no fault stays in force.

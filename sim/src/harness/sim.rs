@@ -18,13 +18,13 @@ use crate::runtime::labels::{self, Labels};
 use crate::runtime::sweep;
 use crate::runtime::{container, docker, link, network, route, RuntimeError};
 use crate::services::{self, ProvisionContext, SpecContext};
-use crate::stack::{ServiceKind, Stack, Tier};
+use crate::stack::{ServiceKind, Stack};
 use crate::state::{self, Credentials, InstanceState, RunState};
 
 use super::images::ensure_images;
-use super::ready::wait_ready;
 use super::running::RunningStack;
 use super::{builtin_stack, valid_stack_name, Timings};
+use crate::services::lifecycle::{instance_state, start_on_free_ports, wait_ready};
 
 /// A stack to start. Built with `with_*`-style setters; `start` does the work.
 #[derive(Debug, Clone)]
@@ -38,6 +38,7 @@ pub struct Sim {
     progress: Progress,
     stack_file: Option<std::path::PathBuf>,
     fixtures: Fixtures,
+    control_plane: bool,
 }
 
 impl Sim {
@@ -56,6 +57,7 @@ impl Sim {
             progress: Progress::from_env(),
             stack_file: None,
             fixtures: fixtures::builtin(),
+            control_plane: true,
         }
     }
 
@@ -100,6 +102,15 @@ impl Sim {
 
     pub fn with_stack_file(mut self, p: impl Into<std::path::PathBuf>) -> Sim {
         self.stack_file = Some(p.into());
+        self
+    }
+
+    /// Run the stack without its always-on control plane (no automatic
+    /// failover, no detaching a lost standby, no volume provisioning): for
+    /// tests of what a bare database does, and for library users without
+    /// the `voyager-sim` binary at hand.
+    pub fn without_control_plane(mut self) -> Sim {
+        self.control_plane = false;
         self
     }
 
@@ -202,7 +213,9 @@ impl Sim {
             }
         }
         // The stack's control plane is this program, run inside the stack.
-        let control = if kinds.contains(&ServiceKind::Kubernetes) {
+        let control = if self.control_plane
+            && kinds.iter().any(|k| matches!(k, ServiceKind::Kubernetes | ServiceKind::Postgres))
+        {
             Some(crate::companion::SIM.locate().map_err(|e| Error::usage(e, "the stack's control plane runs it"))?)
         } else {
             None
@@ -267,11 +280,8 @@ impl Sim {
         };
         let mut specs: Vec<(ServiceKind, crate::spec::ContainerSpec)> =
             kinds.iter().flat_map(|k| services::service(*k).specs(&cx).into_iter().map(move |s| (*k, s))).collect();
-        for (_, spec) in &mut specs {
-            pin_host_ports(spec, None)?;
-        }
         p.say(&format!("starting {} containers", specs.len()));
-        let started_containers = join_all(specs.iter().map(|(_, s)| container::start(docker, s, labels))).await;
+        let started_containers = join_all(specs.iter_mut().map(|(_, s)| start_on_free_ports(docker, s, labels))).await;
         let mut instances = vec![];
         for ((kind, spec), r) in specs.iter().zip(started_containers) {
             let cname = r?;
@@ -355,66 +365,12 @@ impl Sim {
         }
         timings.phases.push(("readiness".into(), t.elapsed()));
         if let Some(binary) = &control {
-            p.say("starting the stack's control plane (EBS volumes)");
+            p.say("starting the stack's control plane (RDS failover, EBS volumes)");
             crate::control::start(docker, labels, set, binary).await?;
         }
         timings.total = started.elapsed();
         Ok((state, timings))
     }
-}
-
-/// Give every published port a fixed host port: the one the instance had
-/// before (a rebuilt node keeps its address), else a free one. Docker's own
-/// choice would change at every restart of the container, and an instance's
-/// endpoint must not move when the instance reboots.
-pub(crate) fn pin_host_ports(spec: &mut crate::spec::ContainerSpec, previous: Option<&InstanceState>) -> Result<()> {
-    for p in &mut spec.published {
-        if p.host.is_none() {
-            let before = previous.and_then(|i| i.published.get(&p.container)).map(|a| a.port());
-            p.host = Some(match before {
-                Some(port) => port,
-                None => crate::spec::free_local_port()
-                    .map_err(|source| Error::State { path: "127.0.0.1:0".into(), source })?,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// What the state file records of a started container. Parts a service runs
-/// beside its instances (the database endpoints) are not in the stack file:
-/// they are regional, in no one AZ.
-pub(crate) async fn instance_state(
-    docker: &Docker,
-    stack: &Stack,
-    kind: ServiceKind,
-    spec: &crate::spec::ContainerSpec,
-    container: String,
-) -> Result<InstanceState> {
-    let published = container::published_ports(docker, &container).await?.into_iter().collect::<BTreeMap<_, _>>();
-    let declared = stack.services.iter().flat_map(|s| &s.instances).find(|i| i.name == spec.instance);
-    Ok(match declared {
-        Some(inst) => InstanceState {
-            name: inst.name.clone(),
-            service: kind.to_string(),
-            az: inst.az.clone(),
-            subnet: inst.tier.to_string(),
-            address: inst.address,
-            container,
-            role: inst.role.clone(),
-            published,
-        },
-        None => InstanceState {
-            name: spec.instance.clone(),
-            service: kind.to_string(),
-            az: "*".into(),
-            subnet: Tier::Private.to_string(),
-            address: spec.address,
-            container,
-            role: "endpoint".into(),
-            published,
-        },
-    })
 }
 
 async fn any_running(docker: &Docker, state: &RunState) -> bool {

@@ -79,6 +79,16 @@ pub struct StackStatus {
     pub images: ImageSet,
     pub vpc: String,
     pub instances: Vec<InstanceStatus>,
+    /// The stack's control plane: whether it runs, and what it did last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlStatus {
+    pub running: bool,
+    /// Its latest actions, oldest first, each `seconds ago: what`.
+    pub recent: Vec<String>,
 }
 
 impl StackStatus {
@@ -133,11 +143,21 @@ pub async fn status(name: &str, p: &Progress) -> Result<Option<StackStatus>> {
         }
     }))
     .await;
+    let control = crate::control::find(&docker, &state.stack).await.map(|running| {
+        let now = state::now_unix_ms();
+        let events = state::events_since(&state.stack, 0);
+        let recent = events[events.len().saturating_sub(5)..]
+            .iter()
+            .map(|e| format!("{:.0}s ago: {}", now.saturating_sub(e.at_unix_ms) as f64 / 1000.0, e.what))
+            .collect();
+        ControlStatus { running, recent }
+    });
     Ok(Some(StackStatus {
         stack: state.stack.clone(),
         run_id: state.run_id.clone(),
         images: state.images,
         vpc: state.vpc.clone(),
         instances: checks,
+        control,
     }))
 }

@@ -8,7 +8,6 @@
 
 mod analysis;
 mod kube;
-mod rds;
 mod readback;
 
 use std::sync::Arc;
@@ -21,12 +20,11 @@ use crate::harness::RunningStack;
 use crate::ledger::{check, Ledger};
 use crate::load::{self, Sample, Targets};
 use crate::progress::Progress;
-use crate::report::{FaultMark, Report, SCHEMA};
+use crate::report::{ControlMark, FaultMark, Report, SCHEMA};
 use crate::scenario::{Action, Scenario};
 
 pub use analysis::recovery_of;
 use analysis::{assertions, phase_stats, recovery, timeline};
-use rds::{primary_outage_warnings, spawn_control_plane};
 use readback::read_back;
 
 #[derive(Debug, Clone)]
@@ -119,14 +117,13 @@ pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOption
         }
         all
     });
-    let has_failover = sc.faults.iter().any(|f| matches!(f.action, Action::Failover));
-    let control = (!has_failover).then(|| spawn_control_plane(stack.state().clone(), start + sc.duration, p.clone()));
+    // What the stack's control plane does meanwhile is in its event log.
+    let since_ms = crate::state::now_unix_ms();
     let progress = spawn_progress(start, sc.duration, p.clone());
     let observer = workloads.as_ref().map(|d| kube::spawn_observer(d, start, start + sc.duration));
 
     let mut marks: Vec<FaultMark> = vec![];
-    let mut notes: Vec<String> = primary_outage_warnings(stack, &sc);
-    notes.extend(kube::timer_notes(&sc, &stack.stack()?));
+    let mut notes: Vec<String> = kube::timer_notes(&sc, &stack.stack()?);
     for (t, ev) in events {
         tokio::time::sleep_until((start + t).into()).await;
         match ev {
@@ -189,9 +186,12 @@ pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOption
     let _ = load.await;
     let samples = collector.await.unwrap_or_default();
     progress.abort();
-    if let Some(c) = control {
-        notes.extend(c.await.unwrap_or_default());
-    }
+    let control: Vec<ControlMark> = crate::state::events_since(stack.name(), since_ms)
+        .into_iter()
+        .map(|e| ControlMark { at_s: (e.at_unix_ms.saturating_sub(since_ms)) as f64 / 1000.0, what: e.what })
+        .collect();
+    notes.extend(control.iter().map(|c| format!("t={:.1}s control plane: {}", c.at_s, c.what)));
+    stack.refresh()?;
     let snapshots = match observer {
         Some(o) => o.await.unwrap_or_default(),
         None => vec![],
@@ -231,6 +231,7 @@ pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOption
         checks,
         assertions: vec![],
         kubernetes: None,
+        control,
         notes,
         passed: false,
     };

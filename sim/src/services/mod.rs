@@ -8,6 +8,7 @@ pub mod auth0;
 pub mod influxdb;
 pub mod kafka;
 pub mod kubernetes;
+pub mod lifecycle;
 pub mod postgres;
 pub mod s3;
 pub mod vault;

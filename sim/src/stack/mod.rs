@@ -9,5 +9,5 @@ pub mod parse;
 
 pub use cidr::{Cidr, CidrError};
 pub use kubernetes::{Kubernetes, NodeGroup, Taint, TaintEffect};
-pub use model::{Az, Instance, Service, ServiceKind, Stack, Tier};
+pub use model::{Az, Instance, Rds, Service, ServiceKind, Stack, Tier};
 pub use parse::{parse_stack, Problem, StackError};

@@ -21,7 +21,23 @@ pub struct Stack {
     pub services: Vec<Service>,
     /// Node groups and cluster settings, when the stack runs Kubernetes.
     pub kubernetes: Option<Kubernetes>,
+    /// RDS's settings, when the stack runs PostgreSQL.
+    pub rds: Option<Rds>,
 }
+
+/// How RDS runs a stack's PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rds {
+    /// How long the primary must look lost before the control plane fails
+    /// over to the standby.
+    pub failover_detection: Duration,
+}
+
+/// RDS documents a Multi-AZ failover as typically 60 to 120 s, most of it
+/// detection and the DNS change. Here promotion takes about a second and
+/// the endpoint moves at once, so 30 s of detection lands a whole failover
+/// at the fast end of RDS's range; CI shortens it in its own stack file.
+pub const DEFAULT_FAILOVER_DETECTION: Duration = Duration::from_secs(30);
 
 /// The inter-AZ latency of a stack file that does not say.
 pub const DEFAULT_INTER_AZ_LATENCY: Duration = Duration::from_millis(1);
@@ -100,6 +116,12 @@ impl Stack {
     pub fn only(&self, kinds: &[ServiceKind]) -> Stack {
         let mut s = self.clone();
         s.services.retain(|svc| kinds.contains(&svc.kind));
+        if !kinds.contains(&ServiceKind::Kubernetes) {
+            s.kubernetes = None;
+        }
+        if !kinds.contains(&ServiceKind::Postgres) {
+            s.rds = None;
+        }
         s
     }
 
@@ -142,6 +164,10 @@ impl Stack {
         for svc in &self.services {
             if let (ServiceKind::Kubernetes, Some(k)) = (svc.kind, &self.kubernetes) {
                 out += &kubernetes_toml(k);
+            }
+            if let (ServiceKind::Postgres, Some(r)) = (svc.kind, &self.rds) {
+                out +=
+                    &format!("\n[service.postgres]\nfailover_detection = \"{}ms\"\n", r.failover_detection.as_millis());
             }
             for inst in &svc.instances {
                 out += &format!(

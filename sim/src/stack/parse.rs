@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use super::cidr::Cidr;
 use super::kubernetes::{self as k8s, Kubernetes, NodeGroup, Taint};
-use super::model::{Az, Instance, Service, ServiceKind, Stack, Tier};
+use super::model::{Az, Instance, Rds, Service, ServiceKind, Stack, Tier, DEFAULT_FAILOVER_DETECTION};
 
 /// Addresses below this offset in a subnet are left for the gateway and for
 /// infrastructure the harness may add (AWS reserves the first four too).
@@ -84,6 +84,8 @@ struct RawService {
     pods_per_node: Option<Spanned<i64>>,
     service_cidr: Option<Spanned<String>>,
     region: Option<Spanned<String>>,
+    // PostgreSQL only: RDS's control plane.
+    failover_detection: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -355,6 +357,7 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
     }
     let mut pending: Vec<Pending> = vec![];
     let mut kubernetes: Option<Kubernetes> = None;
+    let mut rds: Option<Rds> = None;
     for (svc_name, svc) in &raw.service {
         let kind = match svc_name.get_ref().parse::<ServiceKind>() {
             Ok(k) => k,
@@ -380,6 +383,26 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
             reject_kubernetes_keys(c, kind, svc.get_ref());
             None
         };
+        if kind == ServiceKind::Postgres {
+            let r = svc.get_ref();
+            rds = Some(Rds {
+                failover_detection: duration_key(
+                    c,
+                    &r.failover_detection,
+                    "failover_detection",
+                    DEFAULT_FAILOVER_DETECTION,
+                    Duration::from_secs(600),
+                ),
+            });
+        } else {
+            if let Some(v) = &svc.get_ref().failover_detection {
+                c.push(
+                    v.span(),
+                    format!("`failover_detection` is a PostgreSQL setting, not one of {kind}"),
+                    "move it under `[service.postgres]`",
+                );
+            }
+        }
         let mut roles_seen: Vec<String> = vec![];
         for inst in &svc.get_ref().instance {
             let inst_ref = inst.get_ref();
@@ -691,7 +714,7 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
         services.push(Service { kind, instances });
     }
 
-    Some(Stack { name: name?, vpc: vpc?, inter_az_latency: latency?, azs, services, kubernetes })
+    Some(Stack { name: name?, vpc: vpc?, inter_az_latency: latency?, azs, services, kubernetes, rds })
 }
 
 /// Most nodes one node group may have in one AZ (each is a container).
@@ -719,7 +742,7 @@ fn duration_key(
             c.push(
                 v.span(),
                 format!("{key}: `{}` is not a duration", v.get_ref()),
-                format!("write it like `{}s` (Kubernetes' default) or `10s` for a short CI run", default.as_secs()),
+                format!("write it like `{}s` (the production default) or `10s` for a short CI run", default.as_secs()),
             );
             default
         }

@@ -4,12 +4,33 @@
 
 #![allow(dead_code)]
 
-use voyager_sim::harness::builtin_stack;
+use voyager_sim::harness::{builtin_stack, BUILTIN_STACK};
 use voyager_sim::{ImageSource, Progress, RunningStack, ServiceKind, Sim, Stack};
 
 /// The production stack in 10.OCTET.0.0/16, named `name`.
 pub fn stack(name: &str, octet: u8) -> Stack {
     let mut s = builtin_stack().relocated(format!("10.{octet}.0.0/16").parse().unwrap()).unwrap();
+    s.name = name.to_string();
+    s
+}
+
+/// The production stack with EKS's control plane, a node per AZ (the
+/// built-in file runs one, in c, to fit two cores), in 10.OCTET.0.0/16.
+pub fn stack_with_ha_control_plane(name: &str, octet: u8) -> Stack {
+    let text = format!(
+        "{BUILTIN_STACK}\n{}",
+        ["a", "b"]
+            .iter()
+            .zip(["10.0.1.70", "10.0.2.70"])
+            .map(|(az, addr)| format!(
+                "[[service.kubernetes.instance]]\nrole = \"control-plane\"\naz = \"{az}\"\naddress = \"{addr}\"\n"
+            ))
+            .collect::<String>()
+    );
+    let mut s = voyager_sim::stack::parse_stack(std::path::Path::new("<built-in + two control-plane nodes>"), &text)
+        .unwrap()
+        .relocated(format!("10.{octet}.0.0/16").parse().unwrap())
+        .unwrap();
     s.name = name.to_string();
     s
 }

@@ -318,28 +318,6 @@ async fn wait_ready(run: &Run<'_>, client: &kube::Client) -> Result<(), String> 
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_host_kubeconfig_points_at_the_endpoint_on_localhost() {
-        let admin = "clusters:\n- cluster:\n    server: https://kube-api.voyager.internal:6443\n  name: voyager\n";
-        let out = host_kubeconfig(admin, "127.0.0.1:40123".parse().unwrap()).unwrap();
-        assert!(out.contains("server: https://127.0.0.1:40123\n"), "{out}");
-        assert!(host_kubeconfig("server: https://elsewhere:6443", "127.0.0.1:1".parse().unwrap()).is_err());
-    }
-
-    #[test]
-    fn workers_load_only_what_they_run() {
-        let plan = ClusterPlan::of(&crate::harness::builtin_stack()).unwrap();
-        let cp = image_script(plan.first_control_plane());
-        let worker = image_script(plan.nodes.iter().find(|n| !n.control_plane).unwrap());
-        assert!(cp.contains("kube-apiserver.tar") && cp.contains("etcd.tar"), "{cp}");
-        assert!(!worker.contains("kube-apiserver.tar") && worker.contains("kube-proxy.tar"), "{worker}");
-    }
-}
-
 /// Put a Docker image of this host into every running node's containerd,
 /// as `kind load docker-image` does: no registry involved. Returns the
 /// nodes it was loaded into.
@@ -424,4 +402,26 @@ pub async fn exec_in_pod(
     let mut cmd = vec!["ctr", "-n", "k8s.io", "task", "exec", "--exec-id", &exec_id, &id];
     cmd.extend_from_slice(argv);
     container::exec(docker, &inst.container, &cmd).await.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_kubeconfig_points_at_the_endpoint_on_localhost() {
+        let admin = "clusters:\n- cluster:\n    server: https://kube-api.voyager.internal:6443\n  name: voyager\n";
+        let out = host_kubeconfig(admin, "127.0.0.1:40123".parse().unwrap()).unwrap();
+        assert!(out.contains("server: https://127.0.0.1:40123\n"), "{out}");
+        assert!(host_kubeconfig("server: https://elsewhere:6443", "127.0.0.1:1".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn workers_load_only_what_they_run() {
+        let plan = ClusterPlan::of(&crate::harness::builtin_stack()).unwrap();
+        let cp = image_script(plan.first_control_plane());
+        let worker = image_script(plan.nodes.iter().find(|n| !n.control_plane).unwrap());
+        assert!(cp.contains("kube-apiserver.tar") && cp.contains("etcd.tar"), "{cp}");
+        assert!(!worker.contains("kube-apiserver.tar") && worker.contains("kube-proxy.tar"), "{worker}");
+    }
 }
