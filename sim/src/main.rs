@@ -90,6 +90,9 @@ enum Command {
         /// Where the JSON and HTML reports go
         #[arg(long, default_value = "reports")]
         report_dir: PathBuf,
+        /// Also write the assertions as JUnit XML here, for CI test views
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
     },
     /// Break something by hand (undo with `heal`)
     Fault {
@@ -363,8 +366,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             println!("  total {:.2}s", f.total.as_secs_f64());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { scenario, stack, up, images, time_scale, report_dir } => {
-            run_scenario(&scenario, &stack, up, images, time_scale, &report_dir, &p).await
+        Command::Run { scenario, stack, up, images, time_scale, report_dir, junit } => {
+            let out = RunOutputs { report_dir, junit };
+            run_scenario(&scenario, &stack, up, images, time_scale, &out, &p).await
         }
         Command::Fault { fault, stack } => {
             let name = stack.name()?;
@@ -561,15 +565,22 @@ async fn up(args: StackArgs, only: Option<String>, images: ImageSource, p: Progr
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where a run's report goes.
+struct RunOutputs {
+    report_dir: PathBuf,
+    junit: Option<PathBuf>,
+}
+
 async fn run_scenario(
     file: &std::path::Path,
     args: &StackArgs,
     up: bool,
     images: ImageSource,
     time_scale: f64,
-    report_dir: &std::path::Path,
+    out: &RunOutputs,
     p: &Progress,
 ) -> Result<ExitCode, Error> {
+    let report_dir = out.report_dir.as_path();
     if !(time_scale > 0.0 && time_scale.is_finite()) {
         return Err(Error::usage(
             format!("--time-scale {time_scale} is not a factor"),
@@ -629,6 +640,14 @@ async fn run_scenario(
     std::fs::write(&html, report.html()).map_err(|source| Error::State { path: html.display().to_string(), source })?;
     print!("{}", report.summary());
     println!("report: {} and {}", json.display(), html.display());
+    if let Some(junit) = &out.junit {
+        if let Some(dir) = junit.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| Error::State { path: dir.display().to_string(), source })?;
+        }
+        std::fs::write(junit, report.junit())
+            .map_err(|source| Error::State { path: junit.display().to_string(), source })?;
+        println!("JUnit XML: {}", junit.display());
+    }
     if up {
         running.shutdown().await?;
     }

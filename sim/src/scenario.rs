@@ -18,6 +18,8 @@
 //! lost_acknowledged = 0
 //! recovery = { kafka = "30s", postgres = "30s" }
 //! error_rate = { after = 0.01 }
+//! duplicated = 0                        # every operation, or per operation:
+//! ambiguous = { kafka_produce = 20 }    # { OP = N, ... }
 //! ```
 //!
 //! Link faults (`partition`, `latency`, `jitter`, `loss`, `bandwidth`) take
@@ -116,9 +118,20 @@ pub enum Phase {
     After,
 }
 
+/// A bound on a count of writes: over all operations, or per operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Limit {
+    Overall(usize),
+    PerOp(BTreeMap<Op, usize>),
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Expect {
     pub lost_acknowledged: Option<usize>,
+    /// Writes found more than once: zero wherever exactly-once is promised.
+    pub duplicated: Option<Limit>,
+    /// Writes the client could not tell the outcome of (timeouts).
+    pub ambiguous: Option<Limit>,
     /// Per tier: sustained recovery (RTO) at most this long after a fault.
     pub recovery: BTreeMap<String, Duration>,
     pub error_rate: BTreeMap<Phase, f64>,
@@ -187,6 +200,8 @@ struct RawFault {
 #[serde(deny_unknown_fields)]
 struct RawExpect {
     lost_acknowledged: Option<usize>,
+    duplicated: Option<Spanned<toml::Value>>,
+    ambiguous: Option<Spanned<toml::Value>>,
     #[serde(default)]
     recovery: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
@@ -195,6 +210,49 @@ struct RawExpect {
     p99: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<String>>>,
     #[serde(default)]
     kubernetes: RawKubeExpect,
+}
+
+/// `N` or `{ OP = N, ... }`.
+fn limit(c: &mut Collector, v: &Spanned<toml::Value>, key: &str) -> Option<Limit> {
+    let count = |n: &toml::Value| n.as_integer().filter(|n| *n >= 0).map(|n| n as usize);
+    let help = format!("write `{key} = 0` for every operation, or `{{ kafka_produce = 0 }}` for some");
+    match v.get_ref() {
+        toml::Value::Table(t) => {
+            let mut per = BTreeMap::new();
+            for (op, n) in t {
+                match (Op::parse(op), count(n)) {
+                    (Some(o), Some(n)) => {
+                        per.insert(o, n);
+                    }
+                    (None, _) => c.push(
+                        v.span(),
+                        format!("{key}: unknown operation `{op}`"),
+                        format!("use {}", Op::ALL.map(|o| o.as_str()).join(", ")),
+                    ),
+                    (_, None) => c.push(v.span(), format!("{key}.{op}: `{}` is not a count", shown(n)), &help),
+                }
+            }
+            Some(Limit::PerOp(per))
+        }
+        other => match count(other) {
+            Some(n) => Some(Limit::Overall(n)),
+            None => {
+                c.push(v.span(), format!("{key}: `{}` is not a count", shown(other)), help);
+                None
+            }
+        },
+    }
+}
+
+/// A TOML value as its writer wrote it, for error messages.
+fn shown(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => format!("\"{s}\""),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        other => format!("a {}", other.type_str()),
+    }
 }
 
 const KINDS: &[&str] =
@@ -351,7 +409,12 @@ pub fn parse_scenario(file: &Path, text: &str) -> Result<Scenario, StackError> {
             faults.push(TimedFault { at, heal_at, action });
         }
     }
-    let mut expect = Expect { lost_acknowledged: raw.expect.lost_acknowledged, ..Default::default() };
+    let mut expect = Expect {
+        lost_acknowledged: raw.expect.lost_acknowledged,
+        duplicated: raw.expect.duplicated.as_ref().and_then(|v| limit(&mut c, v, "expect.duplicated")),
+        ambiguous: raw.expect.ambiguous.as_ref().and_then(|v| limit(&mut c, v, "expect.ambiguous")),
+        ..Default::default()
+    };
     for (tier, d) in &raw.expect.recovery {
         if !TIERS.contains(&tier.get_ref().as_str()) {
             c.push(tier.span(), format!("unknown tier `{}`", tier.get_ref()), format!("use {}", TIERS.join(", ")));
@@ -532,6 +595,8 @@ kind = "az-outage"
 target = "b"
 [expect]
 lost_acknowledged = 0
+duplicated = 0
+ambiguous = { kafka_produce = 5 }
 recovery = { kafka = "30s" }
 error_rate = { after = 0.01 }
 p99 = { before = { kafka_produce = "500ms" } }
@@ -548,6 +613,8 @@ p99 = { before = { kafka_produce = "500ms" } }
         );
         assert_eq!(s.faults[0].heal_at, Some(Duration::from_secs(90)));
         assert_eq!(s.expect.lost_acknowledged, Some(0));
+        assert_eq!(s.expect.duplicated, Some(Limit::Overall(0)));
+        assert_eq!(s.expect.ambiguous, Some(Limit::PerOp([(Op::KafkaProduce, 5)].into())));
         assert_eq!(s.expect.recovery["kafka"], Duration::from_secs(30));
         assert_eq!(s.expect.p99[&(Phase::Before, Op::KafkaProduce)], Duration::from_millis(500));
         assert_eq!(
@@ -575,6 +642,11 @@ p99 = { before = { kafka_produce = "500ms" } }
         let err = parse_scenario(Path::new("az-loss.toml"), &bad).unwrap_err().to_string();
         assert!(err.contains("az-loss.toml:7:10: unknown operation `kafka_prodce`"), "{err}");
         assert!(err.contains("unknown fault kind `az-outge`\n  help: did you mean `az-outage`?"), "{err}");
+        let bad =
+            AZ_LOSS.replace("duplicated = 0", "duplicated = \"none\"").replace("kafka_produce = 5 }", "kafka = 5 }");
+        let err = parse_scenario(Path::new("az-loss.toml"), &bad).unwrap_err().to_string();
+        assert!(err.contains("az-loss.toml:15:14: expect.duplicated: `\"none\"` is not a count"), "{err}");
+        assert!(err.contains("expect.ambiguous: unknown operation `kafka`"), "{err}");
     }
 
     #[test]

@@ -83,9 +83,9 @@ async fn subnets_reach_each_other_with_source_addresses_intact() {
     assert_eq!(code, 0, "{out}");
     assert!(out.trim().starts_with("10.202.102."), "client address seen by the server: {out:?}");
     let swept = running.shutdown().await.unwrap();
-    // Three database nodes, the endpoints and the link agent holding the
-    // inter-AZ latency; a data volume per node.
-    assert_eq!((swept.containers, swept.networks, swept.volumes), (5, 6, 3));
+    // Three database nodes, the endpoints, the link agent holding the
+    // inter-AZ latency and the control plane (RDS's); a data volume per node.
+    assert_eq!((swept.containers, swept.networks, swept.volumes), (6, 6, 3));
     assert_nothing_left(name).await;
 }
 
@@ -176,7 +176,7 @@ async fn cli_up_env_status_down_leaves_nothing() {
     let down = cli(dir.path()).args(["down", "--stack", f]).output().unwrap();
     assert!(down.status.success());
     assert!(
-        String::from_utf8_lossy(&down.stderr).contains("removed 5 containers, 6 networks, 3 volumes"),
+        String::from_utf8_lossy(&down.stderr).contains("removed 6 containers, 6 networks, 3 volumes"),
         "{}",
         String::from_utf8_lossy(&down.stderr)
     );
@@ -247,7 +247,7 @@ async fn a_library_run_killed_by_sigkill_is_swept_by_the_next_start() {
 
     let d = docker::connect(&Progress::silent()).await.unwrap();
     let (cs, _, _) = sweep::leftovers(&d, name).await.unwrap();
-    assert_eq!(cs.len(), 5, "the killed child's containers (and its link agent) should still be there");
+    assert_eq!(cs.len(), 6, "the killed child's containers (link agent and control plane too) should still be there");
     let other = sim("t-orphan-next", 208).start().await.unwrap();
     assert_nothing_left(name).await;
     other.shutdown().await.unwrap();

@@ -383,29 +383,46 @@ async fn losing_az_b_makes_its_nodes_not_ready_and_the_deployment_ready_on_a_and
 fn down_after_sigkill_mid_up_of_a_cluster_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("k.toml");
-    std::fs::write(&file, common::stack("t-eks-kill", 227).to_toml()).unwrap();
+    let stack = common::stack("t-eks-kill", 227);
+    let nodes = stack.service(ServiceKind::Kubernetes).unwrap().instances.len();
+    std::fs::write(&file, stack.to_toml()).unwrap();
     let bin = env!("CARGO_BIN_EXE_voyager-sim");
-    let mut up = Command::new(bin)
+    let up = Command::new(bin)
         .env("VOYAGER_SIM_HOME", dir.path())
         .args(["up", "--stack", file.to_str().unwrap(), "--only", "kubernetes", "--images", "offline"])
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Whatever fails below, this cluster must not outlive the test: a
+    // second cluster left running starves every test after it.
+    struct Guard(std::process::Child, std::path::PathBuf);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = Command::new(env!("CARGO_BIN_EXE_voyager-sim"))
+                .env("VOYAGER_SIM_HOME", &self.1)
+                .args(["down", "--name", "t-eks-kill"])
+                .output();
+        }
+    }
+    let mut guard = Guard(up, dir.path().to_path_buf());
     // Kill it once its nodes run and kubeadm is at work.
     let rt = tokio::runtime::Runtime::new().unwrap();
     let docker = bollard::Docker::connect_with_local_defaults().unwrap();
     let start = Instant::now();
     loop {
         let (cs, _, vs) = rt.block_on(voyager_sim::runtime::sweep::leftovers(&docker, "t-eks-kill")).unwrap();
-        if cs.iter().filter(|c| c.contains("kube-")).count() >= 6 && vs.iter().any(|v| v.contains("ebs-")) {
+        // Every node and the API endpoint.
+        if cs.iter().filter(|c| c.contains("kube-")).count() > nodes && vs.iter().any(|v| v.contains("ebs-")) {
             std::thread::sleep(Duration::from_secs(5));
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(300), "the nodes never started");
         std::thread::sleep(Duration::from_millis(500));
     }
-    up.kill().unwrap();
-    let _ = up.wait();
+    guard.0.kill().unwrap();
+    let _ = guard.0.wait();
     let out =
         Command::new(bin).env("VOYAGER_SIM_HOME", dir.path()).args(["down", "--name", "t-eks-kill"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

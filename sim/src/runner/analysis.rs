@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::ledger::{Op, Outcome};
+use crate::ledger::{Check, Op, Outcome};
 use crate::load::Sample;
 use crate::report::{Assertion, FaultMark, PhaseStats, Recovery, Report, Second, SecondOp};
-use crate::scenario::{Phase, Scenario};
+use crate::scenario::{Limit, Phase, Scenario};
 
 use super::RunOptions;
 
@@ -208,6 +208,25 @@ pub(super) fn assertions(r: &Report, sc: &Scenario) -> Vec<Assertion> {
             passed: lost <= max,
         });
     }
+    let counted = [
+        ("duplicated", &sc.expect.duplicated, (|c: &Check| c.duplicated.len()) as fn(&Check) -> usize),
+        ("ambiguous", &sc.expect.ambiguous, |c: &Check| c.ambiguous_present.len() + c.ambiguous_absent.len()),
+    ];
+    for (what, limit, count) in counted {
+        match limit {
+            Some(Limit::Overall(max)) => {
+                let n: usize = r.checks.iter().map(count).sum();
+                out.push(count_assertion(format!("writes {what}"), *max, n));
+            }
+            Some(Limit::PerOp(per)) => {
+                for (op, max) in per {
+                    let n: usize = r.checks.iter().filter(|c| c.op == *op).map(count).sum();
+                    out.push(count_assertion(format!("{} writes {what}", op.as_str()), *max, n));
+                }
+            }
+            None => {}
+        }
+    }
     for (tier, limit) in &sc.expect.recovery {
         for rec in r.recovery.iter().filter(|x| &x.tier == tier) {
             let ok = rec.sustained_s.is_some_and(|s| s <= limit.as_secs_f64());
@@ -240,4 +259,8 @@ pub(super) fn assertions(r: &Report, sc: &Scenario) -> Vec<Assertion> {
         }
     }
     out
+}
+
+fn count_assertion(name: String, max: usize, n: usize) -> Assertion {
+    Assertion { name, expected: format!("<= {max}"), actual: n.to_string(), passed: n <= max }
 }

@@ -216,11 +216,6 @@ pub fn kubeadm_init(plan: &ClusterPlan, node: &NodePlan, token: &str) -> String 
          \x20 - name: leader-elect-retry-period\n    value: \"5s\"\n\
          scheduler:\n  extraArgs:\n\
          \x20 - name: leader-elect-retry-period\n    value: \"5s\"\n\
-         etcd:\n  local:\n    extraArgs:\n\
-         # Raft heartbeats every 250 ms (default 100 ms) between AZs a few\n\
-         # milliseconds apart; elections after 2.5 s of silence.\n\
-         \x20   - name: heartbeat-interval\n      value: \"250\"\n\
-         \x20   - name: election-timeout\n      value: \"2500\"\n\
          ---\napiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\n\
          bootstrapTokens:\n- token: {token}\n  ttl: 24h0m0s\n\
          localAPIEndpoint:\n  advertiseAddress: {ip}\n  bindPort: {API_PORT}\n{reg}\
@@ -258,7 +253,10 @@ pub fn kubeadm_join(plan: &ClusterPlan, node: &NodePlan, token: &str) -> String 
         "apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\n{control}\
          discovery:\n  bootstrapToken:\n    apiServerEndpoint: \"{API_NAME}:{API_PORT}\"\n    token: {token}\n    \
          # The token is this run's secret, on a network of this run's own.\n    \
-         unsafeSkipCAVerification: true\n{reg}---\n{kubelet}",
+         unsafeSkipCAVerification: true\n{reg}\
+         # A joining etcd member is a learner until it has caught up; on a\n\
+         # loaded 2-core machine that takes longer than kubeadm's 2 minutes.\n\
+         timeouts:\n  etcdAPICall: 6m0s\n---\n{kubelet}",
         token = yaml_str(token),
         reg = node_registration(node),
         kubelet = kubelet_configuration(plan, node),

@@ -10,6 +10,8 @@ use serde::Serialize;
 
 use crate::ledger::Check;
 
+mod junit;
+
 pub const SCHEMA: u32 = 1;
 
 #[derive(Debug, Clone, Serialize)]
@@ -493,7 +495,7 @@ mod tests {
     use super::*;
     use crate::ledger::{check, Ledger, Op, Outcome};
 
-    fn report(lost: bool) -> Report {
+    pub(super) fn report(lost: bool) -> Report {
         let mut l = Ledger::default();
         l.record(Op::KafkaProduce, 1, Outcome::Acked);
         l.record(Op::KafkaProduce, 2, Outcome::Acked);
