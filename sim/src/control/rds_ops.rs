@@ -32,6 +32,29 @@ fn stack_of(st: &RunState) -> Result<Stack, String> {
     parse_stack(Path::new("<run state>"), &st.stack_toml).map_err(|e| e.to_string())
 }
 
+/// `primary` and `standby` in their new roles, in the run state's instances
+/// and in the stack it re-creates instances from. Returns that stack.
+fn assign_roles(s: &mut RunState, primary: &str, standby: &str) -> Result<Stack, String> {
+    let role = |name: &str| match name {
+        n if n == primary => Some("primary"),
+        n if n == standby => Some("standby"),
+        _ => None,
+    };
+    for inst in &mut s.instances {
+        if let Some(r) = role(&inst.name) {
+            inst.role = r.into();
+        }
+    }
+    let mut stack = stack_of(s)?;
+    for i in stack.services.iter_mut().flat_map(|svc| svc.instances.iter_mut()) {
+        if let Some(r) = role(&i.name) {
+            i.role = r.into();
+        }
+    }
+    s.stack_toml = stack.to_toml();
+    Ok(stack)
+}
+
 /// One connection per node, kept between looks: a look a second with a
 /// fresh connection per query made the control plane the busiest process
 /// of an idle stack (SCRAM hashes a password on both ends of each one).
@@ -194,27 +217,11 @@ pub async fn failover(docker: &Docker, stack_name: &str, from: &str, to: &str, p
             p.say(&format!("failover: {} could not be pointed at {to} yet: {e}", r.name));
         }
     }
-    state::update(stack_name, |s| {
-        for inst in &mut s.instances {
-            if inst.name == from {
-                inst.role = "standby".into();
-            } else if inst.name == to {
-                inst.role = "primary".into();
-            }
-        }
-        if let Ok(mut stack) = stack_of(s) {
-            for i in stack.services.iter_mut().flat_map(|svc| svc.instances.iter_mut()) {
-                if i.name == from {
-                    i.role = "standby".into();
-                } else if i.name == to {
-                    i.role = "primary".into();
-                }
-            }
-            s.stack_toml = stack.to_toml();
-        }
-    })
-    .map_err(|e| e.to_string())?;
-    Ok(())
+    state::update(stack_name, |s| assign_roles(s, to, from))
+        .map_err(|e| e.to_string())?
+        .ok_or("the stack is down")?
+        .1
+        .map(|_| ())
 }
 
 /// Re-create `node` as the synchronous standby of the current primary,
@@ -225,14 +232,9 @@ pub async fn rebuild(docker: &Docker, stack_name: &str, node: &str, p: &Progress
     let st = state::load(stack_name).map_err(|e| e.to_string())?.ok_or("the stack is down")?;
     let old = st.instances.iter().find(|i| i.name == node).cloned().ok_or_else(|| format!("no instance {node}"))?;
     let primary = pg::nodes(&st).find(|i| i.role == "primary").cloned().ok_or("no primary")?;
-    let mut stack = stack_of(&st)?;
-    for i in stack.services.iter_mut().flat_map(|s| s.instances.iter_mut()) {
-        if i.name == node {
-            i.role = "standby".into();
-        } else if i.name == primary.name {
-            i.role = "primary".into();
-        }
-    }
+    // After a failover these are the roles already; said again, so the
+    // node is made as a standby whatever the state says.
+    let stack = assign_roles(&mut st.clone(), &primary.name, node)?;
     p.say(&format!("rebuilding {node} as the standby of {}", primary.name));
     let labels = Labels { run_id: st.run_id.clone(), stack: st.stack.clone(), owner: None };
     let fx = fixtures::builtin();

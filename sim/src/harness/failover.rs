@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::runtime::{container, RuntimeError};
+use crate::runtime::RuntimeError;
 use crate::state;
 
 use super::running::RunningStack;
@@ -58,7 +58,7 @@ impl RunningStack {
         let lock = crate::control::rds_ops::lock(&self.state.stack)
             .await
             .map_err(|source| Error::State { path: state::path(&self.state.stack).display().to_string(), source })?;
-        container::kill(&self.docker, &old.container).await?;
+        // The failover's fencing takes the primary down first.
         crate::control::rds_ops::failover(&self.docker, &self.state.stack, &old.name, &new.name, p)
             .await
             .map_err(fail)?;
