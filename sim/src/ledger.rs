@@ -84,6 +84,9 @@ pub struct Check {
     pub lost: Vec<u64>,
     /// There more than once (Kafka producer retries can do this).
     pub duplicated: Vec<u64>,
+    /// The same ids with where each copy was found and, as far as the
+    /// ledger and those places tell, why there is more than one.
+    pub duplicates: Vec<Duplicate>,
     pub ambiguous_present: Vec<u64>,
     pub ambiguous_absent: Vec<u64>,
     /// Reported as failed to the client, yet there: not data loss, but an
@@ -93,17 +96,76 @@ pub struct Check {
     pub unexpected: Vec<u64>,
 }
 
-/// Judge one operation: the ledger against how many times each id was found.
-pub fn check(op: Op, ledger: &Ledger, found: &BTreeMap<u64, usize>) -> Check {
+/// One id found more than once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Duplicate {
+    pub id: u64,
+    /// Where each copy is, as the service names places (a Kafka
+    /// `partition@offset`, the PostgreSQL transaction that inserted the row).
+    pub copies: Vec<String>,
+    pub cause: DuplicateCause,
+}
+
+/// Why a write is there more than once, judged from the client's outcome
+/// and the copies' places. The load never resends a write itself, so every
+/// copy past the first was made below the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DuplicateCause {
+    /// Two copies at one place: the read-back saw the same record twice. A
+    /// bug of the checker, not of the platform.
+    ReadTwice,
+    /// The client gave up on the write (timed out or failed) while copies
+    /// were still in flight, and more than one landed. For Kafka: an
+    /// idempotent producer bumps its epoch after a delivery timeout, and the
+    /// broker cannot deduplicate a retry across epochs; a delivery timeout
+    /// longer than the platform's longest stall avoids it.
+    AfterClientGaveUp,
+    /// The client heard one success for several copies: a retry below it
+    /// (a lost acknowledgement, resent) that the service did not
+    /// deduplicate, e.g. a producer without idempotence.
+    UnderOneAcknowledgement,
+}
+
+impl DuplicateCause {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DuplicateCause::ReadTwice => "read twice by the checker",
+            DuplicateCause::AfterClientGaveUp => "resent after the client gave up",
+            DuplicateCause::UnderOneAcknowledgement => "retried under one acknowledgement",
+        }
+    }
+}
+
+fn duplicate_cause(outcome: Option<Outcome>, copies: &[String]) -> DuplicateCause {
+    let places: BTreeSet<&String> = copies.iter().collect();
+    if places.len() < copies.len() {
+        return DuplicateCause::ReadTwice;
+    }
+    match outcome {
+        Some(Outcome::Acked) => DuplicateCause::UnderOneAcknowledgement,
+        _ => DuplicateCause::AfterClientGaveUp,
+    }
+}
+
+/// Judge one operation: the ledger against where each id was found (one
+/// place per copy).
+pub fn check(op: Op, ledger: &Ledger, found: &BTreeMap<u64, Vec<String>>) -> Check {
     let empty = BTreeMap::new();
     let writes = ledger.writes.get(&op).unwrap_or(&empty);
-    let present = |id: &u64| found.get(id).copied().unwrap_or(0) > 0;
+    let present = |id: &u64| found.get(id).is_some_and(|c| !c.is_empty());
+    let duplicates: Vec<Duplicate> = found
+        .iter()
+        .filter(|(_, c)| c.len() > 1)
+        .map(|(id, c)| Duplicate { id: *id, copies: c.clone(), cause: duplicate_cause(writes.get(id).copied(), c) })
+        .collect();
     let of = |o: Outcome| writes.iter().filter(move |(_, w)| **w == o).map(|(id, _)| *id);
     Check {
         op,
         acknowledged: of(Outcome::Acked).count(),
         lost: of(Outcome::Acked).filter(|id| !present(id)).collect(),
-        duplicated: found.iter().filter(|(_, n)| **n > 1).map(|(id, _)| *id).collect(),
+        duplicated: duplicates.iter().map(|d| d.id).collect(),
+        duplicates,
         ambiguous_present: of(Outcome::Ambiguous).filter(present).collect(),
         ambiguous_absent: of(Outcome::Ambiguous).filter(|id| !present(id)).collect(),
         failed_but_present: of(Outcome::Failed).filter(present).collect(),
@@ -123,8 +185,9 @@ mod tests {
         l
     }
 
-    fn found(ids: &[(u64, usize)]) -> BTreeMap<u64, usize> {
-        ids.iter().copied().collect()
+    /// `n` copies of each id, at distinct places.
+    fn found(ids: &[(u64, usize)]) -> BTreeMap<u64, Vec<String>> {
+        ids.iter().map(|(id, n)| (*id, (0..*n).map(|i| format!("0@{i}")).collect())).collect()
     }
 
     #[test]
@@ -161,6 +224,26 @@ mod tests {
         assert_eq!(c.failed_but_present, [2]);
         assert_eq!(c.unexpected, [9]);
         assert!(c.lost.is_empty());
+    }
+
+    #[test]
+    fn a_duplicate_is_named_by_its_cause() {
+        let l = history(&[(1, Outcome::Acked), (2, Outcome::Ambiguous), (3, Outcome::Failed), (4, Outcome::Acked)]);
+        let mut f = found(&[(1, 2), (2, 2), (3, 3)]);
+        f.insert(4, vec!["2@17".into(), "2@17".into()]);
+        let c = check(Op::KafkaProduce, &l, &f);
+        let causes: Vec<(u64, DuplicateCause)> = c.duplicates.iter().map(|d| (d.id, d.cause)).collect();
+        assert_eq!(
+            causes,
+            [
+                (1, DuplicateCause::UnderOneAcknowledgement),
+                (2, DuplicateCause::AfterClientGaveUp),
+                (3, DuplicateCause::AfterClientGaveUp),
+                (4, DuplicateCause::ReadTwice),
+            ]
+        );
+        assert_eq!(c.duplicates[3].copies, ["2@17", "2@17"]);
+        assert_eq!(c.duplicated, [1, 2, 3, 4]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::ledger::Check;
+use crate::ledger::{Check, Duplicate};
 
 mod junit;
 
@@ -193,6 +193,9 @@ impl Report {
                 let _ =
                     writeln!(out, "    lost ids: {}{}", ids.join(", "), if c.lost.len() > 20 { ", ..." } else { "" });
             }
+            for line in c.duplicate_lines() {
+                let _ = writeln!(out, "    duplicated, {line}");
+            }
         }
         for a in &self.assertions {
             let _ = writeln!(
@@ -274,7 +277,13 @@ impl Report {
                 c.failed_but_present.len()
             );
         }
-        h += "</table><h2>Per phase</h2><table><tr><th>phase</th><th>operation</th><th>attempts</th><th>error rate</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>";
+        h += "</table>";
+        for c in &self.checks {
+            for line in c.duplicate_lines() {
+                let _ = write!(h, "<p class=\"fail\">{}: duplicated, {}</p>", c.op_name(), esc(&line));
+            }
+        }
+        h += "<h2>Per phase</h2><table><tr><th>phase</th><th>operation</th><th>attempts</th><th>error rate</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>";
         for p in &self.phases {
             let _ = write!(
                 h,
@@ -488,6 +497,24 @@ impl Check {
     pub fn op_name(&self) -> &'static str {
         self.op.as_str()
     }
+
+    /// One line per cause: how many, and the first ids with their copies'
+    /// places (enough to find them in the service).
+    pub fn duplicate_lines(&self) -> Vec<String> {
+        let mut by_cause: BTreeMap<&'static str, Vec<&Duplicate>> = BTreeMap::new();
+        for d in &self.duplicates {
+            by_cause.entry(d.cause.as_str()).or_default().push(d);
+        }
+        by_cause
+            .into_iter()
+            .map(|(cause, ds)| {
+                let shown: Vec<String> =
+                    ds.iter().take(5).map(|d| format!("{} at {}", d.id, d.copies.join(" and "))).collect();
+                let more = if ds.len() > 5 { format!(", and {} more", ds.len() - 5) } else { String::new() };
+                format!("{cause}: {} ({}{more})", ds.len(), shown.join("; "))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -499,7 +526,9 @@ mod tests {
         let mut l = Ledger::default();
         l.record(Op::KafkaProduce, 1, Outcome::Acked);
         l.record(Op::KafkaProduce, 2, Outcome::Acked);
-        let found: BTreeMap<u64, usize> = if lost { [(1, 1)].into() } else { [(1, 1), (2, 1)].into() };
+        let at = |p: &str| vec![p.to_string()];
+        let found: BTreeMap<u64, Vec<String>> =
+            if lost { [(1, at("0@1"))].into() } else { [(1, at("0@1")), (2, at("0@2"))].into() };
         let c = check(Op::KafkaProduce, &l, &found);
         let mut ops = BTreeMap::new();
         ops.insert("kafka_produce".to_string(), SecondOp { ok: 5, failed: 1, ambiguous: 0, p99_ms: Some(12.0) });
@@ -548,5 +577,21 @@ mod tests {
         assert_eq!(json["passed"], false);
         assert!(r.summary().contains("lost ids: 2"), "{}", r.summary());
         assert!(r.html().contains("FAILED"));
+    }
+
+    #[test]
+    fn duplicates_are_named_by_id_place_and_cause() {
+        let mut r = report(false);
+        let mut l = Ledger::default();
+        l.record(Op::KafkaProduce, 1, Outcome::Ambiguous);
+        l.record(Op::KafkaProduce, 2, Outcome::Acked);
+        let found: BTreeMap<u64, Vec<String>> =
+            [(1, vec!["3@10".into(), "3@14".into()]), (2, vec!["0@2".into()])].into();
+        r.checks = vec![check(Op::KafkaProduce, &l, &found)];
+        let text = r.summary();
+        assert!(text.contains("duplicated, resent after the client gave up: 1 (1 at 3@10 and 3@14)"), "{text}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["checks"][0]["duplicates"][0]["cause"], "after_client_gave_up");
+        assert!(r.html().contains("resent after the client gave up"));
     }
 }

@@ -14,19 +14,25 @@ use crate::harness::RunningStack;
 use crate::ledger::Op;
 use crate::load::{INFLUX_MEASUREMENT, KAFKA_TOPIC, PG_TABLE};
 
-/// Everything of this run that the service holds, by id and count.
+/// Everything of this run that the service holds: by id, the place of each
+/// copy (what tells a resend from a record read twice).
 pub(super) async fn read_back(
     stack: &RunningStack,
     op: Op,
     run: &str,
-) -> std::result::Result<BTreeMap<u64, usize>, String> {
-    let mut found: BTreeMap<u64, usize> = BTreeMap::new();
+) -> std::result::Result<BTreeMap<u64, Vec<String>>, String> {
+    let mut found: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     match op {
         Op::PostgresInsert => {
             let w = stack.postgres().ok_or("no PostgreSQL")?;
-            for row in w.query_strings(&format!("SELECT id FROM {PG_TABLE} WHERE run = '{run}'")).await? {
+            // xmin: the transaction that inserted the row, so two copies
+            // say whether one insert or two made them.
+            let q = format!("SELECT id, xmin::text, ctid::text FROM {PG_TABLE} WHERE run = '{run}'");
+            for row in w.query_strings(&q).await? {
                 if let Some(id) = row[0].as_deref().and_then(|s| s.parse().ok()) {
-                    *found.entry(id).or_default() += 1;
+                    let place =
+                        format!("tx {} row {}", row[1].as_deref().unwrap_or("?"), row[2].as_deref().unwrap_or("?"));
+                    found.entry(id).or_default().push(place);
                 }
             }
         }
@@ -39,7 +45,9 @@ pub(super) async fn read_back(
                 for series in v["results"][0]["series"].as_array().into_iter().flatten() {
                     for row in series["values"].as_array().into_iter().flatten() {
                         if let Some(id) = row[1].as_u64() {
-                            *found.entry(id).or_default() += 1;
+                            // A point is its series and timestamp.
+                            let place = format!("t={}", row[0]);
+                            found.entry(id).or_default().push(place);
                         }
                     }
                 }
@@ -58,7 +66,7 @@ pub(super) async fn read_back(
 
 /// Every partition of the load's topic from the beginning to its high
 /// watermark as of now.
-fn read_topic(bootstrap: &str, prefix: &str) -> std::result::Result<BTreeMap<u64, usize>, String> {
+fn read_topic(bootstrap: &str, prefix: &str) -> std::result::Result<BTreeMap<u64, Vec<String>>, String> {
     let mut last = String::new();
     for attempt in 1..=3 {
         match read_topic_once(bootstrap, prefix, attempt) {
@@ -73,7 +81,11 @@ fn read_topic(bootstrap: &str, prefix: &str) -> std::result::Result<BTreeMap<u64
 /// its offsets say it holds: a reader that skips (a consumer reset past
 /// records it could not fetch for a moment) would otherwise report writes
 /// as lost that are not.
-fn read_topic_once(bootstrap: &str, prefix: &str, attempt: u32) -> std::result::Result<BTreeMap<u64, usize>, String> {
+fn read_topic_once(
+    bootstrap: &str,
+    prefix: &str,
+    attempt: u32,
+) -> std::result::Result<BTreeMap<u64, Vec<String>>, String> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("voyager-sim-check-{prefix}{attempt}"))
@@ -98,7 +110,7 @@ fn read_topic_once(bootstrap: &str, prefix: &str, attempt: u32) -> std::result::
     c.assign(&tpl).map_err(|e| e.to_string())?;
     let mut read: BTreeMap<i32, i64> = BTreeMap::new();
     let mut remaining: BTreeSet<i32> = bounds.keys().copied().collect();
-    let mut found: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut found: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(90);
     while !remaining.is_empty() {
         if Instant::now() > deadline {
@@ -117,7 +129,7 @@ fn read_topic_once(bootstrap: &str, prefix: &str, attempt: u32) -> std::result::
             .and_then(|s| s.strip_prefix(prefix))
             .and_then(|s| s.parse().ok())
         {
-            *found.entry(id).or_default() += 1;
+            found.entry(id).or_default().push(format!("{}@{}", m.partition(), m.offset()));
         }
         if m.offset() + 1 >= high {
             remaining.remove(&m.partition());
