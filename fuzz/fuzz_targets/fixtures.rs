@@ -29,11 +29,8 @@ fuzz_target!(|data: &[u8]| {
         }
         3 => {
             if let Err(e) = auth0_mock::config::parse_tenant(file, text) {
-                let lines = text.split('\n').count();
-                for p in &e.problems {
-                    assert!(p.line >= 1 && p.line <= lines, "auth0 tenant: line {} outside 1..={lines}", p.line);
-                }
-                assert!(!e.problems.is_empty(), "auth0 tenant: an error with no problems");
+                let problems = e.problems.iter().map(|p| (p.line, p.col, p.message.as_str(), p.help.as_str()));
+                voyager_sim_fuzz::assert_problems(text, problems);
                 let _ = e.to_string();
             }
         }

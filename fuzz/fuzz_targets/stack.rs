@@ -1,6 +1,6 @@
 //! Stack files: parse, and a parsed stack must write itself back to a file
 //! that parses to the same stack (what `Stack::relocated` and the tests
-//! rely on), and must move to another VPC of its size without panicking.
+//! rely on).
 #![no_main]
 
 use std::path::Path;
