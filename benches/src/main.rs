@@ -28,9 +28,16 @@
 //!                                      each measured round trip with the
 //!                                      normal link's median plus the delay
 //!                                      asked: median and p99 error
+//!   voyager-bench crash [--runs N] [--seed S]
+//!                                      SIGKILL `up`, `run` and `down` at
+//!                                      seeded random points, then `heal` /
+//!                                      `down` as a user would, and count
+//!                                      what is left (target: nothing)
 //!
 //! Wall-clock numbers on a shared 2-core machine wobble; the runs are there
 //! to show the spread, not to hide it.
+
+mod crash;
 
 use std::time::{Duration, Instant};
 
@@ -64,8 +71,18 @@ async fn main() {
         Some("services") => services(runs).await,
         Some("kubernetes") => kubernetes(runs).await,
         Some("kube-build") => kube_build().await,
+        Some("crash") => {
+            let seed = args
+                .iter()
+                .position(|a| a == "--seed")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            let runs = if args.iter().any(|a| a == "--runs") { runs } else { 51 };
+            crash::crash(runs, seed).await
+        }
         Some(other) => {
-            eprintln!("unknown benchmark `{other}`; use up-down, image-build, data-tier, load-max, link-delay, services, kubernetes or kube-build");
+            eprintln!("unknown benchmark `{other}`; use up-down, image-build, data-tier, load-max, link-delay, services, kubernetes, kube-build or crash");
             std::process::exit(2);
         }
     }

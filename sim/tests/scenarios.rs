@@ -1,6 +1,7 @@
 //! Every shipped scenario, shortened fivefold (same steps, phases of a few
 //! seconds), against one real production-shaped stack: each must pass with
-//! no acknowledged write lost, and leave no fault in force. Then a run killed
+//! no acknowledged write lost, and leave no fault in force. Then two cycles
+//! of a shortened chaos soak through the CLI. Then a run killed
 //! with SIGKILL in the middle of its fault is healed by `heal`. One test on
 //! one stack: scenarios measure latency, and a second stack starting beside
 //! them on two cores would be measured too.
@@ -95,6 +96,33 @@ async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
         assert!(report.html().contains("<svg"));
     }
     assert!(failures.is_empty(), "scenarios failed:\n{}", failures.join("\n"));
+
+    // Two soak cycles through the CLI, shortened: each drawn fault is healed,
+    // every write read back, and the stack settles before the next cycle.
+    let soak_dir = tempfile::tempdir().unwrap();
+    let soak = Command::new(env!("CARGO_BIN_EXE_voyager-sim"))
+        .args(["soak", "--seed", "3", "--cycles", "2", "--time-scale", "0.25", "--name", "t-scen", "--report-dir"])
+        .arg(soak_dir.path())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&soak.stdout);
+    assert!(soak.status.success(), "soak failed:\n{out}\n{}", String::from_utf8_lossy(&soak.stderr));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(soak_dir.path().join("soak-3.json")).unwrap()).unwrap();
+    assert_eq!(r["schema"], "voyager-sim/soak/1");
+    let cycles = r["cycles"].as_array().unwrap();
+    assert_eq!(cycles.len(), 2, "{out}");
+    for c in cycles {
+        assert!(c["acknowledged"].as_u64().unwrap() > 0, "{c}");
+        assert_eq!((c["lost"].as_u64(), c["duplicated"].as_u64()), (Some(0), Some(0)), "{c}");
+        assert!(c["settled_s"].is_number(), "{c}");
+        let n = c["cycle"].as_u64().unwrap();
+        assert!(soak_dir.path().join(format!("soak-3-{n}.json")).exists(), "cycle {n}'s report is written");
+    }
+    // The CLI changed the run state behind this handle; read it again.
+    running.refresh().unwrap();
+    assert!(running.state().faults.is_empty(), "the soak left a fault in force");
+    assert_eq!(route::fault_rule_count("t-scen").await, 0, "the soak left a fault rule installed");
 
     // A `run` killed by SIGKILL while its fault is in force leaves the fault
     // recorded in the run state; `heal` undoes it and the broker answers.

@@ -9,6 +9,7 @@
 mod analysis;
 mod kube;
 mod readback;
+pub mod soak;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

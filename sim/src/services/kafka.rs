@@ -325,6 +325,16 @@ pub fn under_replicated(md: &Metadata, fixture: &KafkaFixture) -> Option<String>
     None
 }
 
+/// The first partition of any topic (internal ones too) without a leader or
+/// short of its full ISR: a cluster that has caught up after a fault has
+/// none, whatever topics its fixture declares.
+pub fn short_of_isr(md: &Metadata) -> Option<String> {
+    md.topics().iter().flat_map(|t| t.partitions().iter().map(move |p| (t.name(), p))).find_map(|(t, p)| {
+        (p.leader() < 0 || p.isr().len() < p.replicas().len())
+            .then(|| format!("{t}[{}] leader {} isr {:?} of replicas {:?}", p.id(), p.leader(), p.isr(), p.replicas()))
+    })
+}
+
 /// `leader of N partitions` per broker, for `status`.
 pub async fn roles(state: &RunState) -> BTreeMap<String, String> {
     let Some(ep) = endpoint(state) else { return BTreeMap::new() };

@@ -68,11 +68,22 @@ pub(super) async fn endpoint_ready(ep: &KubernetesEndpoint) -> Result<(), String
     }
 }
 
-/// Whether a node's Ready condition is True, and why not.
+/// Taints the node lifecycle controller puts on a node that is (or was a
+/// moment ago) not Ready; it lifts them a while after the kubelet reports
+/// Ready again, and until then nothing new schedules there.
+const LIFECYCLE_TAINTS: [&str; 2] = ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"];
+
+/// Whether a node is Ready and usable: its Ready condition True and no
+/// lifecycle taint left on it. Why not, if not.
 pub fn node_readiness(n: &Node) -> Result<(), String> {
     let conds = n.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let taints = n.spec.as_ref().and_then(|s| s.taints.as_ref());
+    let lifecycle = taints.and_then(|ts| ts.iter().find(|t| LIFECYCLE_TAINTS.contains(&t.key.as_str())));
     match conds.and_then(|c| c.iter().find(|c| c.type_ == "Ready")) {
-        Some(c) if c.status == "True" => Ok(()),
+        Some(c) if c.status == "True" => match lifecycle {
+            None => Ok(()),
+            Some(t) => Err(format!("Ready, but still tainted {}:{}", t.key, t.effect)),
+        },
         Some(c) => Err(format!("Ready is {} ({})", c.status, c.message.clone().unwrap_or_default())),
         None => Err("no Ready condition yet".into()),
     }
@@ -192,4 +203,28 @@ pub(super) async fn node_roles(ep: &KubernetesEndpoint) -> BTreeMap<String, Stri
             Some((name.clone(), format!("{}, {ready}, {count} pods", what.trim())))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(ready: &str, taints: &[&str]) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "n" },
+            "spec": { "taints": taints.iter().map(|k| serde_json::json!({ "key": k, "effect": "NoExecute" })).collect::<Vec<_>>() },
+            "status": { "conditions": [{ "type": "Ready", "status": ready }] }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_node_is_ready_only_once_its_lifecycle_taints_are_lifted() {
+        assert!(node_readiness(&node("True", &[])).is_ok());
+        assert!(node_readiness(&node("True", &["workload-type"])).is_ok(), "a group's own taint is not a wait");
+        let e = node_readiness(&node("True", &["node.kubernetes.io/not-ready"])).unwrap_err();
+        assert!(e.contains("still tainted node.kubernetes.io/not-ready"), "{e}");
+        assert!(node_readiness(&node("True", &["node.kubernetes.io/unreachable"])).is_err());
+        assert!(node_readiness(&node("Unknown", &[])).is_err());
+    }
 }

@@ -4,9 +4,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod print;
+mod runs;
+
 use clap::{Parser, Subcommand};
+use print::{dotenv_quote, print_plan, print_status};
+use runs::{run_scenario, LoadArgs};
 use voyager_sim::fault::{Fault, LinkArgs, OutageMode, Side};
-use voyager_sim::harness::{self, StackStatus};
+use voyager_sim::harness;
 use voyager_sim::images::{ImageSet, ImageSource};
 use voyager_sim::stack::Stack;
 use voyager_sim::{Error, Progress, Sim};
@@ -77,22 +82,24 @@ enum Command {
         /// The scenario file (scenarios/*.toml)
         scenario: PathBuf,
         #[command(flatten)]
-        stack: StackArgs,
-        /// Bring the stack up first and tear it down after (else it must be up)
-        #[arg(long)]
-        up: bool,
-        /// Image set when --up starts the stack
-        #[arg(long, default_value = "auto")]
-        images: ImageSource,
-        /// Multiply every scenario time by this (0.1 runs a 150 s scenario in 15 s)
-        #[arg(long, default_value_t = 1.0)]
-        time_scale: f64,
-        /// Where the JSON and HTML reports go
-        #[arg(long, default_value = "reports")]
-        report_dir: PathBuf,
+        load: LoadArgs,
         /// Also write the assertions as JUnit XML here, for CI test views
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+    },
+    /// Seeded chaos soak: cycle after cycle a fault drawn from the seed, healed, checked
+    Soak {
+        /// Seeds every cycle's fault, target and duration (replay with the same seed)
+        #[arg(long)]
+        seed: u64,
+        /// How many cycles to run
+        #[arg(long, default_value_t = 10, conflicts_with = "cycle")]
+        cycles: u32,
+        /// Run only this cycle of the seed (what a failing cycle prints to replay it)
+        #[arg(long)]
+        cycle: Option<u32>,
+        #[command(flatten)]
+        load: LoadArgs,
     },
     /// Break something by hand (undo with `heal`)
     Fault {
@@ -366,10 +373,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             println!("  total {:.2}s", f.total.as_secs_f64());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { scenario, stack, up, images, time_scale, report_dir, junit } => {
-            let out = RunOutputs { report_dir, junit };
-            run_scenario(&scenario, &stack, up, images, time_scale, &out, &p).await
-        }
+        Command::Run { scenario, load, junit } => run_scenario(&scenario, &load, junit.as_deref(), &p).await,
+        Command::Soak { seed, cycles, cycle, load } => runs::soak(seed, cycles, cycle, &load, &p).await,
         Command::Fault { fault, stack } => {
             let name = stack.name()?;
             let mut running = voyager_sim::RunningStack::attach(&name, &p).await?;
@@ -566,94 +571,6 @@ async fn up(args: StackArgs, only: Option<String>, images: ImageSource, p: Progr
 }
 
 /// Where a run's report goes.
-struct RunOutputs {
-    report_dir: PathBuf,
-    junit: Option<PathBuf>,
-}
-
-async fn run_scenario(
-    file: &std::path::Path,
-    args: &StackArgs,
-    up: bool,
-    images: ImageSource,
-    time_scale: f64,
-    out: &RunOutputs,
-    p: &Progress,
-) -> Result<ExitCode, Error> {
-    let report_dir = out.report_dir.as_path();
-    if !(time_scale > 0.0 && time_scale.is_finite()) {
-        return Err(Error::usage(
-            format!("--time-scale {time_scale} is not a factor"),
-            "use a positive number, such as 0.1 or 1",
-        ));
-    }
-    let text = std::fs::read_to_string(file)
-        .map_err(|source| Error::ReadStack { file: file.display().to_string(), source })?;
-    let scenario = voyager_sim::scenario::parse_scenario(file, &text)?;
-    let mut running = if up {
-        let stack = args.load()?;
-        let mut sim = Sim::new(stack).with_images(images).with_progress(p.clone());
-        if let Some(n) = &args.name {
-            sim = sim.with_name(n.clone());
-        }
-        sim.start().await?
-    } else {
-        let name = args.name()?;
-        voyager_sim::RunningStack::attach(&name, p).await.map_err(|_| {
-            Error::usage(
-                format!("stack `{name}` is not up"),
-                "start it with `voyager-sim up`, or pass --up to start it for this run",
-            )
-        })?
-    };
-    let opts = voyager_sim::runner::RunOptions { time_scale, ..Default::default() };
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Error::usage(e.to_string(), "signal setup failed"))?;
-    let outcome = tokio::select! {
-        r = voyager_sim::runner::run(&mut running, &scenario, &opts, p) => Some(r),
-        _ = tokio::signal::ctrl_c() => None,
-        _ = term.recv() => None,
-    };
-    let Some(report) = outcome else {
-        // Interrupted: no fault of this run may stay in force.
-        p.say("interrupted; healing every fault of this run");
-        let healed = running.heal(std::time::Duration::from_secs(180)).await;
-        if up {
-            let _ = running.shutdown().await;
-        }
-        healed?;
-        return Err(Error::Interrupted);
-    };
-    let report = match report {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = running.heal(std::time::Duration::from_secs(180)).await;
-            return Err(e);
-        }
-    };
-    std::fs::create_dir_all(report_dir)
-        .map_err(|source| Error::State { path: report_dir.display().to_string(), source })?;
-    let base = report_dir.join(&report.scenario);
-    let (json, html) = (base.with_extension("json"), base.with_extension("html"));
-    std::fs::write(&json, serde_json::to_string_pretty(&report).expect("serializable"))
-        .map_err(|source| Error::State { path: json.display().to_string(), source })?;
-    std::fs::write(&html, report.html()).map_err(|source| Error::State { path: html.display().to_string(), source })?;
-    print!("{}", report.summary());
-    println!("report: {} and {}", json.display(), html.display());
-    if let Some(junit) = &out.junit {
-        if let Some(dir) = junit.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| Error::State { path: dir.display().to_string(), source })?;
-        }
-        std::fs::write(junit, report.junit())
-            .map_err(|source| Error::State { path: junit.display().to_string(), source })?;
-        println!("JUnit XML: {}", junit.display());
-    }
-    if up {
-        running.shutdown().await?;
-    }
-    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
 async fn interrupted(name: &str, p: &Progress) {
     p.say("interrupted; removing what this run started");
     if let Err(e) = harness::down(name, p).await {
@@ -668,79 +585,6 @@ fn not_up(name: &str) -> Error {
             "start it with `voyager-sim up` (or pass the --name/--stack it was started with); state is kept in {}",
             voyager_sim::state::home().display()
         ),
-    }
-}
-
-fn print_status(s: &StackStatus) {
-    println!("stack `{}` run {} ({} images, VPC {})", s.stack, s.run_id, s.images, s.vpc);
-    let w = s.instances.iter().map(|i| i.instance.len()).max().unwrap_or(0).max(20);
-    let ws = s.instances.iter().map(|i| i.service.len()).max().unwrap_or(0).max(9);
-    println!(
-        "{:<w$} {:<ws$} {:<3} {:<8} {:<11} {:<16} HEALTH",
-        "INSTANCE", "SERVICE", "AZ", "SUBNET", "ADDRESS", "ENDPOINT"
-    );
-    if let Some(c) = &s.control {
-        println!(
-            "control plane: {}{}",
-            if c.running { "running" } else { "NOT RUNNING (automatic failover and volume provisioning are off)" },
-            if c.recent.is_empty() {
-                "; no action yet".to_string()
-            } else {
-                format!("; latest: {}", c.recent.join("; "))
-            }
-        );
-    }
-    for i in &s.instances {
-        let mut detail = i.role.as_ref().map(|r| format!(" [{r}]")).unwrap_or_default();
-        detail += &i.detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default();
-        println!(
-            "{:<w$} {:<ws$} {:<3} {:<8} {:<11} {:<16} {}{}",
-            i.instance,
-            i.service,
-            i.az,
-            i.subnet,
-            i.address,
-            i.endpoint.as_deref().unwrap_or("-"),
-            i.health,
-            detail
-        );
-    }
-}
-
-fn print_plan(s: &Stack) {
-    println!("stack `{}`: VPC {}", s.name, s.vpc);
-    for az in &s.azs {
-        println!("  az {}: private {}, public {}", az.name, az.private, az.public);
-    }
-    let width = s.services.iter().flat_map(|svc| &svc.instances).map(|i| i.name.len()).max().unwrap_or(0).max(16);
-    for svc in &s.services {
-        for i in &svc.instances {
-            let what = match (&i.group, svc.kind) {
-                (Some(g), _) => format!(" ({g} node group)"),
-                (None, voyager_sim::ServiceKind::Kubernetes) => format!(" ({})", i.role),
-                _ => String::new(),
-            };
-            println!("  {:<width$} {:<10} az {} {} {}{what}", i.name, svc.kind, i.az, i.tier, i.address);
-        }
-    }
-    if let Some(k) = &s.kubernetes {
-        println!(
-            "  kubernetes: node-monitor-grace-period {}s, not-ready toleration {}s, {} pod addresses per node, services {}",
-            k.node_monitor_grace_period.as_secs_f64(),
-            k.not_ready_toleration.as_secs_f64(),
-            k.pods_per_node,
-            k.service_cidr
-        );
-    }
-}
-
-/// Values go in single quotes when they hold anything a shell or dotenv
-/// parser would read specially.
-fn dotenv_quote(v: &str) -> String {
-    if v.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@".contains(c)) {
-        v.to_string()
-    } else {
-        format!("'{}'", v.replace('\'', "'\\''"))
     }
 }
 
