@@ -35,6 +35,23 @@ if ! docker info >/dev/null 2>&1; then
   fi
 fi
 
+# Docker 20.10 (Debian 12's) can deadlock in libnetwork when many containers
+# exit at once (moby/moby#46661): it still answers `info`, but every network
+# call hangs. A dockerd we may restart is restarted; nothing else cures it.
+if ! timeout 20 docker network ls >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && pgrep -x dockerd >/dev/null; then
+    say "dockerd answers but its network calls hang (moby/moby#46661); restarting it"
+    pkill -x dockerd
+    for _ in $(seq 1 60); do pgrep -x dockerd >/dev/null || break; sleep 0.5; done
+    setsid dockerd >>/var/log/voyager-sim-dockerd.log 2>&1 < /dev/null &
+    for _ in $(seq 1 120); do timeout 5 docker network ls >/dev/null 2>&1 && break; sleep 0.5; done
+    timeout 20 docker network ls >/dev/null 2>&1 || { say "dockerd still hangs; see /var/log/voyager-sim-dockerd.log"; exit 1; }
+  else
+    say "Docker's network calls hang (moby/moby#46661?); restart the Docker engine and retry"
+    exit 1
+  fi
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 fi

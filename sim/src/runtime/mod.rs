@@ -40,7 +40,20 @@ pub enum RuntimeError {
 impl RuntimeError {
     pub fn docker(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> RuntimeError {
         let action = action.into();
-        move |source| RuntimeError::Docker { action, source }
+        move |source| match source {
+            // Debian 12's Docker 20.10 can deadlock in libnetwork when many
+            // containers on user-defined networks exit at once (moby/moby
+            // #46661, fixed upstream only after this release): every network
+            // call then hangs until dockerd restarts. Say so, not "timeout".
+            bollard::errors::Error::RequestTimeoutError => RuntimeError::DockerUnavailable {
+                message: format!("Docker did not answer in time when asked to {action}"),
+                help: "if `docker network ls` hangs too, dockerd is deadlocked (Docker 20.10's libnetwork, \
+                       moby/moby#46661): restart dockerd (`source scripts/setup.sh` does), then run \
+                       `voyager-sim down --all`"
+                    .into(),
+            },
+            source => RuntimeError::Docker { action, source },
+        }
     }
 }
 
