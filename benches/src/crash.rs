@@ -61,9 +61,9 @@ kind = "kill"
 target = "postgres-c"
 "#;
 
-/// Windows the kill is drawn from, covering each command's whole run on a
-/// cached 2-core machine (a kill after the command ended tests `down` alone,
-/// which counts too).
+/// Windows the kill is first drawn from; each then follows how long the
+/// command really took last time it ran unkilled (a kill after the command
+/// ended tests what follows alone, which counts too, but says less).
 const UP_WINDOW: Duration = Duration::from_secs(30);
 const RUN_WINDOW: Duration = Duration::from_secs(16);
 const DOWN_WINDOW: Duration = Duration::from_secs(6);
@@ -91,12 +91,18 @@ fn cli() -> PathBuf {
 }
 
 /// Run a CLI command to its end; a failure is printed with its stderr.
-fn finish(args: &[&str], dir: &Path) -> bool {
+/// Returns whether it succeeded and how long it took.
+fn finish_timed(args: &[&str], dir: &Path) -> (bool, Duration) {
+    let t = Instant::now();
     let out = Command::new(cli()).args(args).current_dir(dir).output().expect("voyager-sim runs");
     if !out.status.success() {
         eprintln!("voyager-sim {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
     }
-    out.status.success()
+    (out.status.success(), t.elapsed())
+}
+
+fn finish(args: &[&str], dir: &Path) -> bool {
+    finish_timed(args, dir).0
 }
 
 /// Start a CLI command and SIGKILL it after `after` (or when it ends, if
@@ -158,6 +164,7 @@ pub async fn crash(runs: usize, seed: u64) {
     let dir = tempfile_dir();
     std::fs::write(dir.join("crash.toml"), SCENARIO).expect("scenario file");
     let mut d = SplitMix64::new(seed);
+    let (mut up_window, mut down_window) = (UP_WINDOW, DOWN_WINDOW);
     let mut results: Vec<(String, Duration, bool, Left)> = vec![];
     let t0 = Instant::now();
     for i in 0..runs {
@@ -173,15 +180,17 @@ pub async fn crash(runs: usize, seed: u64) {
         let down = ["down", "--stack", f];
         let what = ["up", "run", "down"][i % 3];
         let at = d.within(match what {
-            "up" => UP_WINDOW,
+            "up" => up_window,
             "run" => RUN_WINDOW,
-            _ => DOWN_WINDOW,
+            _ => down_window,
         });
         let mut faults_left = Left::default();
         let landed = match what {
             "up" => kill_after(&up, &dir, at),
             "run" => {
-                assert!(finish(&up, &dir), "up before the run");
+                let (ok, took) = finish_timed(&up, &dir);
+                assert!(ok, "up before the run");
+                up_window = took;
                 let base = left(&stack).await;
                 let landed = kill_after(&["run", "crash.toml", "--stack", f, "--report-dir", "reports"], &dir, at);
                 assert!(finish(&["heal", "--stack", f], &dir), "heal after the killed run");
@@ -189,11 +198,16 @@ pub async fn crash(runs: usize, seed: u64) {
                 landed
             }
             _ => {
-                assert!(finish(&up, &dir), "up before the down");
+                let (ok, took) = finish_timed(&up, &dir);
+                assert!(ok, "up before the down");
+                up_window = took;
                 kill_after(&down, &dir, at)
             }
         };
-        let downed = finish(&down, &dir);
+        let (downed, took) = finish_timed(&down, &dir);
+        if what != "down" {
+            down_window = took;
+        }
         let mut l = left(&stack).await;
         l.rules += faults_left.rules;
         l.agents += faults_left.agents;
