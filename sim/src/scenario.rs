@@ -108,6 +108,18 @@ pub enum Action {
     Failover,
 }
 
+impl Action {
+    /// How the timeline, the report and the soak name it: the faults as
+    /// `voyager-sim fault` prints them.
+    pub fn label(&self) -> String {
+        match self {
+            Action::Inject(fs) => fs.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(" + "),
+            Action::Restart(n) => format!("restart {n}"),
+            Action::Failover => "failover postgres".into(),
+        }
+    }
+}
+
 /// Report phases: before the first fault, while faults are in force, after
 /// the last heal. A scenario without faults has only `before`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -130,11 +130,7 @@ pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOption
         match ev {
             Event::Act(i) => {
                 let f = &sc.faults[i];
-                let label = match &f.action {
-                    Action::Inject(fs) => fs.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(" + "),
-                    Action::Restart(n) => format!("restart {n}"),
-                    Action::Failover => "failover postgres".into(),
-                };
+                let label = f.action.label();
                 p.say(&format!("t={:.1}s: {label}", start.elapsed().as_secs_f64()));
                 marks.push(FaultMark { label: label.clone(), at_s: start.elapsed().as_secs_f64(), heal_at_s: None });
                 match &f.action {

@@ -295,16 +295,12 @@ pub async fn soak(
 fn cycle_report(cycle: u32, opts: &SoakOptions, sc: &Scenario, r: Option<&Report>) -> CycleReport {
     let scale = opts.run.time_scale;
     let f = &sc.scaled(scale).faults[0];
-    let fault = match &f.action {
-        Action::Inject(fs) => fs.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(" + "),
-        Action::Restart(n) => format!("restart {n}"),
-        Action::Failover => "failover postgres".into(),
-    };
+
     let checks = r.map(|r| r.checks.as_slice()).unwrap_or_default();
     let sum = |g: &dyn Fn(&crate::ledger::Check) -> usize| checks.iter().map(g).sum::<usize>();
     CycleReport {
         cycle,
-        fault,
+        fault: f.action.label(),
         fault_s: f.heal_at.map(|h| (h - f.at).as_secs_f64()).unwrap_or(0.0),
         acknowledged: sum(&|c| c.acknowledged),
         lost: sum(&|c| c.lost.len()),
