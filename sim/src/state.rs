@@ -104,7 +104,16 @@ impl Credentials {
             || -> String { (0..24).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect() };
         let (postgres_password, postgres_replication_password, influxdb_password) = (secret(), secret(), secret());
         let auth0_admin_token = secret();
-        let id: Vec<u8> = (0..16).map(|_| rng.random()).collect();
+        // Kafka's own Uuid.randomUuid draws again when the text starts with
+        // '-': kafka-storage's argument parser reads such an id as an option
+        // and refuses to format (1 start in 64 failed that way).
+        let kafka_cluster_id = loop {
+            let id: Vec<u8> = (0..16).map(|_| rng.random()).collect();
+            let text = base64url(&id);
+            if !text.starts_with('-') {
+                break text;
+            }
+        };
         let mut lower = |n: usize| -> String {
             (0..n).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)])).collect()
         };
@@ -113,7 +122,7 @@ impl Credentials {
             postgres_user: "voyager".into(),
             postgres_password,
             postgres_db: "voyager".into(),
-            kafka_cluster_id: base64url(&id),
+            kafka_cluster_id,
             postgres_replication_password,
             influxdb_password,
             influxdb_database: String::new(),
@@ -265,6 +274,12 @@ mod tests {
         assert_eq!(id.len(), 22, "{id}");
         assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "{id}");
         assert_eq!(base64url(b"\xff\xff\xff"), "____");
+        // One id in 64 would start with '-' if drawn plainly; 2000 draws
+        // leave that unnoticed with odds near 1e-14.
+        for _ in 0..2000 {
+            let id = Credentials::generate().kafka_cluster_id;
+            assert!(!id.starts_with('-'), "{id} reads as an option to kafka-storage");
+        }
         assert_eq!(base64url(b"Ma"), "TWE");
     }
 
