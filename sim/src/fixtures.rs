@@ -350,6 +350,8 @@ pub struct Bucket {
     pub name: String,
     pub versioning: bool,
     pub lifecycle: Vec<LifecycleRule>,
+    /// The bucket RDS's automated backups and archived WAL go to.
+    pub database_backups: bool,
 }
 
 /// One S3 lifecycle rule; every action is optional, at least one is set.
@@ -382,6 +384,8 @@ struct RawBucket {
     versioning: bool,
     #[serde(default)]
     lifecycle: Vec<Spanned<LifecycleRule>>,
+    #[serde(default)]
+    database_backups: Option<Spanned<bool>>,
 }
 
 const STORAGE_CLASSES: &[&str] =
@@ -400,8 +404,19 @@ pub fn parse_s3(file: &Path, text: &str) -> Result<S3Fixture, StackError> {
     let raw: RawS3 = from_toml(file, text)?;
     let mut c = Collector { lines: Lines { text }, problems: vec![] };
     let mut buckets = vec![];
+    let mut backups_bucket: Option<String> = None;
     for b in &raw.bucket {
         let b = b.get_ref();
+        if let Some(flag) = b.database_backups.as_ref().filter(|f| *f.get_ref()) {
+            if let Some(first) = &backups_bucket {
+                c.push(
+                    flag.span(),
+                    format!("`{}` and `{first}` both say database_backups", b.name.get_ref()),
+                    "one bucket holds the database backups: keep database_backups = true on one of them",
+                );
+            }
+            backups_bucket.get_or_insert_with(|| b.name.get_ref().clone());
+        }
         if !valid_bucket_name(b.name.get_ref()) {
             c.push(
                 b.name.span(),
@@ -447,6 +462,7 @@ pub fn parse_s3(file: &Path, text: &str) -> Result<S3Fixture, StackError> {
             name: b.name.get_ref().clone(),
             versioning: b.versioning,
             lifecycle: b.lifecycle.iter().map(|r| r.get_ref().clone()).collect(),
+            database_backups: b.database_backups.as_ref().is_some_and(|f| *f.get_ref()),
         });
     }
     if !c.problems.is_empty() {
@@ -456,6 +472,13 @@ pub fn parse_s3(file: &Path, text: &str) -> Result<S3Fixture, StackError> {
 }
 
 pub const BUILTIN_S3: &str = include_str!("../../fixtures/s3.toml");
+
+impl S3Fixture {
+    /// The bucket marked `database_backups`, if one is.
+    pub fn backups_bucket(&self) -> Option<&str> {
+        self.buckets.iter().find(|b| b.database_backups).map(|b| b.name.as_str())
+    }
+}
 
 pub fn builtin_s3() -> S3Fixture {
     parse_s3(Path::new("<built-in fixtures/s3.toml>"), BUILTIN_S3).expect("the built-in S3 fixture is valid")
@@ -471,6 +494,15 @@ mod s3_tests {
         let names: Vec<&str> = f.buckets.iter().map(|b| b.name.as_str()).collect();
         assert_eq!(names, ["voyager-jarvis-artifacts", "voyager-db-backups", "voyager-static-assets"]);
         assert!(f.buckets[0].versioning && !f.buckets[2].versioning);
+        assert_eq!(f.backups_bucket(), Some("voyager-db-backups"));
+    }
+
+    #[test]
+    fn only_one_bucket_holds_the_database_backups() {
+        let b = |n: &str| format!("[[bucket]]\nname = \"{n}\"\ndatabase_backups = true\n");
+        let text = format!("region = \"us-east-1\"\n{}{}", b("one-b"), b("two-b"));
+        let err = parse_s3(Path::new("s3.toml"), &text).unwrap_err().to_string();
+        assert!(err.contains("s3.toml:7:20: `two-b` and `one-b` both say database_backups"), "{err}");
     }
 
     #[test]

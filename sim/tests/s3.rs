@@ -5,38 +5,18 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::BucketVersioningStatus;
 use voyager_sim::ServiceKind;
 
 mod common;
 
-fn client(env: &BTreeMap<String, String>) -> aws_sdk_s3::Client {
-    use aws_smithy_http_client::tls;
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
-        .build_https();
-    let creds =
-        Credentials::new(&env["AWS_ACCESS_KEY_ID"], &env["AWS_SECRET_ACCESS_KEY"], None, None, "voyager-sim env");
-    let conf = aws_sdk_s3::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .http_client(http)
-        .endpoint_url(&env["AWS_ENDPOINT_URL"])
-        .region(Region::new(env["AWS_REGION"].clone()))
-        .credentials_provider(creds)
-        // An IP endpoint has no per-bucket host names.
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_stacks_s3_holds_the_fixture_buckets_and_keeps_object_versions() {
     let running = common::start("t-s3", 225, &[ServiceKind::S3]).await;
     let env: BTreeMap<String, String> = running.env().into_iter().collect();
     assert!(env["AWS_ENDPOINT_URL"].starts_with("http://127.0.0.1:"));
-    let s3 = client(&env);
+    let s3 = common::s3_client(&env);
 
     let listed = s3.list_buckets().send().await.unwrap();
     let mut names: Vec<&str> = listed.buckets().iter().filter_map(|b| b.name()).collect();

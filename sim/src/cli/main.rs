@@ -77,6 +77,28 @@ enum Command {
         #[command(flatten)]
         stack: StackArgs,
     },
+    /// Take an on-demand backup now (an RDS manual snapshot; today: postgres)
+    Backup {
+        /// The service to back up
+        service: String,
+        #[command(flatten)]
+        stack: StackArgs,
+    },
+    /// Restore a backup to a point in time as a new instance with its own endpoint
+    Restore {
+        /// The service to restore (today: postgres)
+        service: String,
+        /// The time to restore to: RFC 3339 (2026-12-02T17:05:00Z) or a time ago (-5m);
+        /// `status` shows the restorable window
+        #[arg(long, value_name = "TIME")]
+        to_time: String,
+        /// The new instance's name (RDS's target DB instance identifier; `--name` names the stack,
+        /// as everywhere) [default: postgres-restore-N, the first free N]
+        #[arg(long, value_name = "NAME")]
+        instance: Option<String>,
+        #[command(flatten)]
+        stack: StackArgs,
+    },
     /// Run a scenario: load, faults on their timeline, checks, a report
     Run {
         /// The scenario file (scenarios/*.toml)
@@ -285,6 +307,17 @@ impl StackArgs {
     }
 }
 
+/// Backups and restores exist for PostgreSQL only, as RDS's do.
+fn only_postgres(service: &str, verb: &str) -> Result<(), Error> {
+    if service == "postgres" {
+        return Ok(());
+    }
+    Err(Error::usage(
+        format!("cannot {verb} `{service}`"),
+        "only `postgres` has backups (Kafka keeps three replicas; S3 versions its objects)",
+    ))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
@@ -350,6 +383,44 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 swept.networks,
                 swept.volumes,
                 t.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { service, stack } => {
+            only_postgres(&service, "back up")?;
+            let mut running = voyager_sim::RunningStack::attach(&stack.name()?, &p).await?;
+            let (b, took) = running.backup_postgres(&p).await?;
+            println!(
+                "postgres backup {} ({}) taken in {:.1}s: {:.1} MB of database, {:.1} MB in the bucket",
+                b.label,
+                b.kind,
+                took.as_secs_f64(),
+                b.size as f64 / 1e6,
+                b.repo_size as f64 / 1e6
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore { service, to_time, instance, stack } => {
+            only_postgres(&service, "restore")?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default();
+            let target = voyager_sim::services::postgres::backup::parse_target(&to_time, now)
+                .map_err(|e| Error::usage(e, "see `voyager-sim status` for the restorable window"))?;
+            let mut running = voyager_sim::RunningStack::attach(&stack.name()?, &p).await?;
+            let r = running.restore_postgres(target, instance.as_deref(), &p).await?;
+            println!(
+                "postgres restored to {} from backup {} in {:.1}s as `{}`",
+                r.target,
+                r.from_backup,
+                r.took.as_secs_f64(),
+                r.endpoint.instance
+            );
+            println!("  endpoint {} (inside the VPC {})", r.endpoint.host, r.endpoint.vpc);
+            println!(
+                "  `voyager-sim env` gives it as {}",
+                voyager_sim::services::postgres::restored_env_name(&r.endpoint.instance)
             );
             Ok(ExitCode::SUCCESS)
         }

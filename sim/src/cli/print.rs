@@ -37,6 +37,23 @@ pub(crate) fn print_status(s: &StackStatus) {
             detail
         );
     }
+    if let Some(b) = &s.backups {
+        match (&b.unavailable, &b.error) {
+            (Some(why), _) => println!("backups: none ({why})"),
+            (None, Some(e)) => println!("backups: the repository could not be read: {e}"),
+            (None, None) => {
+                match (&b.earliest_restorable, &b.latest_restorable) {
+                    (Some(from), Some(to)) => {
+                        println!("backups: restorable from {from} to {to} (latest restorable time)")
+                    }
+                    _ => println!("backups: none yet (the control plane takes the first when the database is new)"),
+                }
+                for line in &b.backups {
+                    println!("  {line}");
+                }
+            }
+        }
+    }
 }
 
 pub(crate) fn print_plan(s: &Stack) {

@@ -4,13 +4,14 @@
 //! independent of any CLI process), on the host's network so it reaches
 //! the stack as host clients do. It is RDS's control plane for the
 //! database ([`rds`] decides, [`rds_ops`] acts: standby detach and attach,
-//! automatic failover, rebuilds) and provisions the cluster's EBS-like
-//! volumes ([`ebs`]).
+//! automatic failover, rebuilds; [`backups`] takes its automated backups)
+//! and provisions the cluster's EBS-like volumes ([`ebs`]).
 //!
 //! Each part keeps its decisions pure (what to do given what it observed)
 //! apart from the effects, so they are unit-tested on synthetic
 //! observations.
 
+pub mod backups;
 pub mod ebs;
 pub mod rds;
 pub mod rds_ops;
@@ -89,7 +90,7 @@ pub async fn run(stack: &str, p: &Progress) -> Result<(), String> {
     let mut client: Option<kube::Client> = None;
     let mut last_error = String::new();
     let docker = crate::runtime::docker::connect(&Progress::silent()).await.map_err(|e| e.to_string())?;
-    let mut rds: Option<rds_ops::Rds> = None;
+    let mut rds: Option<(rds_ops::Rds, backups::Backups)> = None;
     let mut last_rds_error = String::new();
     loop {
         let st = match state::load(stack) {
@@ -101,14 +102,15 @@ pub async fn run(stack: &str, p: &Progress) -> Result<(), String> {
             Err(e) => return Err(format!("reading the run state: {e}")),
         };
         if crate::services::postgres::nodes(&st).next().is_some() {
-            let r = match &mut rds {
+            let (r, b) = match &mut rds {
                 Some(r) => r,
                 None => {
                     let stack = crate::stack::parse_stack(std::path::Path::new("<run state>"), &st.stack_toml)
                         .map_err(|e| e.to_string())?;
-                    rds.insert(rds_ops::Rds::new(&stack))
+                    rds.insert((rds_ops::Rds::new(&stack), backups::Backups::new(&stack, st.images)))
                 }
             };
+            b.tick(&docker, stack).await.iter().for_each(|l| p.say(l));
             match r.tick(&docker, stack, p).await {
                 Ok(lines) => lines.iter().for_each(|l| p.say(l)),
                 Err(e) if e != last_rds_error => {

@@ -5,9 +5,11 @@
 //!
 //! Layout: `sim` (the builder and bring-up), `running` (the handle to a started stack and its endpoints),
 //! `faults` (injecting and healing), `failover` (RDS "reboot with
-//! failover"), `status` (status, env, down), `images` (building or pulling
+//! failover"), `backups` (RDS snapshots, backup state, point-in-time
+//! restore), `status` (status, env, down), `images` (building or pulling
 //! what a stack needs).
 
+mod backups;
 mod failover;
 mod faults;
 mod images;
@@ -22,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::fixtures::{self, parse_influxdb, parse_kafka, Fixtures};
 use crate::stack::{parse_stack, ServiceKind, Stack};
 
+pub use backups::{BackupStatus, Restored};
 pub use images::build_images;
 pub use running::RunningStack;
 pub use sim::Sim;

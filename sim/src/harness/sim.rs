@@ -153,7 +153,7 @@ impl Sim {
         let started = Instant::now();
         let p = &self.progress;
         let docker = docker::connect(p).await?;
-        let orphans = sweep::sweep_orphans(&docker).await?;
+        let orphans = sweep::sweep_orphans(&docker, p).await?;
         if !orphans.is_empty() {
             p.say(&format!("removed stacks left by dead processes: {}", orphans.join(", ")));
         }

@@ -82,6 +82,9 @@ pub struct StackStatus {
     /// The stack's control plane: whether it runs, and what it did last.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control: Option<ControlStatus>,
+    /// PostgreSQL's backups and restorable window, for stacks with PostgreSQL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backups: Option<super::backups::BackupStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -152,6 +155,23 @@ pub async fn status(name: &str, p: &Progress) -> Result<Option<StackStatus>> {
             .collect();
         ControlStatus { running, recent }
     });
+    let backups = if services::postgres::nodes(&state).next().is_some() {
+        let mut handle = super::running::RunningStack::attach(&state.stack, &Progress::silent()).await?;
+        let b = tokio::time::timeout(Duration::from_secs(20), handle.backup_status()).await;
+        handle.detach();
+        Some(match b {
+            Ok(b) => b?,
+            Err(_) => super::backups::BackupStatus {
+                unavailable: None,
+                backups: vec![],
+                latest_restorable: None,
+                earliest_restorable: None,
+                error: Some("the repository gave no answer within 20s".into()),
+            },
+        })
+    } else {
+        None
+    };
     Ok(Some(StackStatus {
         stack: state.stack.clone(),
         run_id: state.run_id.clone(),
@@ -159,5 +179,6 @@ pub async fn status(name: &str, p: &Progress) -> Result<Option<StackStatus>> {
         vpc: state.vpc.clone(),
         instances: checks,
         control,
+        backups,
     }))
 }

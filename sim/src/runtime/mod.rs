@@ -20,6 +20,8 @@ pub enum RuntimeError {
     DockerUnavailable { message: String, help: String },
     #[error("Docker refused to {action}: {source}")]
     Docker { action: String, source: bollard::errors::Error },
+    #[error("network {network} cannot be removed: Docker still counts an endpoint on it, but no container is attached\n  help: {help}")]
+    StaleEndpoint { network: String, help: String },
     #[error("cannot create network {network} for subnet {subnet}: it overlaps a network Docker already has{owner}\n  help: {help}")]
     SubnetTaken { network: String, subnet: String, owner: String, help: String },
     #[error("container {container} exited with code {code} before it was ready; its last log lines:\n{logs}")]

@@ -88,9 +88,16 @@ pub async fn sweep_stack(docker: &Docker, stack: &str) -> Result<Swept, RuntimeE
     // second look, a moment after an empty one, still finds nothing.
     let mut total = Swept::default();
     let mut quiet_looks = 0;
+    let mut busy_network = None;
     for _ in 0..20 {
-        let found = sweep_once(docker, stack).await?;
-        if found.is_empty() {
+        let (found, busy) = sweep_once(docker, stack).await?;
+        busy_network = busy;
+        if busy_network.is_some() {
+            // A container joined the network after the listing (see above):
+            // the next round removes it, then the network.
+            quiet_looks = 0;
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        } else if found.is_empty() {
             quiet_looks += 1;
             if quiet_looks == 2 {
                 break;
@@ -103,19 +110,50 @@ pub async fn sweep_stack(docker: &Docker, stack: &str) -> Result<Swept, RuntimeE
             total.volumes += found.volumes;
         }
     }
+    if let Some((n, e)) = busy_network {
+        // Nothing attached, yet "active endpoints": libnetwork kept an
+        // endpoint of a container that is gone (Docker 20.10 does, after
+        // a container is removed while it is being connected). Only a
+        // restart of dockerd cleans its store.
+        let attached = docker
+            .inspect_network(&n, None::<bollard::query_parameters::InspectNetworkOptions>)
+            .await
+            .map(|i| i.containers.unwrap_or_default().len())
+            .unwrap_or(1);
+        if attached == 0 {
+            return Err(RuntimeError::StaleEndpoint {
+                network: n,
+                help: "restart dockerd (as root: `pkill -x dockerd`, then `source scripts/setup.sh` starts it \
+                       again), then run `voyager-sim down --all`"
+                    .into(),
+            });
+        }
+        return Err(RuntimeError::docker(format!("remove network {n}"))(e));
+    }
     route::remove(stack).await?;
     Ok(total)
 }
 
-async fn sweep_once(docker: &Docker, stack: &str) -> Result<Swept, RuntimeError> {
+/// One round; also returns a network Docker would not remove yet because
+/// something is still attached to it.
+async fn sweep_once(
+    docker: &Docker,
+    stack: &str,
+) -> Result<(Swept, Option<(String, bollard::errors::Error)>), RuntimeError> {
     let (cs, ns, vs) = leftovers(docker, stack).await?;
     // Containers first: networks and volumes in use cannot be removed.
     for r in join_all(cs.iter().map(|c| container::remove(docker, c))).await {
         r?;
     }
+    let mut busy = None;
     for n in &ns {
         match docker.remove_network(n).await {
             Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(e @ bollard::errors::Error::DockerResponseServerError { status_code: 403, .. })
+                if e.to_string().contains("active endpoints") =>
+            {
+                busy = Some((n.clone(), e));
+            }
             Err(e) => return Err(RuntimeError::docker(format!("remove network {n}"))(e)),
         }
     }
@@ -125,13 +163,15 @@ async fn sweep_once(docker: &Docker, stack: &str) -> Result<Swept, RuntimeError>
             Err(e) => return Err(RuntimeError::docker(format!("remove volume {v}"))(e)),
         }
     }
-    Ok(Swept { containers: cs.len(), networks: ns.len(), volumes: vs.len() })
+    Ok((Swept { containers: cs.len(), networks: ns.len(), volumes: vs.len() }, busy))
 }
 
 /// Sweep stacks whose owning process is gone (library runs killed before they
 /// could clean up), and firewall rules of stacks that have no network left.
 /// Stacks started by `up` have no owner and are left to `down`.
-pub async fn sweep_orphans(docker: &Docker) -> Result<Vec<String>, RuntimeError> {
+/// A stack that cannot be swept does not stop the others, nor the start
+/// that asked: it is named through `p` and left for `down`.
+pub async fn sweep_orphans(docker: &Docker, p: &crate::progress::Progress) -> Result<Vec<String>, RuntimeError> {
     // Starts in parallel would all find the same orphans and trip over each
     // other's removals; one sweep at a time is plenty fast.
     let _lock = super::lock::FileLock::acquire(
@@ -167,8 +207,12 @@ pub async fn sweep_orphans(docker: &Docker) -> Result<Vec<String>, RuntimeError>
         .await
         .map_err(RuntimeError::docker("list volumes"))?;
     vs.volumes.unwrap_or_default().into_iter().for_each(|v| consider(Some(v.labels)));
-    for stack in &dead {
-        sweep_stack(docker, stack).await?;
+    let mut swept = vec![];
+    for stack in dead {
+        match sweep_stack(docker, &stack).await {
+            Ok(_) => swept.push(stack),
+            Err(e) => p.say(&format!("could not remove the orphaned stack `{stack}`: {e}")),
+        }
     }
     for stack in route::stacks_with_rules().await {
         let (_, nets, _) = leftovers(docker, &stack).await?;
@@ -176,5 +220,5 @@ pub async fn sweep_orphans(docker: &Docker) -> Result<Vec<String>, RuntimeError>
             route::remove(&stack).await?;
         }
     }
-    Ok(dead.into_iter().collect())
+    Ok(swept)
 }

@@ -31,6 +31,9 @@ pub struct Rds {
     /// How long the primary must look lost before the control plane fails
     /// over to the standby.
     pub failover_detection: Duration,
+    /// The longest a committed transaction waits before its WAL segment is
+    /// archived to the backups bucket: the point-in-time recovery's RPO.
+    pub archive_timeout: Duration,
 }
 
 /// RDS documents a Multi-AZ failover as typically 60 to 120 s, most of it
@@ -38,6 +41,10 @@ pub struct Rds {
 /// the endpoint moves at once, so 30 s of detection lands a whole failover
 /// at the fast end of RDS's range; CI shortens it in its own stack file.
 pub const DEFAULT_FAILOVER_DETECTION: Duration = Duration::from_secs(30);
+
+/// RDS uploads a database's transaction logs to S3 every five minutes,
+/// which is why its latest restorable time trails by up to five minutes.
+pub const DEFAULT_ARCHIVE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The inter-AZ latency of a stack file that does not say.
 pub const DEFAULT_INTER_AZ_LATENCY: Duration = Duration::from_millis(1);
@@ -166,8 +173,11 @@ impl Stack {
                 out += &kubernetes_toml(k);
             }
             if let (ServiceKind::Postgres, Some(r)) = (svc.kind, &self.rds) {
-                out +=
-                    &format!("\n[service.postgres]\nfailover_detection = \"{}ms\"\n", r.failover_detection.as_millis());
+                out += &format!(
+                    "\n[service.postgres]\nfailover_detection = \"{}ms\"\narchive_timeout = \"{}ms\"\n",
+                    r.failover_detection.as_millis(),
+                    r.archive_timeout.as_millis()
+                );
             }
             for inst in &svc.instances {
                 out += &format!(

@@ -13,7 +13,9 @@ use toml::Spanned;
 
 use super::cidr::Cidr;
 use super::kubernetes::{self as k8s, Kubernetes, NodeGroup, Taint};
-use super::model::{Az, Instance, Rds, Service, ServiceKind, Stack, Tier, DEFAULT_FAILOVER_DETECTION};
+use super::model::{
+    Az, Instance, Rds, Service, ServiceKind, Stack, Tier, DEFAULT_ARCHIVE_TIMEOUT, DEFAULT_FAILOVER_DETECTION,
+};
 
 /// Addresses below this offset in a subnet are left for the gateway and for
 /// infrastructure the harness may add (AWS reserves the first four too).
@@ -86,6 +88,7 @@ struct RawService {
     region: Option<Spanned<String>>,
     // PostgreSQL only: RDS's control plane.
     failover_detection: Option<Spanned<String>>,
+    archive_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -393,14 +396,27 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
                     DEFAULT_FAILOVER_DETECTION,
                     Duration::from_secs(600),
                 ),
+                // PostgreSQL's own ceiling for archive_timeout is 2^30 s;
+                // a day is already far past any RPO anyone wants.
+                archive_timeout: duration_key(
+                    c,
+                    &r.archive_timeout,
+                    "archive_timeout",
+                    DEFAULT_ARCHIVE_TIMEOUT,
+                    Duration::from_secs(86_400),
+                ),
             });
         } else {
-            if let Some(v) = &svc.get_ref().failover_detection {
-                c.push(
-                    v.span(),
-                    format!("`failover_detection` is a PostgreSQL setting, not one of {kind}"),
-                    "move it under `[service.postgres]`",
-                );
+            let raw = svc.get_ref();
+            for (key, v) in [("failover_detection", &raw.failover_detection), ("archive_timeout", &raw.archive_timeout)]
+            {
+                if let Some(v) = v {
+                    c.push(
+                        v.span(),
+                        format!("`{key}` is a PostgreSQL setting, not one of {kind}"),
+                        "move it under `[service.postgres]`",
+                    );
+                }
             }
         }
         let mut roles_seen: Vec<String> = vec![];

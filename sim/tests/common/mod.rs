@@ -48,3 +48,25 @@ pub fn sim(name: &str, octet: u8, only: &[ServiceKind]) -> Sim {
 pub async fn start(name: &str, octet: u8, only: &[ServiceKind]) -> RunningStack {
     sim(name, octet, only).start().await.unwrap()
 }
+
+/// An aws-sdk-s3 client for the stack's S3, configured from what `env`
+/// exports, as an application's would be.
+pub fn s3_client(env: &std::collections::BTreeMap<String, String>) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    use aws_smithy_http_client::tls;
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .build_https();
+    let creds =
+        Credentials::new(&env["AWS_ACCESS_KEY_ID"], &env["AWS_SECRET_ACCESS_KEY"], None, None, "voyager-sim env");
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .http_client(http)
+        .endpoint_url(&env["AWS_ENDPOINT_URL"])
+        .region(Region::new(env["AWS_REGION"].clone()))
+        .credentials_provider(creds)
+        // An IP endpoint has no per-bucket host names.
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}

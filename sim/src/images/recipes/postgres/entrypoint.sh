@@ -8,6 +8,8 @@
 #   VOYAGER_PG_NAME      this node's name in replication (application_name)
 #   VOYAGER_PG_SYNC      synchronous_standby_names for a new primary
 #   POSTGRES_REPLICATION_PASSWORD  password of the `replicator` role
+#   VOYAGER_PG_RESTORE_TARGET  (role `restore`) the time to restore to from
+#                        the pgBackRest repository its PGBACKREST_* name
 set -euo pipefail
 
 if [ "${1:-postgres}" != "postgres" ]; then exec "$@"; fi
@@ -46,6 +48,14 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     # ALTER SYSTEM's file, not a command-line flag: failover changes it at
     # run time, and flags would win over it.
     echo "synchronous_standby_names = $(sql_literal "${VOYAGER_PG_SYNC:-}")" >> "$PGDATA/postgresql.auto.conf"
+  elif [ "$VOYAGER_PG_ROLE" = restore ]; then
+    : "${VOYAGER_PG_RESTORE_TARGET:?a restore needs VOYAGER_PG_RESTORE_TARGET}"
+    # pgBackRest picks the newest backup that ended before the target and
+    # writes the restore_command that replays archived WAL up to it; the
+    # server promotes itself there.
+    echo "voyager-entrypoint: restoring to $VOYAGER_PG_RESTORE_TARGET"
+    pgbackrest --type=time --target="$VOYAGER_PG_RESTORE_TARGET" --target-action=promote restore
+    chmod 700 "$PGDATA"
   else
     : "${VOYAGER_PG_PRIMARY:?a $VOYAGER_PG_ROLE needs VOYAGER_PG_PRIMARY}"
     echo "voyager-entrypoint: waiting for the primary $VOYAGER_PG_PRIMARY"

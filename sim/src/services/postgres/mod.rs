@@ -7,6 +7,8 @@
 //! flips DNS. Instances are reached from the host on 127.0.0.1 and inside the
 //! VPC on their fixed addresses.
 
+pub mod backup;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -31,7 +33,7 @@ pub const ADMIN_PORT: u16 = 9999;
 /// addresses stack files may use, which start at `parse::FIRST_DERIVED_HOST`.
 pub const ENDPOINTS_HOST: u32 = 5;
 pub const ENTRYPOINT_PATH: &str = "/usr/local/bin/voyager-pg-entrypoint";
-const ENTRYPOINT: &str = include_str!("../images/recipes/postgres/entrypoint.sh");
+const ENTRYPOINT: &str = include_str!("../../images/recipes/postgres/entrypoint.sh");
 const HAPROXY_CFG: &str = "/usr/local/etc/haproxy/haproxy.cfg";
 
 /// Connection settings for a PostgreSQL endpoint or instance. `Debug` hides
@@ -143,6 +145,10 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
     let standbys: Vec<&str> =
         cx.stack.with_role(ServiceKind::Postgres, "standby").iter().map(|i| i.name.as_str()).collect();
     let creds = cx.credentials;
+    let backups =
+        backup::env(cx.stack, cx.images, cx.fixtures.s3.backups_bucket(), &cx.fixtures.s3.region, &creds.postgres_user);
+    let archive_timeout =
+        cx.stack.rds.as_ref().map(|r| r.archive_timeout).unwrap_or(crate::stack::model::DEFAULT_ARCHIVE_TIMEOUT);
     let mut out: Vec<ContainerSpec> = svc
         .instances
         .iter()
@@ -165,37 +171,42 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
             } else {
                 env.insert("VOYAGER_PG_PRIMARY".into(), primary.address.to_string());
             }
+            let mut cmd: Vec<String> = [
+                "postgres",
+                "-c",
+                "wal_level=replica",
+                "-c",
+                "max_wal_senders=10",
+                "-c",
+                "wal_keep_size=512MB",
+                "-c",
+                "hot_standby=on",
+                // Keeps pg_rewind possible for tools that want it.
+                "-c",
+                "wal_log_hints=on",
+                // A killed peer sends no FIN: without short timeouts a dead
+                // standby's walsender lingers for a minute and, as the
+                // named synchronous standby, holds every commit.
+                "-c",
+                "wal_sender_timeout=5s",
+                "-c",
+                "wal_receiver_timeout=5s",
+                "-c",
+                "wal_receiver_status_interval=1s",
+                "-c",
+                "max_connections=200",
+            ]
+            .map(String::from)
+            .to_vec();
+            if let Some(b) = &backups {
+                env.extend(b.clone());
+                cmd.extend(backup::archive_args(archive_timeout));
+            }
             ContainerSpec {
                 instance: inst.name.clone(),
                 image: image_for(ServiceKind::Postgres, cx.images),
                 env,
-                // wal_log_hints keeps pg_rewind possible for tools that want it.
-                cmd: [
-                    "postgres",
-                    "-c",
-                    "wal_level=replica",
-                    "-c",
-                    "max_wal_senders=10",
-                    "-c",
-                    "wal_keep_size=512MB",
-                    "-c",
-                    "hot_standby=on",
-                    "-c",
-                    "wal_log_hints=on",
-                    // A killed peer sends no FIN: without short timeouts a dead
-                    // standby's walsender lingers for a minute and, as the
-                    // named synchronous standby, holds every commit.
-                    "-c",
-                    "wal_sender_timeout=5s",
-                    "-c",
-                    "wal_receiver_timeout=5s",
-                    "-c",
-                    "wal_receiver_status_interval=1s",
-                    "-c",
-                    "max_connections=200",
-                ]
-                .map(String::from)
-                .to_vec(),
+                cmd,
                 network: network_name(cx.stack_name, &az.name, inst.tier),
                 address: inst.address,
                 published: vec![Publish::any(PORT)],
@@ -292,9 +303,17 @@ pub fn instance(state: &RunState, name: &str) -> Option<PostgresEndpoint> {
     endpoint_at(state, find(state, name).filter(|i| i.name != ENDPOINTS)?, PORT, PORT)
 }
 
-/// The database nodes of a run (not the endpoints container).
+/// The database nodes of a run: not the endpoints container, nor restored
+/// instances (databases of their own, outside replication).
 pub fn nodes(state: &RunState) -> impl Iterator<Item = &InstanceState> {
-    state.instances.iter().filter(|i| i.service == ServiceKind::Postgres.as_str() && i.name != ENDPOINTS)
+    state.instances.iter().filter(|i| {
+        i.service == ServiceKind::Postgres.as_str() && i.name != ENDPOINTS && i.role != backup::RESTORED_ROLE
+    })
+}
+
+/// The instances `voyager-sim restore postgres` made.
+pub fn restored(state: &RunState) -> impl Iterator<Item = &InstanceState> {
+    state.instances.iter().filter(|i| i.service == ServiceKind::Postgres.as_str() && i.role == backup::RESTORED_ROLE)
 }
 
 /// Ready means: a node answers a query; the endpoints container routes a
@@ -440,7 +459,19 @@ pub fn env(state: &RunState) -> Vec<(String, String)> {
         ("PGPASSWORD".into(), w.password.clone()),
         ("PGDATABASE".into(), w.database.clone()),
     ]);
+    // A restored instance is reached on an endpoint of its own, as a
+    // restored RDS instance is: `postgres-restore-1` -> POSTGRES_RESTORE_1_URL.
+    for r in restored(state) {
+        if let Some(ep) = instance(state, &r.name) {
+            out.push((restored_env_name(&r.name), ep.url()));
+        }
+    }
     out
+}
+
+/// The `env` name of a restored instance's URL.
+pub fn restored_env_name(instance: &str) -> String {
+    format!("{}_URL", instance.to_uppercase().replace('-', "_"))
 }
 
 /// The service's contract with the harness (see [`super::Service`]).
@@ -532,12 +563,23 @@ mod tests {
     }
 
     #[test]
-    fn both_image_sets_run_the_same_entrypoint_and_differ_only_in_image() {
+    fn both_image_sets_run_the_same_entrypoint_and_differ_only_in_image_and_backups() {
         let (off, up) = (specs_for(ImageSet::Offline), specs_for(ImageSet::Upstream));
         assert_eq!(up[0].image, crate::images::UPSTREAM_POSTGRES);
         assert_eq!(up[3].image, crate::images::UPSTREAM_HAPROXY);
         assert!(off[0].image.starts_with("voyager-sim/postgres:") && off[3].image.starts_with("voyager-sim/haproxy:"));
-        for (o, u) in off.into_iter().zip(up) {
+        for (mut o, u) in off.into_iter().zip(up) {
+            // The official image has no pgBackRest: it archives nothing.
+            assert!(
+                !u.env.keys().any(|k| k.starts_with("PGBACKREST_")) && !u.cmd.iter().any(|c| c.contains("archive"))
+            );
+            if o.instance != ENDPOINTS {
+                assert!(o.cmd.contains(&"archive_mode=on".to_string()), "{:?}", o.cmd);
+            }
+            o.env.retain(|k, _| !k.starts_with("PGBACKREST_"));
+            if let Some(at) = o.cmd.iter().position(|c| c == "archive_mode=on") {
+                o.cmd.truncate(at - 1);
+            }
             assert_eq!(ContainerSpec { image: String::new(), ..o }, ContainerSpec { image: String::new(), ..u });
         }
     }
@@ -554,6 +596,12 @@ mod tests {
         };
         assert!(!format!("{ep:?}").contains("hunter2"));
         assert_eq!(ep.url(), "postgres://u:hunter2@127.0.0.1:5555/d");
+    }
+
+    #[test]
+    fn a_restored_instance_has_a_url_of_its_own_in_env() {
+        assert_eq!(restored_env_name("postgres-restore-1"), "POSTGRES_RESTORE_1_URL");
+        assert_eq!(restored_env_name("pitr"), "PITR_URL");
     }
 
     #[test]
