@@ -26,6 +26,12 @@
 //! `from`, `to`, `both_ways` and their parameter (`delay`/`jitter`, `loss`,
 //! `rate`); scenarios/README.md lists every kind's keys.
 //!
+//! `kind = "accident"` is a destructive statement through the writer (every
+//! row the run's load inserted, deleted, as a `DELETE` without its `WHERE`
+//! would); after the load the run restores PostgreSQL from its backups to
+//! just before it and checks the restored instance write by write.
+//! `[expect] restore = { rto = "1h", rpo = "15m" }` bounds the restore.
+//!
 //! On a stack with Kubernetes, `[kubernetes]` deploys workloads for the run
 //! (a Deployment spread over the zones, a StatefulSet with a zonal volume)
 //! and `[expect.kubernetes]` bounds what Kubernetes does with them after an
@@ -106,6 +112,9 @@ pub enum Action {
     Restart(String),
     /// RDS "reboot with failover" of PostgreSQL.
     Failover,
+    /// An operator's mistake: every row the run inserted, deleted through
+    /// the writer. The run ends with a point-in-time restore to before it.
+    Accident,
 }
 
 impl Action {
@@ -116,6 +125,7 @@ impl Action {
             Action::Inject(fs) => fs.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(" + "),
             Action::Restart(n) => format!("restart {n}"),
             Action::Failover => "failover postgres".into(),
+            Action::Accident => "accident: DELETE of every row the run inserted".into(),
         }
     }
 }
@@ -149,6 +159,10 @@ pub struct Expect {
     pub error_rate: BTreeMap<Phase, f64>,
     pub p99: BTreeMap<(Phase, Op), Duration>,
     pub kubernetes: KubeExpect,
+    /// A point-in-time restore after an accident: how long it may take
+    /// (RTO), and how much before the accident it may lose (RPO).
+    pub restore_rto: Option<Duration>,
+    pub restore_rpo: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -222,6 +236,14 @@ struct RawExpect {
     p99: BTreeMap<Spanned<String>, BTreeMap<Spanned<String>, Spanned<String>>>,
     #[serde(default)]
     kubernetes: RawKubeExpect,
+    restore: Option<Spanned<RawRestoreExpect>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestoreExpect {
+    rto: Option<Spanned<String>>,
+    rpo: Option<Spanned<String>>,
 }
 
 /// `N` or `{ OP = N, ... }`.
@@ -268,7 +290,7 @@ fn shown(v: &toml::Value) -> String {
 }
 
 const KINDS: &[&str] =
-    &["az-outage", "kill", "pause", "restart", "failover", "partition", "latency", "jitter", "loss", "bandwidth"];
+    &["az-outage", "kill", "pause", "restart", "failover", "accident", "partition", "latency", "jitter", "loss", "bandwidth"];
 const TIERS: &[&str] = &["kafka", "postgres", "influxdb"];
 
 fn phase(s: &str) -> Option<Phase> {
@@ -372,6 +394,12 @@ pub fn parse_scenario(file: &Path, text: &str) -> Result<Scenario, StackError> {
             }
             "restart" => need(&mut c, &r.target, "target").map(Action::Restart),
             "failover" => Some(Action::Failover),
+            "accident" => {
+                if let Some(h) = &r.heal_at {
+                    c.push(h.span(), "an accident is not healed", "drop heal_at: the run restores from backups after the load");
+                }
+                Some(Action::Accident)
+            }
             kind if crate::fault::LINK_KINDS.contains(&kind) => {
                 match (need(&mut c, &r.from, "from"), need(&mut c, &r.to, "to")) {
                     (Some(from), Some(to)) => {
@@ -497,6 +525,26 @@ pub fn parse_scenario(file: &Path, text: &str) -> Result<Scenario, StackError> {
             "add a `[kubernetes]` section (deployment_replicas, statefulset_replicas)",
         );
     }
+    if let Some(r) = &raw.expect.restore {
+        let accidents = faults.iter().filter(|f| f.action == Action::Accident).count();
+        if accidents != 1 {
+            c.push(
+                r.span(),
+                format!("expectations on a restore, but the scenario has {accidents} accidents"),
+                "add one `[[fault]]` with `kind = \"accident\"`: the restore goes to just before it",
+            );
+        }
+        let r = r.get_ref();
+        expect.restore_rto = r.rto.as_ref().map(|d| dur(&mut c, d, "expect.restore.rto"));
+        expect.restore_rpo = r.rpo.as_ref().map(|d| dur(&mut c, d, "expect.restore.rpo"));
+    }
+    if let Some(second) = raw.fault.iter().filter(|f| f.get_ref().kind.get_ref() == "accident").nth(1) {
+        c.push(
+            second.get_ref().kind.span(),
+            "a scenario has at most one accident",
+            "keep one: the run restores to just before it",
+        );
+    }
     if !c.problems.is_empty() {
         return Err(StackError { file: file.to_path_buf(), problems: c.problems });
     }
@@ -543,6 +591,18 @@ impl Scenario {
                 Action::Failover => {
                     if stack.with_role(crate::stack::ServiceKind::Postgres, "standby").is_empty() {
                         return Err(format!("fault #{n}: failover needs a PostgreSQL standby and the stack has none"));
+                    }
+                }
+                Action::Accident => {
+                    for kind in [crate::stack::ServiceKind::Postgres, crate::stack::ServiceKind::S3] {
+                        if stack.service(kind).is_none() {
+                            return Err(format!(
+                                "fault #{n}: an accident is restored from PostgreSQL's backups in S3, and the stack runs no {kind}"
+                            ));
+                        }
+                    }
+                    if !self.rates.get(&Op::PostgresInsert).is_some_and(|r| *r > 0.0) {
+                        return Err(format!("fault #{n}: an accident needs postgres_insert load to destroy and restore"));
                     }
                 }
             }
@@ -613,6 +673,31 @@ recovery = { kafka = "30s" }
 error_rate = { after = 0.01 }
 p99 = { before = { kafka_produce = "500ms" } }
 "#;
+
+    #[test]
+    fn an_accident_is_restored_not_healed_and_comes_once() {
+        let head = "name = \"p\"\nseed = 1\nduration = \"90s\"\n[load]\nrate = { postgres_insert = 30 }\n";
+        let accident = |extra: &str| format!("[[fault]]\nat = \"60s\"\nkind = \"accident\"\n{extra}");
+        let ok = format!("{head}{}[expect]\nrestore = {{ rto = \"1h\", rpo = \"15m\" }}\n", accident(""));
+        let s = parse_scenario(Path::new("p.toml"), &ok).unwrap();
+        assert_eq!(s.faults[0].action, Action::Accident);
+        assert_eq!((s.expect.restore_rto, s.expect.restore_rpo), (Some(Duration::from_secs(3600)), Some(Duration::from_secs(900))));
+
+        let healed = format!("{head}{}", accident("heal_at = \"70s\"\n"));
+        let e = parse_scenario(Path::new("p.toml"), &healed).unwrap_err().to_string();
+        assert!(e.contains("p.toml:9:11: an accident is not healed"), "{e}");
+        let twice = format!("{head}{}{}", accident(""), accident(""));
+        let e = parse_scenario(Path::new("p.toml"), &twice).unwrap_err().to_string();
+        assert!(e.contains("at most one accident"), "{e}");
+        let no_accident = format!("{head}[expect]\nrestore = {{ rto = \"1h\" }}\n");
+        let e = parse_scenario(Path::new("p.toml"), &no_accident).unwrap_err().to_string();
+        assert!(e.contains("expectations on a restore, but the scenario has 0 accidents"), "{e}");
+
+        // A stack without S3 has no backups to restore from.
+        let mut s = parse_scenario(Path::new("p.toml"), &ok).unwrap();
+        let stack = crate::harness::builtin_stack().only(&[crate::stack::ServiceKind::Postgres]);
+        assert!(s.validate(&stack).unwrap_err().contains("runs no s3"));
+    }
 
     #[test]
     fn a_scenario_parses_into_load_faults_and_expectations() {

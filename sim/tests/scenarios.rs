@@ -56,6 +56,7 @@ async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
         "az-loss",
         "az-loss-a",
         "db-failover",
+        "db-pitr",
     ];
     let mut sorted = shipped.clone();
     sorted.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(usize::MAX));
@@ -98,6 +99,12 @@ async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
                 "{:?}",
                 report.notes
             );
+        }
+        if name == "db-pitr" {
+            let r = report.restore.as_ref().expect("the report has the restore");
+            assert!(r.deleted_by_accident > 0 && r.acknowledged_before > 0, "{r:?}");
+            assert!(r.missing_before.is_empty() && r.present_after.is_empty(), "{r:?}");
+            assert!(report.html().contains("Point-in-time restore"));
         }
         if name == "eks-az-loss" {
             // Kubernetes noticed, evicted and rescheduled, and said so.

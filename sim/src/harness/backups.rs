@@ -216,15 +216,8 @@ impl RunningStack {
         self.refresh()?;
         let endpoint = pg::instance(&self.state, &name).ok_or_else(|| fail("the restored instance has no port"))?;
         if let Err(e) = wait_promoted(&self.docker, &cname, &endpoint, Duration::from_secs(1800), p).await {
-            // A failed restore leaves nothing behind: no container, volume
-            // or entry in the run state.
-            let _ = container::remove(&self.docker, &cname).await;
-            for (vol, _) in &spec.volumes {
-                let vname = container::volume_name(&self.state.stack, &name, vol);
-                let _ = self.docker.remove_volume(&vname, None::<bollard::query_parameters::RemoveVolumeOptions>).await;
-            }
-            let _ = state::update(&self.state.stack, |s| s.instances.retain(|i| i.name != name));
-            self.refresh()?;
+            // A failed restore leaves nothing behind.
+            self.remove_restored(&name).await?;
             return Err(e);
         }
         let took = t.elapsed();
@@ -233,6 +226,29 @@ impl RunningStack {
             &format!("backup: {name} restored to {target_text} from {from} in {:.1}s", took.as_secs_f64()),
         );
         Ok(Restored { endpoint, target: target_text, from_backup: from, took })
+    }
+}
+
+impl RunningStack {
+    /// Remove a restored instance (RDS's DeleteDBInstance of a restore):
+    /// its container, its volume, its entry in the run state.
+    pub async fn remove_restored(&mut self, name: &str) -> Result<()> {
+        self.refresh()?;
+        let Some(inst) = pg::restored(&self.state).find(|i| i.name == name).cloned() else {
+            return Err(Error::usage(
+                format!("the stack has no restored instance `{name}`"),
+                "`voyager-sim status` lists them (role restored)",
+            ));
+        };
+        container::remove(&self.docker, &inst.container).await?;
+        let vname = container::volume_name(&self.state.stack, name, "data");
+        match self.docker.remove_volume(&vname, None::<bollard::query_parameters::RemoveVolumeOptions>).await {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+            Err(e) => return Err(RuntimeError::docker(format!("remove volume {vname}"))(e).into()),
+        }
+        state::update(&self.state.stack, |s| s.instances.retain(|i| i.name != name))
+            .map_err(|source| Error::State { path: state::path(&self.state.stack).display().to_string(), source })?;
+        self.refresh()
     }
 }
 

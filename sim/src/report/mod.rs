@@ -40,8 +40,42 @@ pub struct Report {
     /// failover, rebuild), on the timeline.
     #[serde(default)]
     pub control: Vec<ControlMark>,
+    /// The point-in-time restore after an accident, when the scenario has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreReport>,
     pub notes: Vec<String>,
     pub passed: bool,
+}
+
+/// The seed's disaster-recovery targets for the database.
+pub const SEED_DB_RTO_S: f64 = 3600.0;
+pub const SEED_DB_RPO_S: f64 = 900.0;
+
+/// A point-in-time restore to just before an accident, judged write by
+/// write on the restored instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// The accident, seconds into the run, and the restore target (a
+    /// millisecond before it) as pgBackRest was given it.
+    pub accident_at_s: f64,
+    pub target: String,
+    pub instance: String,
+    pub from_backup: String,
+    /// From asking for the restore to the instance taking writes.
+    pub rto_s: f64,
+    /// From the newest acknowledged write found in the restore to the target:
+    /// what the restore did not bring back of the time before the accident.
+    pub rpo_s: Option<f64>,
+    /// Writes acknowledged before the target (each must be in the restore),
+    /// and those sent after it (none may be).
+    pub acknowledged_before: usize,
+    pub missing_before: Vec<u64>,
+    pub sent_after: usize,
+    pub present_after: Vec<u64>,
+    /// Rows the accident deleted on the source.
+    pub deleted_by_accident: u64,
+    pub seed_rto_s: f64,
+    pub seed_rpo_s: f64,
 }
 
 /// The Kubernetes tier during a run: the timers in force, per zone the
@@ -207,6 +241,22 @@ impl Report {
                 a.actual
             );
         }
+        if let Some(r) = &self.restore {
+            let _ = writeln!(
+                out,
+                "  restore to {} from {}: RTO {:.1}s (seed: {:.0} min), RPO {} (seed: {:.0} min); {} acknowledged before, {} missing; {} sent after, {} present",
+                r.target,
+                r.from_backup,
+                r.rto_s,
+                r.seed_rto_s / 60.0,
+                r.rpo_s.map(|v| format!("{:.3}s", v)).unwrap_or_else(|| "unknown".into()),
+                r.seed_rpo_s / 60.0,
+                r.acknowledged_before,
+                r.missing_before.len(),
+                r.sent_after,
+                r.present_after.len()
+            );
+        }
         for n in &self.notes {
             let _ = writeln!(out, "  note: {n}");
         }
@@ -282,6 +332,34 @@ impl Report {
             for line in c.duplicate_lines() {
                 let _ = write!(h, "<p class=\"fail\">{}: duplicated, {}</p>", c.op_name(), esc(&line));
             }
+        }
+        if let Some(r) = &self.restore {
+            let _ = write!(
+                h,
+                "<h2>Point-in-time restore</h2><table>\
+                 <tr><th>accident at</th><td>{:.1} s</td></tr><tr><th>restored to</th><td>{}</td></tr>\
+                 <tr><th>instance</th><td>{} (from backup {})</td></tr>\
+                 <tr><th>RTO (restore to taking writes)</th><td>{:.1} s (seed target {:.0} min)</td></tr>\
+                 <tr><th>RPO (target − newest write restored)</th><td>{} (seed target {:.0} min)</td></tr>\
+                 <tr><th>acknowledged before the target</th><td>{}, <span class=\"{}\">{} missing</span></td></tr>\
+                 <tr><th>sent after the target</th><td>{}, <span class=\"{}\">{} present</span></td></tr>\
+                 <tr><th>rows the accident deleted</th><td>{}</td></tr></table>",
+                r.accident_at_s,
+                esc(&r.target),
+                esc(&r.instance),
+                esc(&r.from_backup),
+                r.rto_s,
+                r.seed_rto_s / 60.0,
+                r.rpo_s.map(|v| format!("{:.3} s", v)).unwrap_or_else(|| "—".into()),
+                r.seed_rpo_s / 60.0,
+                r.acknowledged_before,
+                if r.missing_before.is_empty() { "ok" } else { "fail" },
+                r.missing_before.len(),
+                r.sent_after,
+                if r.present_after.is_empty() { "ok" } else { "fail" },
+                r.present_after.len(),
+                r.deleted_by_accident
+            );
         }
         h += "<h2>Per phase</h2><table><tr><th>phase</th><th>operation</th><th>attempts</th><th>error rate</th><th>p50</th><th>p90</th><th>p99</th><th>max</th></tr>";
         for p in &self.phases {
@@ -554,6 +632,7 @@ mod tests {
             }],
             checks: vec![c],
             kubernetes: None,
+            restore: None,
             control: vec![],
             notes: vec![],
             passed: !lost,

@@ -227,6 +227,31 @@ pub(super) fn assertions(r: &Report, sc: &Scenario) -> Vec<Assertion> {
             None => {}
         }
     }
+    if let Some(rs) = &r.restore {
+        out.push(Assertion {
+            name: "writes sent after the restore target present in the restore".into(),
+            expected: "0".into(),
+            actual: rs.present_after.len().to_string(),
+            passed: rs.present_after.is_empty(),
+        });
+        let secs = |d: Duration| format!("<= {:.0}s", d.as_secs_f64());
+        if let Some(max) = sc.expect.restore_rto {
+            out.push(Assertion {
+                name: "restore RTO (to taking writes)".into(),
+                expected: secs(max),
+                actual: format!("{:.1}s", rs.rto_s),
+                passed: rs.rto_s <= max.as_secs_f64(),
+            });
+        }
+        if let Some(max) = sc.expect.restore_rpo {
+            out.push(Assertion {
+                name: "restore RPO (target - newest write restored)".into(),
+                expected: secs(max),
+                actual: rs.rpo_s.map(|v| format!("{v:.3}s")).unwrap_or_else(|| "no write restored".into()),
+                passed: rs.rpo_s.is_some_and(|v| v <= max.as_secs_f64()),
+            });
+        }
+    }
     for (tier, limit) in &sc.expect.recovery {
         for rec in r.recovery.iter().filter(|x| &x.tier == tier) {
             let ok = rec.sustained_s.is_some_and(|s| s <= limit.as_secs_f64());

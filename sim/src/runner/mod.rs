@@ -2,13 +2,15 @@
 //! timeline, healing, reading every write back, and the report.
 //!
 //! Layout: this module drives the run; `readback` reads every write back,
-//! `analysis` turns samples into the report's numbers, `rds` stands in for
-//! RDS's control plane during a run, `kube` deploys a scenario's workloads
-//! and watches what Kubernetes does with them.
+//! `analysis` turns samples into the report's numbers, `kube` deploys a
+//! scenario's workloads and watches what Kubernetes does with them,
+//! `restore` does a scenario's accident and judges the point-in-time
+//! restore after it, `soak` is the chaos soak over many runs.
 
 mod analysis;
 mod kube;
 mod readback;
+mod restore;
 pub mod soak;
 
 use std::sync::Arc;
@@ -124,6 +126,7 @@ pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOption
     let observer = workloads.as_ref().map(|d| kube::spawn_observer(d, start, start + sc.duration));
 
     let mut marks: Vec<FaultMark> = vec![];
+    let mut accident: Option<restore::Accident> = None;
     let mut notes: Vec<String> = kube::timer_notes(&sc, &stack.stack()?);
     for (t, ev) in events {
         tokio::time::sleep_until((start + t).into()).await;
@@ -146,6 +149,14 @@ pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOption
                     Action::Restart(n) => {
                         stack.restart_instance(n, Duration::from_secs(120)).await?;
                         marks.last_mut().expect("pushed").heal_at_s = Some(start.elapsed().as_secs_f64());
+                    }
+                    Action::Accident => {
+                        let a = restore::accident(stack, &run_tag, start.elapsed()).await.map_err(|e| {
+                            Error::usage(format!("the accident's DELETE failed: {e}"), "check `voyager-sim status`")
+                        })?;
+                        marks.last_mut().expect("pushed").heal_at_s = Some(start.elapsed().as_secs_f64());
+                        p.say(&format!("accident: {} rows deleted", a.deleted));
+                        accident = Some(a);
                     }
                     Action::Failover => {
                         let fo = stack.failover_postgres(p).await?;
@@ -200,7 +211,22 @@ pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOption
     }
     p.say("reading every write back");
     let mut checks = vec![];
+    let mut restored = None;
     for op in sc.rates.iter().filter(|(_, r)| **r > 0.0).map(|(o, _)| *o) {
+        if let (crate::ledger::Op::PostgresInsert, Some(a)) = (op, &accident) {
+            // The accident emptied the source: the database is judged on
+            // its restore, to just before the accident.
+            let (c, r) = restore::restore_and_judge(stack, a, &run_tag, &samples, p).await.map_err(|e| {
+                Error::usage(format!("restoring PostgreSQL after the accident: {e}"), "check `voyager-sim status`")
+            })?;
+            notes.push(format!(
+                "postgres_insert is judged on the restore to {} (writes acknowledged before it must be there, none sent after)",
+                r.target
+            ));
+            checks.push(c);
+            restored = Some(r);
+            continue;
+        }
         let found = read_back(stack, op, &run_tag)
             .await
             .map_err(|e| Error::usage(format!("reading back {}: {e}", op.as_str()), "check `voyager-sim status`"))?;
@@ -229,6 +255,7 @@ pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOption
         assertions: vec![],
         kubernetes: None,
         control,
+        restore: restored,
         notes,
         passed: false,
     };
@@ -262,9 +289,6 @@ fn spawn_progress(start: Instant, duration: Duration, p: Progress) -> tokio::tas
     })
 }
 
-/// RDS's part during a run: if the synchronous standby stops answering, the
-/// primary is told to stop waiting for it; when it streams again, to wait
-/// again. Returns what it did, for the report's notes.
 /// After a latency fault between two AZs: what the link really does now,
 /// measured by the link agent's pinger, beside what was asked (the normal
 /// latency both ways plus every delay in force on either direction). The
@@ -307,9 +331,6 @@ async fn link_check(stack: &RunningStack, injected: &[crate::fault::Fault], star
     }
 }
 
-/// RDS fails a lost primary over by itself; this control plane does not yet
-/// (only `failover` faults do), so a run that takes out the primary's AZ says
-/// so up front instead of leaving the reader to guess.
 #[cfg(test)]
 mod tests {
     use super::*;

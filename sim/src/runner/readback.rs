@@ -23,19 +23,7 @@ pub(super) async fn read_back(
 ) -> std::result::Result<BTreeMap<u64, Vec<String>>, String> {
     let mut found: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     match op {
-        Op::PostgresInsert => {
-            let w = stack.postgres().ok_or("no PostgreSQL")?;
-            // xmin: the transaction that inserted the row, so two copies
-            // say whether one insert or two made them.
-            let q = format!("SELECT id, xmin::text, ctid::text FROM {PG_TABLE} WHERE run = '{run}'");
-            for row in w.query_strings(&q).await? {
-                if let Some(id) = row[0].as_deref().and_then(|s| s.parse().ok()) {
-                    let place =
-                        format!("tx {} row {}", row[1].as_deref().unwrap_or("?"), row[2].as_deref().unwrap_or("?"));
-                    found.entry(id).or_default().push(place);
-                }
-            }
-        }
+        Op::PostgresInsert => found = read_postgres(&stack.postgres().ok_or("no PostgreSQL")?, run).await?,
         Op::InfluxWrite => {
             let ep = stack.influxdb().ok_or("no InfluxDB")?;
             let q = format!("SELECT \"id\" FROM \"{INFLUX_MEASUREMENT}\" WHERE \"run\" = '{run}'");
@@ -59,6 +47,24 @@ pub(super) async fn read_back(
             found = tokio::task::spawn_blocking(move || read_topic(&bootstrap, &prefix))
                 .await
                 .map_err(|e| e.to_string())??;
+        }
+    }
+    Ok(found)
+}
+
+/// The run's rows in one PostgreSQL database (the writer, or a restore).
+pub(super) async fn read_postgres(
+    ep: &crate::services::postgres::PostgresEndpoint,
+    run: &str,
+) -> std::result::Result<BTreeMap<u64, Vec<String>>, String> {
+    let mut found: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    // xmin: the transaction that inserted the row, so two copies say
+    // whether one insert or two made them.
+    let q = format!("SELECT id, xmin::text, ctid::text FROM {PG_TABLE} WHERE run = '{run}'");
+    for row in ep.query_strings(&q).await? {
+        if let Some(id) = row[0].as_deref().and_then(|s| s.parse().ok()) {
+            let place = format!("tx {} row {}", row[1].as_deref().unwrap_or("?"), row[2].as_deref().unwrap_or("?"));
+            found.entry(id).or_default().push(place);
         }
     }
     Ok(found)

@@ -414,6 +414,7 @@ mod tests {
                 },
                 Action::Failover => "failover",
                 Action::Restart(_) => "restart",
+                Action::Accident => panic!("the soak never draws an accident: it would destroy what it checks"),
             });
         }
         assert_eq!(seen.len(), menu(&s).len(), "seen {seen:?}");
@@ -430,7 +431,7 @@ mod tests {
                 Action::Inject(fs) => {
                     assert!(!matches!(&fs[0], Fault::Kill { instance } if instance.starts_with("postgres")))
                 }
-                Action::Restart(_) => {}
+                Action::Restart(_) | Action::Accident => {}
             }
         }
     }
