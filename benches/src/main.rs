@@ -33,11 +33,20 @@
 //!                                      seeded random points, then `heal` /
 //!                                      `down` as a user would, and count
 //!                                      what is left (target: nothing)
+//!   voyager-bench auto-failover [--runs N] [--detection S]
+//!                                      kill the PostgreSQL primary from
+//!                                      outside N times: writer endpoint
+//!                                      unavailability (detection: the
+//!                                      stack's, 30 s by default)
+//!   voyager-bench restore [--rows N]   a database of N rows (~200 B each),
+//!                                      backed up, restored to a time: backup
+//!                                      and restore durations, RPO
 //!
 //! Wall-clock numbers on a shared 2-core machine wobble; the runs are there
 //! to show the spread, not to hide it.
 
 mod crash;
+mod rds;
 
 use std::time::{Duration, Instant};
 
@@ -72,20 +81,25 @@ async fn main() {
         Some("kubernetes") => kubernetes(runs).await,
         Some("kube-build") => kube_build().await,
         Some("crash") => {
-            let seed = args
-                .iter()
-                .position(|a| a == "--seed")
-                .and_then(|i| args.get(i + 1))
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(1);
+            let seed = flag(&args, "--seed").unwrap_or(1);
             let runs = if args.iter().any(|a| a == "--runs") { runs } else { 51 };
             crash::crash(runs, seed).await
         }
+        Some("auto-failover") => {
+            let detection = flag(&args, "--detection").map(Duration::from_secs);
+            rds::auto_failover(runs, detection).await
+        }
+        Some("restore") => rds::restore(flag(&args, "--rows").unwrap_or(1_000_000)).await,
         Some(other) => {
-            eprintln!("unknown benchmark `{other}`; use up-down, image-build, data-tier, load-max, link-delay, services, kubernetes, kube-build or crash");
+            eprintln!("unknown benchmark `{other}`; use up-down, image-build, data-tier, load-max, link-delay, services, kubernetes, kube-build, crash, auto-failover or restore");
             std::process::exit(2);
         }
     }
+}
+
+/// The number after `name`, if given.
+fn flag(args: &[String], name: &str) -> Option<u64> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok())
 }
 
 async fn up_down(runs: usize) {

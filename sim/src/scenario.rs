@@ -289,8 +289,19 @@ fn shown(v: &toml::Value) -> String {
     }
 }
 
-const KINDS: &[&str] =
-    &["az-outage", "kill", "pause", "restart", "failover", "accident", "partition", "latency", "jitter", "loss", "bandwidth"];
+const KINDS: &[&str] = &[
+    "az-outage",
+    "kill",
+    "pause",
+    "restart",
+    "failover",
+    "accident",
+    "partition",
+    "latency",
+    "jitter",
+    "loss",
+    "bandwidth",
+];
 const TIERS: &[&str] = &["kafka", "postgres", "influxdb"];
 
 fn phase(s: &str) -> Option<Phase> {
@@ -396,7 +407,11 @@ pub fn parse_scenario(file: &Path, text: &str) -> Result<Scenario, StackError> {
             "failover" => Some(Action::Failover),
             "accident" => {
                 if let Some(h) = &r.heal_at {
-                    c.push(h.span(), "an accident is not healed", "drop heal_at: the run restores from backups after the load");
+                    c.push(
+                        h.span(),
+                        "an accident is not healed",
+                        "drop heal_at: the run restores from backups after the load",
+                    );
                 }
                 Some(Action::Accident)
             }
@@ -602,7 +617,9 @@ impl Scenario {
                         }
                     }
                     if !self.rates.get(&Op::PostgresInsert).is_some_and(|r| *r > 0.0) {
-                        return Err(format!("fault #{n}: an accident needs postgres_insert load to destroy and restore"));
+                        return Err(format!(
+                            "fault #{n}: an accident needs postgres_insert load to destroy and restore"
+                        ));
                     }
                 }
             }
@@ -681,7 +698,10 @@ p99 = { before = { kafka_produce = "500ms" } }
         let ok = format!("{head}{}[expect]\nrestore = {{ rto = \"1h\", rpo = \"15m\" }}\n", accident(""));
         let s = parse_scenario(Path::new("p.toml"), &ok).unwrap();
         assert_eq!(s.faults[0].action, Action::Accident);
-        assert_eq!((s.expect.restore_rto, s.expect.restore_rpo), (Some(Duration::from_secs(3600)), Some(Duration::from_secs(900))));
+        assert_eq!(
+            (s.expect.restore_rto, s.expect.restore_rpo),
+            (Some(Duration::from_secs(3600)), Some(Duration::from_secs(900)))
+        );
 
         let healed = format!("{head}{}", accident("heal_at = \"70s\"\n"));
         let e = parse_scenario(Path::new("p.toml"), &healed).unwrap_err().to_string();

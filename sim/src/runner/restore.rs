@@ -26,7 +26,11 @@ pub(super) struct Accident {
 pub(super) async fn accident(stack: &RunningStack, run: &str, at: Duration) -> Result<Accident, String> {
     let unix = unix_now();
     let w = stack.postgres().ok_or("no PostgreSQL writer")?;
-    let rows = w.query_strings(&format!("WITH d AS (DELETE FROM {PG_TABLE} WHERE run = '{run}' RETURNING 1) SELECT count(*) FROM d")).await?;
+    let rows = w
+        .query_strings(&format!(
+            "WITH d AS (DELETE FROM {PG_TABLE} WHERE run = '{run}' RETURNING 1) SELECT count(*) FROM d"
+        ))
+        .await?;
     let deleted = rows.first().and_then(|r| r[0].as_deref()).and_then(|v| v.parse().ok()).unwrap_or(0);
     Ok(Accident { at, unix, deleted })
 }
@@ -64,7 +68,11 @@ pub(super) async fn restore_and_judge(
 /// acknowledged before the target must be there; one sent after it must not;
 /// one in flight at the target may be either (ambiguous). The returned
 /// check is the PostgreSQL check of the run, judged on the restore.
-pub(super) fn judge(samples: &[Sample], found: &BTreeMap<u64, Vec<String>>, target: Duration) -> (Check, RestoreReport) {
+pub(super) fn judge(
+    samples: &[Sample],
+    found: &BTreeMap<u64, Vec<String>>,
+    target: Duration,
+) -> (Check, RestoreReport) {
     let mut ledger = Ledger::default();
     let mut sent_after = vec![];
     let mut done_at: BTreeMap<u64, Duration> = BTreeMap::new();
@@ -131,10 +139,10 @@ mod tests {
     fn a_restore_must_hold_what_was_acknowledged_before_and_nothing_sent_after() {
         let target = Duration::from_millis(10_000);
         let samples = [
-            s(1, 9_000, 10, Outcome::Acked),   // done 9.01 s: must be there
-            s(2, 9_990, 50, Outcome::Acked),   // done after the target: either
-            s(3, 10_500, 10, Outcome::Acked),  // sent after: must not be there
-            s(4, 9_500, 10, Outcome::Failed),  // refused: may not be there
+            s(1, 9_000, 10, Outcome::Acked),  // done 9.01 s: must be there
+            s(2, 9_990, 50, Outcome::Acked),  // done after the target: either
+            s(3, 10_500, 10, Outcome::Acked), // sent after: must not be there
+            s(4, 9_500, 10, Outcome::Failed), // refused: may not be there
         ];
         let (c, r) = judge(&samples, &found(&[1]), target);
         assert!(c.lost.is_empty() && r.present_after.is_empty());
