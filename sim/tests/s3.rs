@@ -50,5 +50,17 @@ async fn the_stacks_s3_holds_the_fixture_buckets_and_keeps_object_versions() {
     assert_eq!(objects.contents().iter().filter_map(|o| o.key()).collect::<Vec<_>>(), [key]);
     let missing = s3.get_object().bucket(bucket).key("runs/none").send().await;
     assert!(missing.is_err(), "a missing key is an error, not an empty object");
+
+    // Killed (as with its AZ) and started again: LocalStack's community
+    // edition keeps objects in memory, so they are gone, but the buckets
+    // are made again with their settings, and writes work.
+    running.restart_instance("s3-a", std::time::Duration::from_secs(180)).await.unwrap();
+    let env: BTreeMap<String, String> = running.env().into_iter().collect();
+    let s3 = common::s3_client(&env);
+    let listed = s3.list_buckets().send().await.unwrap();
+    assert_eq!(listed.buckets().len(), 3, "every fixture bucket is back after a restart");
+    let v = s3.get_bucket_versioning().bucket(bucket).send().await.unwrap();
+    assert_eq!(v.status(), Some(&BucketVersioningStatus::Enabled));
+    s3.put_object().bucket(bucket).key(key).body(ByteStream::from_static(b"{\"v\":3}")).send().await.unwrap();
     running.shutdown().await.unwrap();
 }

@@ -55,6 +55,9 @@ pub struct Backups {
     next_look: i64,
     last_error: String,
     unavailable: Option<String>,
+    /// A backup was taken or seen: a missing stanza later means the
+    /// repository was lost, not that the database is new.
+    had_backups: bool,
 }
 
 impl Backups {
@@ -65,6 +68,7 @@ impl Backups {
             next_look: 0,
             last_error: String::new(),
             unavailable: backup::unavailable(stack, images, fx.s3.backups_bucket()),
+            had_backups: false,
         }
     }
 
@@ -80,10 +84,14 @@ impl Backups {
             return match result {
                 Ok(Some(line)) => {
                     self.last_error.clear();
+                    self.had_backups = true;
                     let _ = state::record_event(stack_name, &format!("backup: {line}"));
                     vec![format!("backup: {line}")]
                 }
-                Ok(None) => vec![],
+                Ok(None) => {
+                    self.had_backups = true;
+                    vec![]
+                }
                 Err(e) => {
                     self.next_look = now + RETRY.as_secs() as i64;
                     if e == self.last_error {
@@ -108,24 +116,26 @@ impl Backups {
         }
         self.next_look = now + LOOK_EVERY.as_secs() as i64;
         let docker = docker.clone();
-        self.task = Some(tokio::spawn(async move { look_and_back_up(&docker, &primary).await }));
+        let lost = self.had_backups;
+        self.task = Some(tokio::spawn(async move { look_and_back_up(&docker, &primary, lost).await }));
         vec![]
     }
 }
 
-async fn look_and_back_up(docker: &Docker, primary: &str) -> Result<Option<String>, String> {
+async fn look_and_back_up(docker: &Docker, primary: &str, had_backups: bool) -> Result<Option<String>, String> {
     let repo = backup::info(docker, primary).await?;
-    let made = if repo == Repository::NoStanza {
+    let made = repo == Repository::NoStanza;
+    if made {
         backup::create_stanza(docker, primary).await?;
-        true
-    } else {
-        false
-    };
+    }
     let repo = if made { backup::info(docker, primary).await? } else { repo };
     match due(&repo, unix_now(), BACKUP_INTERVAL) {
         Due::Nothing { .. } => Ok(None),
         Due::Stanza => Err("the repository has no stanza after stanza-create".into()),
         Due::Backup(why) => {
+            // LocalStack's community S3 keeps objects in memory: an S3
+            // killed with its AZ comes back with empty buckets.
+            let why = if made && had_backups { "the repository was lost with S3's objects; made again" } else { why };
             let t = std::time::Instant::now();
             let b = backup::take(docker, primary, BACKUP_LIMIT).await?;
             Ok(Some(describe(&b, why, t.elapsed())))

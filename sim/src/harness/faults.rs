@@ -13,7 +13,7 @@ use crate::progress::Progress;
 use crate::runtime::{container, link, route};
 
 use super::running::RunningStack;
-use crate::services::lifecycle::wait_ready;
+use crate::services::lifecycle::{wait_ready, wait_restarted};
 
 impl RunningStack {
     /// Break something. The fault is recorded in the run's state before it
@@ -92,12 +92,22 @@ impl RunningStack {
         let this = &*self;
         let results = join_all(resume.keys().map(|name| async move {
             let inst = this.instance(name)?;
-            match container::state(&this.docker, &inst.container).await {
-                Some(s) if s.paused => container::unpause(&this.docker, &inst.container).await?,
-                Some(s) if !s.running => container::restart_stopped(&this.docker, &inst.container).await?,
-                _ => {}
+            let started = match container::state(&this.docker, &inst.container).await {
+                Some(s) if s.paused => {
+                    container::unpause(&this.docker, &inst.container).await?;
+                    false
+                }
+                Some(s) if !s.running => {
+                    container::restart_stopped(&this.docker, &inst.container).await?;
+                    true
+                }
+                _ => false,
+            };
+            if started {
+                wait_restarted(&this.docker, &this.state, inst, timeout, &Progress::silent()).await
+            } else {
+                wait_ready(&this.docker, &this.state, inst, timeout, &Progress::silent()).await
             }
-            wait_ready(&this.docker, &this.state, inst, timeout, &Progress::silent()).await
         }))
         .await;
         results.into_iter().collect::<Result<Vec<_>>>()?;

@@ -19,7 +19,7 @@ use crate::state::{self, InstanceState, RunState};
 
 use super::status::env_of;
 use super::Timings;
-use crate::services::lifecycle::wait_ready;
+use crate::services::lifecycle::wait_restarted;
 
 /// A started stack. Dropping it removes everything it created unless it was
 /// started [`Sim::detached`].
@@ -141,7 +141,7 @@ impl RunningStack {
     pub async fn start_instance(&self, name: &str, timeout: Duration) -> Result<Duration> {
         let inst = self.instance(name)?;
         container::restart_stopped(&self.docker, &inst.container).await?;
-        wait_ready(&self.docker, &self.state, inst, timeout, &Progress::silent()).await
+        wait_restarted(&self.docker, &self.state, inst, timeout, &Progress::silent()).await
     }
 
     /// The labels of what this run creates.

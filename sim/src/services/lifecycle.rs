@@ -20,6 +20,25 @@ use crate::state::{InstanceState, RunState};
 /// Readier than this on an idle machine, every service; slower is said.
 const SLOW: Duration = Duration::from_secs(60);
 
+/// [`wait_ready`] for an instance started again from nothing, then what its
+/// service makes again after such a start ([`services::Service::restarted`]).
+pub async fn wait_restarted(
+    docker: &Docker,
+    state: &RunState,
+    inst: &InstanceState,
+    timeout: Duration,
+    p: &Progress,
+) -> Result<Duration> {
+    let took = wait_ready(docker, state, inst, timeout, p).await?;
+    let kind: ServiceKind =
+        inst.service.parse().map_err(|e: String| Error::usage(e, "unknown service in the run state"))?;
+    services::service(kind)
+        .restarted(state, timeout)
+        .await
+        .map_err(|message| RuntimeError::Provision { service: inst.service.clone(), message })?;
+    Ok(took)
+}
+
 pub async fn wait_ready(
     docker: &Docker,
     state: &RunState,

@@ -94,6 +94,13 @@ pub trait Service: Sync {
         Ok(())
     }
 
+    /// After an instance was started again from nothing (killed, not
+    /// paused): make again what provisioning made that the service does not
+    /// keep itself.
+    async fn restarted(&self, _state: &RunState, _timeout: Duration) -> Result<(), String> {
+        Ok(())
+    }
+
     /// A short description of each instance's role, for `status`.
     async fn roles(&self, _state: &RunState) -> BTreeMap<String, String> {
         BTreeMap::new()

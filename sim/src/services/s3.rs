@@ -196,6 +196,13 @@ impl super::Service for S3 {
     async fn provision(&self, cx: &super::ProvisionContext<'_>) -> Result<(), String> {
         provision(cx.state, &cx.fixtures.s3, cx.timeout).await
     }
+    /// LocalStack's community edition keeps buckets and objects in memory
+    /// (persistence is its paid edition's): a killed S3 comes back empty.
+    /// The buckets are made again so applications and the database's WAL
+    /// archive can write; what was in them is gone.
+    async fn restarted(&self, state: &RunState, timeout: Duration) -> Result<(), String> {
+        provision(state, &crate::fixtures::builtin().s3, timeout).await
+    }
     fn env(&self, state: &RunState) -> Vec<(String, String)> {
         env(state)
     }
