@@ -44,8 +44,9 @@ pub fn due(repo: &Repository, now: i64, interval: Duration) -> Due {
 /// S3 may still be starting, or out with its AZ.
 const RETRY: Duration = Duration::from_secs(15);
 /// How long to wait between looks when nothing is due: the repository can
-/// change under us (a manual backup), and a look is one `docker exec`.
-const LOOK_EVERY: Duration = Duration::from_secs(300);
+/// change under us (a manual backup, S3 coming back empty), and a look is
+/// one `docker exec`.
+const LOOK_EVERY: Duration = Duration::from_secs(60);
 /// A backup that has not ended in this long is given up on.
 const BACKUP_LIMIT: Duration = Duration::from_secs(3600);
 

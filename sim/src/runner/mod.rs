@@ -82,6 +82,11 @@ pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOption
         .prepare()
         .await
         .map_err(|e| Error::usage(format!("preparing the load: {e}"), "check `voyager-sim status`"))?;
+    if sc.faults.iter().any(|f| f.action == Action::Accident) {
+        restore::ensure_backup(stack, p)
+            .await
+            .map_err(|e| Error::usage(format!("scenario {}: {e}", sc.name), "check `voyager-sim status`"))?;
+    }
     let workloads = match &sc.kubernetes {
         Some(w) => Some(kube::deploy(stack, w, &sc, &run_tag, p).await.map_err(|e| {
             Error::usage(format!("deploying the scenario's workloads: {e}"), "check `voyager-sim status`")

@@ -21,6 +21,21 @@ pub(super) struct Accident {
     pub deleted: u64,
 }
 
+/// A restore starts from a backup taken before its target: when the
+/// repository has none (a new database, or S3 came back empty), one is taken
+/// before the load, as RDS's daily backup would have been.
+pub(super) async fn ensure_backup(stack: &mut RunningStack, p: &Progress) -> Result<(), String> {
+    let status = stack.backup_status().await.map_err(|e| e.to_string())?;
+    if let Some(why) = status.unavailable {
+        return Err(format!("the stack takes no backups: {why}"));
+    }
+    if status.backups.is_empty() || status.error.is_some() {
+        p.say("no backup to restore from yet: taking one before the load");
+        stack.backup_postgres(p).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// The accident itself: every row the run's load inserted, deleted through
 /// the writer endpoint, as a `DELETE` that lost its `WHERE` would.
 pub(super) async fn accident(stack: &RunningStack, run: &str, at: Duration) -> Result<Accident, String> {
