@@ -10,6 +10,15 @@
 //!   synchronous standby is promoted; the old primary is fenced first, so it
 //!   can never take a write again, and rebuilt as the new standby once it
 //!   can run and reach the new primary.
+//! - **No acknowledged commit is ever failed away from.** A primary that
+//!   looks cut off from every other node keeps its synchronous standby (its
+//!   commits wait, so nothing is acknowledged that the standby lacks); only
+//!   a standby lost while the primary still feeds another node is
+//!   detached. A standby that was detached (or is a rebuild not yet in
+//!   sync) is never promoted: the primary committed without it. Being
+//!   unreachable and being cut off are timed apart, so a primary that comes
+//!   back after a pause starts its cut-off clock afresh while the others
+//!   reconnect to it.
 
 use std::time::Duration;
 
@@ -49,8 +58,13 @@ impl Observation {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Memory {
     /// Since when (seconds on the control plane's clock) the primary has
-    /// looked lost.
+    /// been unreachable from here.
     pub primary_lost_since: Option<f64>,
+    /// Since when it has answered here but fed no other node.
+    pub primary_cut_off_since: Option<f64>,
+    /// The standby may lack acknowledged commits: it was detached, or it
+    /// is a new standby not yet streaming in sync. Never promoted then.
+    pub standby_behind: bool,
     /// Since when the standby has looked lost.
     pub standby_lost_since: Option<f64>,
     /// An old primary that was failed away from and awaits its rebuild as
@@ -81,15 +95,17 @@ pub struct Settings {
     pub standby_detection: Duration,
 }
 
-/// The primary looks lost: unreachable from here, or alive and cut off
-/// from every other node (none receives its WAL, and it streams to none).
-pub fn primary_lost(obs: &Observation) -> bool {
+/// The primary answers here but is cut off from every other node (none
+/// receives its WAL, and it streams to none).
+pub fn primary_cut_off(obs: &Observation) -> bool {
     let Some(p) = obs.node("primary") else { return false };
-    if !p.reachable {
-        return true;
-    }
     let others: Vec<&NodeView> = obs.nodes.iter().filter(|n| n.role != "primary" && n.reachable).collect();
-    !others.is_empty() && others.iter().all(|n| !n.receiving) && obs.primary_streams_to.is_empty()
+    p.reachable && !others.is_empty() && others.iter().all(|n| !n.receiving) && obs.primary_streams_to.is_empty()
+}
+
+/// The primary looks lost: unreachable from here, or cut off.
+pub fn primary_lost(obs: &Observation) -> bool {
+    obs.node("primary").is_some_and(|p| !p.reachable) || primary_cut_off(obs)
 }
 
 pub fn decide(obs: &Observation, mem: &mut Memory, s: &Settings, now: f64) -> Vec<Action> {
@@ -97,26 +113,44 @@ pub fn decide(obs: &Observation, mem: &mut Memory, s: &Settings, now: f64) -> Ve
     let Some(primary) = obs.node("primary") else { return out };
     let standby = obs.node("standby");
 
-    // The primary.
-    if primary_lost(obs) {
-        let since = *mem.primary_lost_since.get_or_insert(now);
-        if now - since >= s.detection.as_secs_f64() {
-            match standby {
-                Some(sb) if sb.reachable && sb.running => {
-                    out.push(Action::Failover { from: primary.name.clone(), to: sb.name.clone() });
-                    mem.primary_lost_since = None;
-                    mem.standby_lost_since = None;
-                    mem.to_rebuild = Some(primary.name.clone());
-                    return out;
-                }
-                _ => out.push(Action::Note(format!(
-                    "primary {} lost and no standby to promote; writes wait until one is back",
-                    primary.name
-                ))),
-            }
-        }
-    } else {
+    // The primary: each way of being lost has its own clock.
+    let unreachable = !primary.reachable;
+    let cut_off = primary_cut_off(obs);
+    if !unreachable {
         mem.primary_lost_since = None;
+    }
+    if !cut_off {
+        mem.primary_cut_off_since = None;
+    }
+    let since = if unreachable {
+        Some(*mem.primary_lost_since.get_or_insert(now))
+    } else if cut_off {
+        Some(*mem.primary_cut_off_since.get_or_insert(now))
+    } else {
+        None
+    };
+    if since.is_some_and(|t| now - t >= s.detection.as_secs_f64()) {
+        match standby {
+            Some(sb) if sb.reachable && sb.running && !mem.standby_behind => {
+                out.push(Action::Failover { from: primary.name.clone(), to: sb.name.clone() });
+                mem.primary_lost_since = None;
+                mem.primary_cut_off_since = None;
+                mem.standby_lost_since = None;
+                // The rebuilt old primary is behind until it streams in sync.
+                mem.standby_behind = true;
+                mem.to_rebuild = Some(primary.name.clone());
+                return out;
+            }
+            Some(sb) if mem.standby_behind => out.push(Action::Note(format!(
+                "primary {} lost, but standby {} may lack commits the primary acknowledged without it; \
+                 not promoting it (that would lose them): writes wait until the primary is back",
+                primary.name, sb.name
+            ))),
+            _ => out.push(Action::Note(format!(
+                "primary {} lost and no standby to promote; writes wait until one is back",
+                primary.name
+            ))),
+        }
     }
 
     // The standby.
@@ -133,8 +167,12 @@ pub fn decide(obs: &Observation, mem: &mut Memory, s: &Settings, now: f64) -> Ve
             }
         } else if !streaming && primary.reachable {
             let since = *mem.standby_lost_since.get_or_insert(now);
-            if obs.sync_on && now - since >= s.standby_detection.as_secs_f64() {
+            // A primary that feeds nobody may be the one cut off: its
+            // commits keep waiting for the standby rather than be
+            // acknowledged by it alone.
+            if obs.sync_on && !cut_off && now - since >= s.standby_detection.as_secs_f64() {
                 out.push(Action::Detach { standby: sb.name.clone() });
+                mem.standby_behind = true;
             }
             // Stopped with no fault of the simulator's to undo (killed
             // from outside): nobody will start it, so RDS replaces it.
@@ -143,7 +181,10 @@ pub fn decide(obs: &Observation, mem: &mut Memory, s: &Settings, now: f64) -> Ve
             }
         } else if streaming {
             mem.standby_lost_since = None;
-            if !obs.sync_on {
+            if obs.sync_on {
+                // Streaming, and commits wait for it: it has every one.
+                mem.standby_behind = false;
+            } else {
                 out.push(Action::Attach { standby: sb.name.clone() });
             }
         }
@@ -245,6 +286,67 @@ mod tests {
         o.nodes[1].receiving = false;
         o.primary_streams_to = vec!["pc".into()];
         assert!(!primary_lost(&o));
+    }
+
+    /// The soak's cycle 10 (seed 1): the primary's AZ frozen for 28 s. It
+    /// answered again at 38 s while the others were still reconnecting; the
+    /// standby was detached, the primary acknowledged commits alone, and the
+    /// 30 s counted from the freeze then failed over to the standby that
+    /// lacked them: 78 acknowledged inserts lost.
+    #[test]
+    fn a_primary_back_from_a_freeze_is_neither_left_alone_nor_failed_away_from() {
+        let mut m = Memory::default();
+        let mut frozen = healthy();
+        frozen.nodes[0].reachable = false;
+        frozen.nodes[1].receiving = false;
+        frozen.nodes[2].receiving = false;
+        frozen.primary_streams_to.clear();
+        for t in [10.0, 20.0, 37.0] {
+            assert_eq!(decide(&frozen, &mut m, &S, t), vec![]);
+        }
+        // Thawed: it answers, nobody has reconnected yet.
+        let mut thawed = frozen.clone();
+        thawed.nodes[0].reachable = true;
+        for t in [38.0, 39.5, 41.0, 42.5, 45.0] {
+            assert_eq!(decide(&thawed, &mut m, &S, t), vec![], "at {t}: keep the standby, and no failover");
+        }
+        assert_eq!(decide(&healthy(), &mut m, &S, 46.0), vec![]);
+        assert!(!m.standby_behind);
+    }
+
+    #[test]
+    fn a_detached_standby_is_never_promoted() {
+        let mut m = Memory::default();
+        let mut o = healthy();
+        o.nodes[1].receiving = false;
+        o.primary_streams_to = vec!["pc".into()];
+        decide(&o, &mut m, &S, 0.0);
+        assert_eq!(decide(&o, &mut m, &S, 3.0), vec![Action::Detach { standby: "pb".into() }]);
+        // The primary commits alone, then dies.
+        let mut dead = o.clone();
+        dead.nodes[0].reachable = false;
+        dead.primary_streams_to.clear();
+        dead.sync_on = false;
+        decide(&dead, &mut m, &S, 10.0);
+        let a = decide(&dead, &mut m, &S, 41.0);
+        assert!(matches!(&a[..], [Action::Note(n)] if n.contains("may lack commits")), "{a:?}");
+        // Once it streamed in sync again it is promotable.
+        let mut m = Memory { standby_behind: true, ..Default::default() };
+        decide(&healthy(), &mut m, &S, 50.0);
+        assert!(!m.standby_behind);
+    }
+
+    #[test]
+    fn a_cut_off_primary_keeps_waiting_for_its_standby_and_is_failed_over() {
+        let mut m = Memory::default();
+        let mut o = healthy();
+        o.nodes[1].receiving = false;
+        o.nodes[2].receiving = false;
+        o.primary_streams_to.clear();
+        assert_eq!(decide(&o, &mut m, &S, 0.0), vec![]);
+        assert_eq!(decide(&o, &mut m, &S, 5.0), vec![], "no detach: its commits wait, none is acknowledged alone");
+        assert_eq!(decide(&o, &mut m, &S, 30.0), vec![Action::Failover { from: "pa".into(), to: "pb".into() }]);
+        assert!(m.standby_behind, "the rebuilt old primary is not promotable until it streams in sync");
     }
 
     #[test]
