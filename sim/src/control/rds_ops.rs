@@ -345,6 +345,9 @@ impl Rds {
                         if self.mem.to_rebuild.as_deref() == Some(node.as_str()) {
                             self.mem.to_rebuild = None;
                         }
+                        // The rebuild returns once the node streams as the
+                        // synchronous standby: it holds every commit.
+                        self.mem.standby_behind = false;
                         format!("{node} rebuilt as the synchronous standby in {:.1}s", took.as_secs_f64())
                     }
                     Err(e) => {

@@ -92,7 +92,22 @@ impl RunningStack {
             backup::create_stanza(&self.docker, &primary).await.map_err(fail)?;
         }
         p.say("backup: full backup from the primary");
-        let b = backup::take(&self.docker, &primary, Duration::from_secs(3600)).await.map_err(fail)?;
+        let mut said = false;
+        let b = loop {
+            match backup::take(&self.docker, &primary, Duration::from_secs(3600)).await {
+                // The control plane's automated backup holds pgBackRest's
+                // lock: a snapshot asked for meanwhile waits for it, as
+                // RDS queues one behind a running backup.
+                Err(e) if e.contains(backup::ANOTHER_BACKUP) && t.elapsed() < Duration::from_secs(3600) => {
+                    if !said {
+                        p.say("backup: waiting for the running automated backup to end");
+                        said = true;
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                r => break r.map_err(fail)?,
+            }
+        };
         let took = t.elapsed();
         let _ = state::record_event(
             &self.state.stack,

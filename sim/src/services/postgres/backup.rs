@@ -32,6 +32,9 @@ pub const BACKUP_INTERVAL: Duration = Duration::from_secs(86_400);
 /// own, outside replication and the control plane's care.
 pub const RESTORED_ROLE: &str = "restored";
 
+/// What a command refused by pgBackRest's backup lock says.
+pub const ANOTHER_BACKUP: &str = "another backup is running";
+
 /// Why a stack takes no backups, when it takes none.
 pub fn unavailable(stack: &Stack, images: ImageSet, bucket: Option<&str>) -> Option<String> {
     if stack.service(ServiceKind::Postgres).is_none() {
