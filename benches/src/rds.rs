@@ -58,7 +58,12 @@ pub async fn auto_failover(runs: usize, detection: Option<Duration>) {
             if let Ok(Ok(_)) = w.await {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(300), "no write within 300s of killing {name}");
+            if t.elapsed() > Duration::from_secs(300) {
+                for e in voyager_sim::state::events_since(r.name(), 0) {
+                    eprintln!("  control plane: {}", e.what);
+                }
+                panic!("no write within 300s of killing {name}");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         down.push(t.elapsed());

@@ -108,6 +108,24 @@ pub fn primary_lost(obs: &Observation) -> bool {
     obs.node("primary").is_some_and(|p| !p.reachable) || primary_cut_off(obs)
 }
 
+impl Memory {
+    /// What an action, once it took effect, means for what is promotable:
+    /// after a detach the standby may lack commits; after a failover the
+    /// old primary is rebuilt and not in sync until it streams. Only
+    /// applied on success, so a failed effect is tried again rather than
+    /// leaving a standby marked behind that never was.
+    pub fn applied(&mut self, action: &Action) {
+        if matches!(action, Action::Detach { .. } | Action::Failover { .. }) {
+            self.standby_behind = true;
+        }
+        if matches!(action, Action::Rebuild { .. }) {
+            // A rebuild returns once the node streams as the synchronous
+            // standby: it holds every commit.
+            self.standby_behind = false;
+        }
+    }
+}
+
 pub fn decide(obs: &Observation, mem: &mut Memory, s: &Settings, now: f64) -> Vec<Action> {
     let mut out = vec![];
     let Some(primary) = obs.node("primary") else { return out };
@@ -136,8 +154,6 @@ pub fn decide(obs: &Observation, mem: &mut Memory, s: &Settings, now: f64) -> Ve
                 mem.primary_lost_since = None;
                 mem.primary_cut_off_since = None;
                 mem.standby_lost_since = None;
-                // The rebuilt old primary is behind until it streams in sync.
-                mem.standby_behind = true;
                 mem.to_rebuild = Some(primary.name.clone());
                 return out;
             }
@@ -172,7 +188,6 @@ pub fn decide(obs: &Observation, mem: &mut Memory, s: &Settings, now: f64) -> Ve
             // acknowledged by it alone.
             if obs.sync_on && !cut_off && now - since >= s.standby_detection.as_secs_f64() {
                 out.push(Action::Detach { standby: sb.name.clone() });
-                mem.standby_behind = true;
             }
             // Stopped with no fault of the simulator's to undo (killed
             // from outside): nobody will start it, so RDS replaces it.
@@ -321,7 +336,9 @@ mod tests {
         o.nodes[1].receiving = false;
         o.primary_streams_to = vec!["pc".into()];
         decide(&o, &mut m, &S, 0.0);
-        assert_eq!(decide(&o, &mut m, &S, 3.0), vec![Action::Detach { standby: "pb".into() }]);
+        let a = decide(&o, &mut m, &S, 3.0);
+        assert_eq!(a, vec![Action::Detach { standby: "pb".into() }]);
+        m.applied(&a[0]);
         // The primary commits alone, then dies.
         let mut dead = o.clone();
         dead.nodes[0].reachable = false;
@@ -345,8 +362,13 @@ mod tests {
         o.primary_streams_to.clear();
         assert_eq!(decide(&o, &mut m, &S, 0.0), vec![]);
         assert_eq!(decide(&o, &mut m, &S, 5.0), vec![], "no detach: its commits wait, none is acknowledged alone");
-        assert_eq!(decide(&o, &mut m, &S, 30.0), vec![Action::Failover { from: "pa".into(), to: "pb".into() }]);
+        let a = decide(&o, &mut m, &S, 30.0);
+        assert_eq!(a, vec![Action::Failover { from: "pa".into(), to: "pb".into() }]);
+        assert!(!m.standby_behind, "not before the failover took effect");
+        m.applied(&a[0]);
         assert!(m.standby_behind, "the rebuilt old primary is not promotable until it streams in sync");
+        m.applied(&Action::Rebuild { node: "pa".into() });
+        assert!(!m.standby_behind);
     }
 
     #[test]

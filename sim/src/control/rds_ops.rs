@@ -324,6 +324,7 @@ impl Rds {
             let line = match &action {
                 Action::Detach { standby } => {
                     set_sync_names(primary.as_ref().ok_or("no primary")?, "").await?;
+                    self.mem.applied(&action);
                     format!("standby {standby} lost; the primary stops waiting for it")
                 }
                 Action::Attach { standby } => {
@@ -333,6 +334,7 @@ impl Rds {
                 Action::Failover { from, to } => {
                     let t = Instant::now();
                     failover(docker, stack_name, from, to, p).await?;
+                    self.mem.applied(&action);
                     format!(
                         "primary {from} lost for {:.0}s: failed over to {to} in {:.1}s",
                         self.settings.detection.as_secs_f64(),
@@ -345,9 +347,7 @@ impl Rds {
                         if self.mem.to_rebuild.as_deref() == Some(node.as_str()) {
                             self.mem.to_rebuild = None;
                         }
-                        // The rebuild returns once the node streams as the
-                        // synchronous standby: it holds every commit.
-                        self.mem.standby_behind = false;
+                        self.mem.applied(&action);
                         format!("{node} rebuilt as the synchronous standby in {:.1}s", took.as_secs_f64())
                     }
                     Err(e) => {
