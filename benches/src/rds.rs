@@ -48,6 +48,7 @@ pub async fn auto_failover(runs: usize, detection: Option<Duration>) {
         r.refresh().unwrap();
         let primary = r.state().instances.iter().find(|x| x.role == "primary" && x.service == "postgres").unwrap();
         let name = primary.name.clone();
+        let since_ms = voyager_sim::state::now_unix_ms();
         let t = Instant::now();
         r.kill_instance(&name).await.unwrap();
         loop {
@@ -67,9 +68,14 @@ pub async fn auto_failover(runs: usize, detection: Option<Duration>) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         down.push(t.elapsed());
+        // Settled as the control plane sees it: it said the rebuild is done
+        // (its own wait ends after ours could), and replication is whole.
         loop {
             r.refresh().unwrap();
-            if voyager_sim::services::postgres::replication_complete(r.state()).await.is_ok() {
+            let rebuilt = voyager_sim::state::events_since(r.name(), since_ms)
+                .iter()
+                .any(|e| e.what.contains(&format!("{name} rebuilt as the synchronous standby")));
+            if rebuilt && voyager_sim::services::postgres::replication_complete(r.state()).await.is_ok() {
                 break;
             }
             assert!(t.elapsed() < Duration::from_secs(600), "{name} did not rejoin within 600s");

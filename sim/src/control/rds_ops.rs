@@ -271,7 +271,21 @@ pub async fn rebuild(docker: &Docker, stack_name: &str, node: &str, p: &Progress
     wait_ready(docker, &st, &rebuilt, Duration::from_secs(300), p).await.map_err(|e| e.to_string())?;
     let primary_ep = pg::instance(&st, &primary.name).ok_or("the primary has no port")?;
     set_sync_names(&primary_ep, &pg::sync_names(&[node])).await?;
-    pg::provision(&st, Duration::from_secs(300)).await?;
+    // Waiting here holds the control loop, so a primary lost meanwhile
+    // ends the wait at once: the next look fails it over.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        match pg::provision(&st, Duration::from_secs(5)).await {
+            Ok(()) => break,
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(e) => {
+                let alive = container::state(docker, &primary.container).await.is_some_and(|s| s.running && !s.paused);
+                if !alive {
+                    return Err(format!("the primary {} was lost during the rebuild: {e}", primary.name));
+                }
+            }
+        }
+    }
     Ok(t.elapsed())
 }
 
