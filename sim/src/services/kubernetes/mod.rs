@@ -82,7 +82,7 @@ impl super::Service for Kubernetes {
                 "run on a host (or VM) with a kernel log device, or start the stack without Kubernetes".into(),
             ));
         }
-        Ok(())
+        inotify_room()
     }
 
     /// Before the cluster exists a node is ready when its systemd runs and
@@ -131,4 +131,32 @@ pub fn endpoint(state: &RunState) -> Option<KubernetesEndpoint> {
     let server = endpoint_address(state)?;
     let kubeconfig = kubeconfig(state);
     kubeconfig.is_file().then_some(KubernetesEndpoint { kubeconfig, server })
+}
+
+/// What kind recommends for several clusters on one host: every node's
+/// systemd, containerd and kubelet hold inotify instances of the host's
+/// root, and at Linux's default of 128 a node restarted beside a second
+/// cluster finds none and exits 255 without a word (an AZ healed while a
+/// test suite ran its own cluster did exactly that).
+const INOTIFY: [(&str, u64); 2] =
+    [("/proc/sys/fs/inotify/max_user_instances", 8192), ("/proc/sys/fs/inotify/max_user_watches", 524_288)];
+
+/// Raise the host's inotify limits when they are below what nodes need and
+/// this process may (root on the Docker host); otherwise refuse with the fix.
+fn inotify_room() -> Result<(), (String, String)> {
+    for (path, want) in INOTIFY {
+        let Ok(text) = std::fs::read_to_string(path) else { continue };
+        let have: u64 = text.trim().parse().unwrap_or(0);
+        if have >= want {
+            continue;
+        }
+        if std::fs::write(path, want.to_string()).is_err() {
+            let key = path.trim_start_matches("/proc/sys/").replace('/', ".");
+            return Err((
+                format!("{key} is {have}: Kubernetes nodes run out of inotify instances and exit (they need {want})"),
+                format!("as root: sysctl -w {key}={want}"),
+            ));
+        }
+    }
+    Ok(())
 }
