@@ -236,7 +236,11 @@ async fn pgbackrest(
     args: &[&str],
     within: Duration,
 ) -> Result<String, String> {
-    let mut argv = vec!["pgbackrest"];
+    // At the lowest CPU priority (the image has no ionice): a backup shares
+    // two cores with the database it copies and the load on it (RDS backs
+    // up from the standby for the same reason); the first one runs while a
+    // freshly started stack takes its first writes.
+    let mut argv = vec!["nice", "-n", "19", "pgbackrest"];
     argv.extend_from_slice(args);
     let what = format!("`pgbackrest {}`", args.join(" "));
     let out = tokio::time::timeout(within, crate::runtime::container::exec(docker, container, &argv))
