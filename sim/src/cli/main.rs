@@ -402,10 +402,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Restore { service, to_time, instance, stack } => {
             only_postgres(&service, "restore")?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or_default();
+            let now = voyager_sim::state::now_unix_ms() as f64 / 1000.0;
             let target = voyager_sim::services::postgres::backup::parse_target(&to_time, now)
                 .map_err(|e| Error::usage(e, "see `voyager-sim status` for the restorable window"))?;
             let mut running = voyager_sim::RunningStack::attach(&stack.name()?, &p).await?;

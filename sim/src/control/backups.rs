@@ -156,8 +156,8 @@ pub fn describe(b: &BackupRecord, why: &str, took: Duration) -> String {
     )
 }
 
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+fn unix_now() -> i64 {
+    (state::now_unix_ms() / 1000) as i64
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ pub(super) async fn ensure_backup(stack: &mut RunningStack, p: &Progress) -> Res
 /// The accident itself: every row the run's load inserted, deleted through
 /// the writer endpoint, as a `DELETE` that lost its `WHERE` would.
 pub(super) async fn accident(stack: &RunningStack, run: &str, at: Duration) -> Result<Accident, String> {
-    let unix = unix_now();
+    let unix = crate::state::now_unix_ms() as f64 / 1000.0;
     let w = stack.postgres().ok_or("no PostgreSQL writer")?;
     let rows = w
         .query_strings(&format!(
@@ -126,10 +126,6 @@ pub(super) fn judge(
         seed_rpo_s: SEED_DB_RPO_S,
     };
     (c, report)
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -20,6 +20,10 @@ use crate::state::{InstanceState, RunState};
 /// Readier than this on an idle machine, every service; slower is said.
 const SLOW: Duration = Duration::from_secs(60);
 
+fn kind_of(inst: &InstanceState) -> Result<ServiceKind> {
+    inst.service.parse().map_err(|e: String| Error::usage(e, "the run state names a service this build does not know"))
+}
+
 /// [`wait_ready`] for an instance started again from nothing, then what its
 /// service makes again after such a start ([`services::Service::restarted`]).
 pub async fn wait_restarted(
@@ -30,9 +34,7 @@ pub async fn wait_restarted(
     p: &Progress,
 ) -> Result<Duration> {
     let took = wait_ready(docker, state, inst, timeout, p).await?;
-    let kind: ServiceKind =
-        inst.service.parse().map_err(|e: String| Error::usage(e, "unknown service in the run state"))?;
-    services::service(kind)
+    services::service(kind_of(inst)?)
         .restarted(state, timeout)
         .await
         .map_err(|message| RuntimeError::Provision { service: inst.service.clone(), message })?;
@@ -46,10 +48,7 @@ pub async fn wait_ready(
     timeout: Duration,
     p: &Progress,
 ) -> Result<Duration> {
-    let kind: ServiceKind = inst
-        .service
-        .parse()
-        .map_err(|e: String| Error::usage(e, "the run state names a service this build does not know"))?;
+    let kind = kind_of(inst)?;
     let start = Instant::now();
     loop {
         match container::state(docker, &inst.container).await {
