@@ -228,6 +228,18 @@ impl Sim {
             })?)
         };
         for kind in &kinds {
+            if let Some(dep) = services::service(*kind).needs().iter().find(|d| !kinds.contains(d)) {
+                return Err(Error::usage(
+                    format!("{kind} needs {dep}, which this stack does not run"),
+                    format!("add {dep} to --only (or to the stack file), or leave {kind} out"),
+                ));
+            }
+        }
+        // Services configured with Vault's scoped token start once Vault
+        // is bootstrapped; everything else starts at once.
+        let (late, early): (Vec<ServiceKind>, Vec<ServiceKind>) =
+            kinds.iter().partition(|k| services::service(**k).after_vault());
+        for kind in &kinds {
             services::service(*kind)
                 .preflight(docker)
                 .await
@@ -278,15 +290,7 @@ impl Sim {
             fixtures: &self.fixtures,
             companions: &companions,
         };
-        let mut specs: Vec<(ServiceKind, crate::spec::ContainerSpec)> =
-            kinds.iter().flat_map(|k| services::service(*k).specs(&cx).into_iter().map(move |s| (*k, s))).collect();
-        p.say(&format!("starting {} containers", specs.len()));
-        let started_containers = join_all(specs.iter_mut().map(|(_, s)| start_on_free_ports(docker, s, labels))).await;
-        let mut instances = vec![];
-        for ((kind, spec), r) in specs.iter().zip(started_containers) {
-            let cname = r?;
-            instances.push(instance_state(docker, stack, *kind, spec, cname).await?);
-        }
+        let instances = start_containers(docker, stack, &early, &cx, labels, p).await?;
         timings.phases.push(("containers".into(), t.elapsed()));
 
         let mut state = RunState {
@@ -308,44 +312,9 @@ impl Sim {
         // still coming up.
         state::save(&state).map_err(|source| Error::State { path: state::path(name).display().to_string(), source })?;
 
-        // Each service is its own pipeline (its instances ready, then its
-        // provisioning), and all run at once: the data tier is ready when
-        // its slowest service is.
         let t = Instant::now();
         p.say("waiting for readiness");
-        let pipelines = join_all(kinds.iter().map(|kind| {
-            let state = &state;
-            async move {
-                let mine: Vec<&InstanceState> = state.instances.iter().filter(|i| i.service == kind.as_str()).collect();
-                let waits = join_all(mine.iter().map(|i| wait_ready(docker, state, i, self.ready_timeout, p))).await;
-                let mut ready = vec![];
-                for (inst, r) in mine.iter().zip(waits) {
-                    ready.push((inst.name.clone(), r?));
-                }
-                p.say(&format!("provisioning {kind}"));
-                let cx = ProvisionContext {
-                    state,
-                    docker,
-                    fixtures: &self.fixtures,
-                    labels,
-                    progress: p,
-                    timeout: self.provision_timeout(*kind),
-                };
-                services::service(*kind)
-                    .provision(&cx)
-                    .await
-                    .map_err(|e| RuntimeError::Provision { service: kind.to_string(), message: e })?;
-                let took = t.elapsed();
-                p.say(&format!("{kind} ready in {:.2}s", took.as_secs_f64()));
-                Ok::<_, Error>((ready, (kind.to_string(), took)))
-            }
-        }))
-        .await;
-        for r in pipelines {
-            let (ready, service) = r?;
-            timings.ready.extend(ready);
-            timings.services.push(service);
-        }
+        self.ready_all(docker, &state, &early, labels, t, &mut timings).await?;
         if kinds.contains(&ServiceKind::Vault) {
             p.say("initialising, unsealing and provisioning vault");
             let t_boot = Instant::now();
@@ -363,6 +332,22 @@ impl Sim {
                 }
             }
         }
+        if !late.is_empty() {
+            let cx = SpecContext {
+                stack,
+                stack_name: name,
+                images: set,
+                credentials: &state.credentials,
+                host_ports: &host_ports,
+                fixtures: &self.fixtures,
+                companions: &companions,
+            };
+            let more = start_containers(docker, stack, &late, &cx, labels, p).await?;
+            state.instances.extend(more);
+            state::save(&state)
+                .map_err(|source| Error::State { path: state::path(name).display().to_string(), source })?;
+            self.ready_all(docker, &state, &late, labels, Instant::now(), &mut timings).await?;
+        }
         timings.phases.push(("readiness".into(), t.elapsed()));
         if let Some(binary) = &control {
             p.say("starting the stack's control plane (RDS failover, EBS volumes)");
@@ -371,6 +356,73 @@ impl Sim {
         timings.total = started.elapsed();
         Ok((state, timings))
     }
+
+    /// Each service of `kinds` is its own pipeline (its instances ready,
+    /// then its provisioning), and all run at once: the tier is ready when
+    /// its slowest service is. Times count from `t`.
+    async fn ready_all(
+        &self,
+        docker: &Docker,
+        state: &RunState,
+        kinds: &[ServiceKind],
+        labels: &Labels,
+        t: Instant,
+        timings: &mut Timings,
+    ) -> Result<()> {
+        let p = &self.progress;
+        let pipelines = join_all(kinds.iter().map(|kind| async move {
+            let mine: Vec<&InstanceState> = state.instances.iter().filter(|i| i.service == kind.as_str()).collect();
+            let waits = join_all(mine.iter().map(|i| wait_ready(docker, state, i, self.ready_timeout, p))).await;
+            let mut ready = vec![];
+            for (inst, r) in mine.iter().zip(waits) {
+                ready.push((inst.name.clone(), r?));
+            }
+            p.say(&format!("provisioning {kind}"));
+            let cx = ProvisionContext {
+                state,
+                docker,
+                fixtures: &self.fixtures,
+                labels,
+                progress: p,
+                timeout: self.provision_timeout(*kind),
+            };
+            services::service(*kind)
+                .provision(&cx)
+                .await
+                .map_err(|e| RuntimeError::Provision { service: kind.to_string(), message: e })?;
+            let took = t.elapsed();
+            p.say(&format!("{kind} ready in {:.2}s", took.as_secs_f64()));
+            Ok::<_, Error>((ready, (kind.to_string(), took)))
+        }))
+        .await;
+        for r in pipelines {
+            let (ready, service) = r?;
+            timings.ready.extend(ready);
+            timings.services.push(service);
+        }
+        Ok(())
+    }
+}
+
+/// Create and start the containers of `kinds`, each on free host ports.
+async fn start_containers(
+    docker: &Docker,
+    stack: &Stack,
+    kinds: &[ServiceKind],
+    cx: &SpecContext<'_>,
+    labels: &Labels,
+    p: &Progress,
+) -> Result<Vec<InstanceState>> {
+    let mut specs: Vec<(ServiceKind, crate::spec::ContainerSpec)> =
+        kinds.iter().flat_map(|k| services::service(*k).specs(cx).into_iter().map(move |s| (*k, s))).collect();
+    p.say(&format!("starting {} containers", specs.len()));
+    let started = join_all(specs.iter_mut().map(|(_, s)| start_on_free_ports(docker, s, labels))).await;
+    let mut instances = vec![];
+    for ((kind, spec), r) in specs.iter().zip(started) {
+        let cname = r?;
+        instances.push(instance_state(docker, stack, *kind, spec, cname).await?);
+    }
+    Ok(instances)
 }
 
 async fn any_running(docker: &Docker, state: &RunState) -> bool {

@@ -79,7 +79,7 @@ pub fn image_for(kind: ServiceKind, set: ImageSet) -> String {
     match set {
         ImageSet::Upstream => match kind {
             // Our own server: a plain Debian with the binary mounted.
-            ServiceKind::Auth0 => UPSTREAM_DEBIAN.to_string(),
+            ServiceKind::Auth0 | ServiceKind::Api => UPSTREAM_DEBIAN.to_string(),
             ServiceKind::Postgres => UPSTREAM_POSTGRES.to_string(),
             ServiceKind::Kafka => UPSTREAM_KAFKA.to_string(),
             ServiceKind::Influxdb => UPSTREAM_INFLUXDB.to_string(),

@@ -173,7 +173,7 @@ pub fn for_service(kind: ServiceKind) -> Recipe {
         ServiceKind::S3 => localstack(),
         ServiceKind::Kubernetes => super::kubernetes::node(),
         // Our own servers, mounted into the base.
-        ServiceKind::Auth0 | ServiceKind::Vault => base(),
+        ServiceKind::Auth0 | ServiceKind::Vault | ServiceKind::Api => base(),
     }
 }
 

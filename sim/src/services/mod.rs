@@ -4,6 +4,7 @@
 //! [`ServiceKind`] to its implementation ([`service`]), so adding a service
 //! is one module and one arm here.
 
+pub mod api;
 pub mod auth0;
 pub mod influxdb;
 pub mod kafka;
@@ -73,6 +74,18 @@ pub trait Service: Sync {
         None
     }
 
+    /// Whether the service starts only after Vault is bootstrapped (it is
+    /// configured with Vault's scoped token, which exists only then).
+    fn after_vault(&self) -> bool {
+        false
+    }
+
+    /// The services it cannot run without: a stack (or `--only`) that has
+    /// it without them is refused before anything starts.
+    fn needs(&self) -> &'static [ServiceKind] {
+        &[]
+    }
+
     /// Whether each instance needs a host port chosen before it starts
     /// (a broker advertises it; an issuer URL holds it).
     fn needs_host_port(&self) -> bool {
@@ -113,6 +126,7 @@ pub trait Service: Sync {
 /// The implementation of a kind of service.
 pub fn service(kind: ServiceKind) -> &'static dyn Service {
     match kind {
+        ServiceKind::Api => &api::Api,
         ServiceKind::Auth0 => &auth0::Auth0,
         ServiceKind::Influxdb => &influxdb::Influxdb,
         ServiceKind::Kafka => &kafka::Kafka,
@@ -130,11 +144,14 @@ pub(crate) fn test_specs(kind: ServiceKind, images: ImageSet) -> Vec<ContainerSp
     let stack = crate::harness::builtin_stack();
     let credentials = Credentials::generate();
     let fixtures = crate::fixtures::builtin();
-    let companions: BTreeMap<String, std::path::PathBuf> =
-        [("voyager-vault", "/opt/bin/voyager-vault"), ("voyager-auth0", "/opt/bin/voyager-auth0")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.into()))
-            .collect();
+    let companions: BTreeMap<String, std::path::PathBuf> = [
+        ("voyager-vault", "/opt/bin/voyager-vault"),
+        ("voyager-auth0", "/opt/bin/voyager-auth0"),
+        ("voyager-api", "/opt/bin/voyager-api"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.into()))
+    .collect();
     let cx = SpecContext {
         stack: &stack,
         stack_name: "voyager",

@@ -67,6 +67,7 @@ pub enum Tier {
 /// else is rejected with this list, so adding a service starts here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ServiceKind {
+    Api,
     Auth0,
     Influxdb,
     Kafka,
@@ -246,6 +247,7 @@ impl Az {
 
 impl ServiceKind {
     pub const ALL: &'static [ServiceKind] = &[
+        ServiceKind::Api,
         ServiceKind::Auth0,
         ServiceKind::Influxdb,
         ServiceKind::Kafka,
@@ -257,6 +259,7 @@ impl ServiceKind {
 
     pub fn as_str(&self) -> &'static str {
         match self {
+            ServiceKind::Api => "api",
             ServiceKind::Auth0 => "auth0",
             ServiceKind::Influxdb => "influxdb",
             ServiceKind::Kafka => "kafka",
@@ -280,7 +283,7 @@ impl ServiceKind {
             // from node groups.
             ServiceKind::Kubernetes => &["control-plane", "worker"],
             ServiceKind::Auth0 => &["tenant"],
-            ServiceKind::Vault | ServiceKind::S3 => &["server"],
+            ServiceKind::Vault | ServiceKind::S3 | ServiceKind::Api => &["server"],
         }
     }
 

@@ -364,13 +364,27 @@ pub async fn provision(state: &RunState, timeout: Duration) -> Result<(), String
     let start = Instant::now();
     loop {
         match replication_complete(state).await.and(endpoints_answer(state).await) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return create_schema(state).await,
             Err(e) if start.elapsed() > timeout => {
                 return Err(format!("replication not established after {timeout:?}: {e}"))
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
+}
+
+/// The platform's own table, which `voyager-api` writes runs to. Made here,
+/// before Vault issues its first database credentials: the role's grants
+/// (`ON ALL TABLES IN SCHEMA public`) cover the tables that exist then.
+pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS voyager_runs (\
+    id text PRIMARY KEY, \
+    subject text NOT NULL, \
+    zone text NOT NULL, \
+    created_at timestamptz NOT NULL DEFAULT now())";
+
+async fn create_schema(state: &RunState) -> Result<(), String> {
+    let w = writer(state).ok_or("no writer endpoint")?;
+    w.query_strings(SCHEMA).await.map(|_| ()).map_err(|e| format!("creating the platform's schema: {e}"))
 }
 
 /// The writer and reader endpoints each answer a query: HAProxy marks a

@@ -1,0 +1,214 @@
+//! The tiers a run is written to besides PostgreSQL, each answering only
+//! once it holds the write: Kafka (acks=all, idempotent), InfluxDB (204
+//! after its WAL has the point) and S3 (200 with the object's version).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use hyper::body::Bytes;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use crate::config::Config;
+use crate::http::Http;
+use crate::sigv4;
+
+pub struct Kafka {
+    producer: FutureProducer,
+    topic: String,
+}
+
+/// Where a record landed.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Place {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Kafka {
+    pub fn new(cfg: &Config) -> Result<Kafka, String> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", &cfg.kafka_bootstrap)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            // Longer than a leader election after a broker's AZ is lost
+            // (10-13 s measured): a record that times out mid-flight is
+            // what turns a retry into a duplicate. Shorter than the ALB's
+            // idle timeout (60 s), so the caller hears the failure.
+            .set("message.timeout.ms", "30000")
+            .set("request.timeout.ms", "10000")
+            .set("linger.ms", "2")
+            .set("log_level", "3")
+            .create()
+            .map_err(|e| format!("Kafka producer: {e}"))?;
+        Ok(Kafka { producer, topic: cfg.topic.clone() })
+    }
+
+    pub async fn publish(&self, key: &str, payload: &[u8]) -> Result<Place, String> {
+        let record = FutureRecord::to(&self.topic).key(key).payload(payload);
+        match self.producer.send(record, Duration::from_secs(0)).await {
+            Ok(d) => Ok(Place { partition: d.partition, offset: d.offset }),
+            Err((e, _)) => Err(format!("publishing to {}: {e}", self.topic)),
+        }
+    }
+
+    /// For the deep health check: the cluster's metadata for our topic.
+    pub async fn ping(&self) -> Result<(), String> {
+        let p = self.producer.clone();
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let md = p.client().fetch_metadata(Some(&topic), Duration::from_secs(2)).map_err(|e| e.to_string())?;
+            match md.topics().first() {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
+                _ => Err(format!("topic {topic} has no partitions")),
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
+pub struct Influx {
+    http: Http,
+    write_url: String,
+    ping_url: String,
+    auth: String,
+}
+
+impl Influx {
+    pub fn new(cfg: &Config, http: Http) -> Influx {
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", cfg.influx_user, cfg.influx_password));
+        Influx {
+            http,
+            write_url: format!(
+                "{}/write?db={}&rp={}&precision=ms",
+                cfg.influx_url,
+                sigv4::uri_encode(&cfg.influx_database, false),
+                sigv4::uri_encode(&cfg.influx_retention_policy, false)
+            ),
+            ping_url: format!("{}/ping", cfg.influx_url),
+            auth: format!("Basic {basic}"),
+        }
+    }
+
+    pub async fn write(&self, id: &str, subject: &str, zone: &str) -> Result<(), String> {
+        let line =
+            format!("api_requests,zone={} id=\"{}\",subject=\"{}\" {}", tag(zone), field(id), field(subject), now_ms());
+        let r =
+            self.http.request("POST", &self.write_url, &[("authorization", self.auth.clone())], line.into()).await?;
+        if r.status != 204 {
+            return Err(format!("InfluxDB refused the point: HTTP {} {}", r.status, String::from_utf8_lossy(&r.body)));
+        }
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), String> {
+        let r = self.http.get(&self.ping_url, &[]).await?;
+        if r.status != 204 {
+            return Err(format!("InfluxDB /ping answered HTTP {}", r.status));
+        }
+        Ok(())
+    }
+}
+
+/// Line protocol escapes: tags escape `,`, `=` and spaces; string fields
+/// escape `"` and `\`.
+fn tag(s: &str) -> String {
+    s.replace('\\', "\\\\").replace(',', "\\,").replace('=', "\\=").replace(' ', "\\ ")
+}
+
+fn field(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+}
+
+pub struct S3 {
+    http: Http,
+    endpoint: String,
+    host: String,
+    bucket: String,
+    access_key: String,
+    secret_key: String,
+    region: String,
+}
+
+impl S3 {
+    pub fn new(cfg: &Config, http: Http) -> Result<S3, String> {
+        let host = cfg
+            .s3_endpoint
+            .split_once("://")
+            .map(|(_, rest)| rest.split('/').next().unwrap_or(rest).to_string())
+            .ok_or_else(|| format!("AWS_ENDPOINT_URL={:?} is not a URL such as http://host:port", cfg.s3_endpoint))?;
+        Ok(S3 {
+            http,
+            endpoint: cfg.s3_endpoint.clone(),
+            host,
+            bucket: cfg.bucket.clone(),
+            access_key: cfg.s3_access_key.clone(),
+            secret_key: cfg.s3_secret_key.clone(),
+            region: cfg.s3_region.clone(),
+        })
+    }
+
+    /// A path-style, signed request; the endpoint is an address, which has
+    /// no per-bucket host names.
+    async fn signed(
+        &self,
+        method: &str,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<crate::http::Response, String> {
+        let path = format!("/{}/{}", self.bucket, sigv4::uri_encode(key, true));
+        let path = path.trim_end_matches('/').to_string();
+        let payload = sigv4::sha256_hex(&body);
+        let date = sigv4::amz_date(now_ms() as u64 / 1000);
+        let c = sigv4::Credentials { access_key: &self.access_key, secret_key: &self.secret_key, region: &self.region };
+        let mut signed = vec![("host", self.host.as_str()), ("x-amz-content-sha256", &payload), ("x-amz-date", &date)];
+        if !content_type.is_empty() {
+            signed.push(("content-type", content_type));
+        }
+        let auth = sigv4::authorization(method, &path, "", &signed, &payload, &date, &c);
+        let mut headers: Vec<(&str, String)> = signed.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        headers.push(("authorization", auth));
+        self.http.request(method, &format!("{}{path}", self.endpoint), &headers, body).await
+    }
+
+    /// Store an object; its version id when the bucket is versioned.
+    pub async fn put(&self, key: &str, body: Vec<u8>) -> Result<Option<String>, String> {
+        let r = self.signed("PUT", key, body.into(), "application/json").await?;
+        if r.status != 200 {
+            return Err(format!(
+                "S3 refused {}/{key}: HTTP {} {}",
+                self.bucket,
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ));
+        }
+        Ok(r.headers.get("x-amz-version-id").and_then(|v| v.to_str().ok()).map(str::to_string))
+    }
+
+    /// For the deep health check: the bucket exists and answers.
+    pub async fn ping(&self) -> Result<(), String> {
+        let r = self.signed("HEAD", "", Bytes::new(), "").await?;
+        if r.status != 200 {
+            return Err(format!("S3 bucket {} answered HTTP {}", self.bucket, r.status));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_protocol_values_are_escaped() {
+        assert_eq!(tag("us east,1=a"), "us\\ east\\,1\\=a");
+        assert_eq!(field("say \"hi\" \\o/"), "say \\\"hi\\\" \\\\o/");
+    }
+}
