@@ -57,6 +57,14 @@ async fn postgres_multi_az_commits_synchronously_and_fails_over_without_losing_r
         .unwrap();
     let said =
         |what: &'static str| voyager_sim::state::events_since("t-pg", since).iter().any(|e| e.what.contains(what));
+    // The control plane records what it did once the effect succeeded,
+    // which is after the commit it released went through.
+    for _ in 0..40 {
+        if said("the primary stops waiting for it") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     assert!(said("the primary stops waiting for it"), "{:?}", voyager_sim::state::events_since("t-pg", since));
     running.start_instance("postgres-b", Duration::from_secs(60)).await.unwrap();
     for _ in 0..120 {

@@ -87,22 +87,36 @@ impl RunningStack {
         self.require_backups()?;
         let primary = self.primary_container()?;
         let t = Instant::now();
-        if backup::info(&self.docker, &primary).await.map_err(fail)? == Repository::NoStanza {
-            p.say("backup: making the repository first (the control plane has not yet)");
-            backup::create_stanza(&self.docker, &primary).await.map_err(fail)?;
-        }
-        p.say("backup: full backup from the primary");
-        let mut said = false;
+        let mut said = (false, false);
         let b = loop {
-            match backup::take(&self.docker, &primary, Duration::from_secs(3600)).await {
-                // The control plane's automated backup holds pgBackRest's
-                // lock: a snapshot asked for meanwhile waits for it, as
-                // RDS queues one behind a running backup.
-                Err(e) if e.contains(backup::ANOTHER_BACKUP) && t.elapsed() < Duration::from_secs(3600) => {
-                    if !said {
-                        p.say("backup: waiting for the running automated backup to end");
-                        said = true;
+            // The control plane's automated backup holds pgBackRest's lock
+            // while it makes the repository and takes its first backup: a
+            // snapshot asked for meanwhile waits for it, as RDS queues one
+            // behind a running backup, and whichever made the repository,
+            // it is made once.
+            let waiting = |e: &String| e.contains(backup::ANOTHER_BACKUP) && t.elapsed() < Duration::from_secs(3600);
+            if backup::info(&self.docker, &primary).await.map_err(fail)? == Repository::NoStanza {
+                if !said.0 {
+                    p.say("backup: making the repository first (the control plane has not yet)");
+                    said.0 = true;
+                }
+                match backup::create_stanza(&self.docker, &primary).await {
+                    Err(e) if waiting(&e) => {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        continue;
                     }
+                    r => r.map_err(fail)?,
+                }
+            }
+            if !said.1 {
+                p.say("backup: full backup from the primary");
+            }
+            match backup::take(&self.docker, &primary, Duration::from_secs(3600)).await {
+                Err(e) if waiting(&e) => {
+                    if !said.1 {
+                        p.say("backup: waiting for the running automated backup to end");
+                    }
+                    said.1 = true;
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
                 r => break r.map_err(fail)?,
