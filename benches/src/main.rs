@@ -5,7 +5,9 @@
 //!   voyager-bench image-build          remove the offline images, rebuild them
 //!   voyager-bench load-max             per operation, double the open-model
 //!                                      rate every 10 s step until fewer than
-//!                                      95% are acknowledged or p90 passes 1 s
+//!                                      95% are acknowledged or p90 passes 1 s,
+//!                                      then bisect three times between the
+//!                                      last rate held and the first not
 //!                                      (p99 also holds each step's client
 //!                                      start-up, so it is shown, not judged)
 //!   voyager-bench data-tier [--runs N] start the whole data tier (cached
@@ -41,10 +43,15 @@
 //!   voyager-bench restore [--rows N]   a database of N rows (~200 B each),
 //!                                      backed up, restored to a time: backup
 //!                                      and restore durations, RPO
+//!   voyager-bench api [--seconds S]     voyager-api's three replicas on the
+//!                                      stack's tiers: answers per second,
+//!                                      share answered 201 and latency at
+//!                                      1, 4, 16 and 32 concurrent clients
 //!
 //! Wall-clock numbers on a shared 2-core machine wobble; the runs are there
 //! to show the spread, not to hide it.
 
+mod api;
 mod crash;
 mod rds;
 
@@ -90,8 +97,9 @@ async fn main() {
             rds::auto_failover(runs, detection).await
         }
         Some("restore") => rds::restore(flag(&args, "--rows").unwrap_or(1_000_000)).await,
+        Some("api") => api::api(flag(&args, "--seconds").unwrap_or(20), &[1, 4, 16, 32]).await,
         Some(other) => {
-            eprintln!("unknown benchmark `{other}`; use up-down, image-build, data-tier, load-max, link-delay, services, kubernetes, kube-build, crash, auto-failover or restore");
+            eprintln!("unknown benchmark `{other}`; use up-down, image-build, data-tier, load-max, link-delay, services, kubernetes, kube-build, crash, auto-failover, restore or api");
             std::process::exit(2);
         }
     }
@@ -201,9 +209,7 @@ async fn load_max() {
         // Fresh JVMs and empty caches first: their warm-up is not the
         // generator's limit.
         run(&mut running, &step(op, 50.0, 10), &RunOptions::default(), &Progress::silent()).await.expect("warm-up");
-        let mut rate = 100.0;
-        let mut best = None;
-        loop {
+        let mut measure = async |rate: f64| {
             let sc = step(op, rate, 10);
             let r = run(&mut running, &sc, &RunOptions::default(), &Progress::silent()).await.expect("run");
             let ph = &r.phases[0];
@@ -215,15 +221,34 @@ async fn load_max() {
                 ph.p90_ms,
                 ph.p99_ms
             );
-            if acked_rate < rate * 0.95 || ph.p90_ms > 1000.0 {
-                break;
+            acked_rate >= rate * 0.95 && ph.p90_ms <= 1000.0
+        };
+        // Double until a rate is not sustained (no cap: the point is the
+        // real ceiling), then halve the gap three times, which puts the
+        // answer within 1/16 of the last doubling.
+        let (mut lo, mut rate) = (None, 100.0);
+        let hi = loop {
+            if !measure(rate).await {
+                break rate;
             }
-            best = Some(rate);
-            if rate >= 3_200.0 {
-                break;
-            }
+            lo = Some(rate);
             rate *= 2.0;
-        }
+        };
+        let best = match lo {
+            None => None,
+            Some(mut l) => {
+                let mut h = hi;
+                for _ in 0..3 {
+                    let m = ((l + h) / 2.0).round();
+                    if measure(m).await {
+                        l = m;
+                    } else {
+                        h = m;
+                    }
+                }
+                Some(l)
+            }
+        };
         println!(
             "{:<16} highest sustained offered rate: {}",
             op.as_str(),

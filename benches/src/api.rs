@@ -1,0 +1,120 @@
+//! `voyager-bench api [--seconds S] [--concurrency C...]`: what voyager-api
+//! sustains on this machine. The stack's tiers and its three replicas come
+//! up (no Kubernetes); a tenant token is fetched once; then, per
+//! concurrency level, C clients each send `POST /v1/runs` back to back for
+//! S seconds, spread over the replicas (each client keeps its connection,
+//! as an application's pool does). Printed: answers per second, the share
+//! that were 201, p50/p99/max latency. Closed-loop on purpose: it finds the
+//! ceiling; the scenarios' open-model load measures latency under a rate.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use voyager_sim::harness::{build_images, builtin_stack};
+use voyager_sim::http::{request, request_with, HttpClient};
+use voyager_sim::images::ImageSet;
+use voyager_sim::{ImageSource, Progress, ServiceKind, Sim};
+
+const KINDS: [ServiceKind; 7] = [
+    ServiceKind::Postgres,
+    ServiceKind::Kafka,
+    ServiceKind::Vault,
+    ServiceKind::Auth0,
+    ServiceKind::Influxdb,
+    ServiceKind::S3,
+    ServiceKind::Api,
+];
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+pub async fn api(seconds: u64, levels: &[usize]) {
+    build_images(ImageSet::Offline, &KINDS, &Progress::stderr()).await.expect("offline images");
+    let stack = builtin_stack().relocated("10.248.0.0/16".parse().unwrap()).unwrap();
+    let running = Sim::new(stack)
+        .with_name("bench-api")
+        .with_only(&KINDS)
+        .with_images(ImageSource::Offline)
+        .with_progress(Progress::stderr())
+        .start()
+        .await
+        .expect("up");
+    let env: BTreeMap<String, String> = running.env().into_iter().collect();
+    let replicas: Vec<String> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("VOYAGER_API_") && k.ends_with("_URL"))
+        .map(|(_, v)| v.clone())
+        .collect();
+    let grant = format!(
+        r#"{{"grant_type":"client_credentials","client_id":"{}","client_secret":"{}","audience":"{}"}}"#,
+        env["AUTH0_CLIENT_ID"], env["AUTH0_CLIENT_SECRET"], env["AUTH0_AUDIENCE"]
+    );
+    let t = request(
+        "POST",
+        &format!("{}/oauth/token", env["AUTH0_ISSUER_BASE_URL"]),
+        &[("content-type", "application/json")],
+        &grant,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("a token");
+    let token: String = t.body.split("\"access_token\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap().into();
+    let auth = format!("Bearer {token}");
+    println!("voyager-api: {} replicas, {seconds}s per level, closed loop", replicas.len());
+    for &c in levels {
+        let start = Instant::now();
+        let until = start + Duration::from_secs(seconds);
+        let clients = (0..c).map(|i| {
+            let url = format!("{}/v1/runs", replicas[i % replicas.len()]);
+            let auth = auth.clone();
+            tokio::spawn(async move {
+                let http = HttpClient::new();
+                let (mut lat, mut ok, mut n) = (vec![], 0u64, 0u64);
+                while Instant::now() < until {
+                    let body = format!(r#"{{"id":"bench-{c}-{i}-{n}"}}"#);
+                    let t = Instant::now();
+                    let r = request_with(
+                        &http,
+                        "POST",
+                        &url,
+                        &[("content-type", "application/json"), ("authorization", &auth)],
+                        &body,
+                        Duration::from_secs(60),
+                    )
+                    .await;
+                    lat.push(t.elapsed());
+                    ok += u64::from(r.is_ok_and(|r| r.status == 201));
+                    n += 1;
+                }
+                (lat, ok)
+            })
+        });
+        let mut lat = vec![];
+        let mut ok = 0;
+        for h in futures_collect(clients.collect()).await {
+            lat.extend(h.0);
+            ok += h.1;
+        }
+        let took = start.elapsed().as_secs_f64();
+        lat.sort();
+        let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+        println!(
+            "concurrency {c:<3} {:>7.1} answers/s  {:>5.1}% 201  p50 {}  p99 {}  max {}",
+            lat.len() as f64 / took,
+            100.0 * ok as f64 / lat.len().max(1) as f64,
+            ms(pct(0.5)),
+            ms(pct(0.99)),
+            ms(lat[lat.len() - 1])
+        );
+    }
+    running.shutdown().await.expect("down");
+}
+
+async fn futures_collect<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = vec![];
+    for h in handles {
+        out.push(h.await.expect("a client task"));
+    }
+    out
+}
