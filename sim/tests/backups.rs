@@ -46,6 +46,9 @@ async fn backups_land_in_s3_and_a_restore_to_a_time_holds_exactly_the_rows_up_to
     };
     eprintln!("first automated backup after {:.1}s: {:?}", t.elapsed().as_secs_f64(), status.backups);
 
+    // pgBackRest counts a backup's stop in whole seconds: a restore can
+    // reach from the second after it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let writer = running.postgres().unwrap();
     writer.query_strings("CREATE TABLE runs (id int PRIMARY KEY)").await.unwrap();
     for id in 1..=10 {

@@ -24,7 +24,7 @@ async fn the_fixture_provisions_an_empty_server_and_a_second_run_changes_nothing
     let mut enabled = first.enabled.clone();
     enabled.sort();
     assert_eq!(enabled, ["auth/approle/", "database/", "pki/", "secret/"]);
-    assert_eq!(first.policies, ["voyager-secrets-read", "voyager-pki-issue"]);
+    assert_eq!(first.policies, ["voyager-secrets-read", "voyager-pki-issue", "voyager-database-creds"]);
     assert_eq!(first.seeded, ["secret/voyager/app", "secret/voyager/auth0", "secret/voyager/kafka"]);
     let ca = first.ca_certificate.clone().expect("a root CA");
 
@@ -65,7 +65,7 @@ async fn the_fixture_provisions_an_empty_server_and_a_second_run_changes_nothing
         .to_string();
     let anon = common::vaultrs(&u.url, "");
     let auth = vaultrs::auth::approle::login(&anon, "approle", &role_id, &secret_id).await.unwrap();
-    assert_eq!(auth.policies, ["default", "voyager-pki-issue", "voyager-secrets-read"]);
+    assert_eq!(auth.policies, ["default", "voyager-database-creds", "voyager-pki-issue", "voyager-secrets-read"]);
     let kafka: Value = vaultrs::kv2::read(&u.as_token(&auth.client_token), "secret", "voyager/kafka").await.unwrap();
     assert_eq!(kafka["security_protocol"], "PLAINTEXT");
 }

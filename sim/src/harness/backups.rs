@@ -226,7 +226,16 @@ impl RunningStack {
                 "pick a time inside it; the latest moves forward as WAL is archived (every archive_timeout while there are writes)",
             ));
         }
-        let from = backups.iter().rev().find(|b| b.stop as f64 <= target).map(|b| b.label.clone()).unwrap_or_default();
+        let Some(from) = backups.iter().rev().find(|b| backup::base_for(b.stop, target)).map(|b| b.label.clone())
+        else {
+            return Err(Error::usage(
+                format!(
+                    "no backup ended before {} (pgBackRest counts a backup's end in whole seconds)",
+                    backup::format_time(target)
+                ),
+                format!("pick a time from {} on", backup::format_time(earliest.floor() + 1.0)),
+            ));
+        };
         let target_text = backup::format_time(target);
         let primary =
             pg::nodes(&self.state).find(|i| i.role == "primary").cloned().ok_or_else(|| fail("no primary"))?;

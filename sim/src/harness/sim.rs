@@ -150,6 +150,7 @@ impl Sim {
             Some(kinds) => self.stack.only(kinds),
             None => self.stack.clone(),
         };
+        missing_needs(&stack)?;
         let started = Instant::now();
         let p = &self.progress;
         let docker = docker::connect(p).await?;
@@ -227,14 +228,6 @@ impl Sim {
                 Error::usage(e, "or set `inter_az_latency = \"0ms\"` under [vpc] in the stack file to run without it")
             })?)
         };
-        for kind in &kinds {
-            if let Some(dep) = services::service(*kind).needs().iter().find(|d| !kinds.contains(d)) {
-                return Err(Error::usage(
-                    format!("{kind} needs {dep}, which this stack does not run"),
-                    format!("add {dep} to --only (or to the stack file), or leave {kind} out"),
-                ));
-            }
-        }
         // Services configured with Vault's scoped token start once Vault
         // is bootstrapped; everything else starts at once.
         let (late, early): (Vec<ServiceKind>, Vec<ServiceKind>) =
@@ -404,6 +397,21 @@ impl Sim {
     }
 }
 
+/// A service the stack runs without a tier it cannot run without is
+/// refused before anything (even Docker) is touched.
+fn missing_needs(stack: &Stack) -> Result<()> {
+    let kinds: Vec<ServiceKind> = stack.services.iter().map(|s| s.kind).collect();
+    for kind in &kinds {
+        if let Some(dep) = services::service(*kind).needs().iter().find(|d| !kinds.contains(d)) {
+            return Err(Error::usage(
+                format!("{kind} needs {dep}, which this stack does not run"),
+                format!("add {dep} to --only (or to the stack file), or leave {kind} out"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Create and start the containers of `kinds`, each on free host ports.
 async fn start_containers(
     docker: &Docker,
@@ -461,5 +469,19 @@ async fn resolve_images(docker: &Docker, source: ImageSource, kinds: &[ServiceKi
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_without_the_tiers_it_needs_is_refused_by_name() {
+        let e = missing_needs(&builtin_stack().only(&[ServiceKind::Api, ServiceKind::Postgres])).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("api needs kafka"), "{text}");
+        assert!(missing_needs(&builtin_stack()).is_ok());
+        assert!(missing_needs(&builtin_stack().only(&[ServiceKind::Postgres])).is_ok());
     }
 }

@@ -173,6 +173,14 @@ pub fn parse_info(json: &str) -> Result<Repository, String> {
     Ok(Repository::Ready(out))
 }
 
+/// Whether a backup that stopped at `stop` can be the base of a restore to
+/// `target`. pgBackRest records stop times in whole seconds, truncated, and
+/// takes only a backup that stopped before the target's whole second, so a
+/// backup that ended within the target's own second is no base for it.
+pub fn base_for(stop: i64, target: f64) -> bool {
+    stop < target.floor() as i64
+}
+
 /// The latest time a restore can reach, as RDS's `LatestRestorableTime`:
 /// everything up to the last archived WAL segment, and at least the end of
 /// the newest backup (unix seconds, fractions kept).
@@ -363,6 +371,16 @@ mod tests {
         assert_eq!(latest_restorable(Some(50.5), &[]), Some(50.5));
         assert_eq!(latest_restorable(None, &[b(40), b(60)]), Some(60.0));
         assert_eq!(latest_restorable(Some(70.0), &[b(60)]), Some(70.0));
+    }
+
+    #[test]
+    fn a_backup_is_a_base_only_for_targets_after_the_second_it_stopped_in() {
+        // pgBackRest refused a restore to 06.802 from a backup recorded as
+        // stopping at 06 ("unable to find backup set with stop time less
+        // than ..."), which a fractional comparison had chosen.
+        assert!(!base_for(1_000, 1_000.802));
+        assert!(!base_for(1_000, 1_000.0));
+        assert!(base_for(1_000, 1_001.0));
     }
 
     #[test]
