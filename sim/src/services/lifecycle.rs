@@ -33,8 +33,22 @@ pub async fn wait_restarted(
     timeout: Duration,
     p: &Progress,
 ) -> Result<Duration> {
-    let took = wait_ready(docker, state, inst, timeout, p).await?;
-    services::service(kind_of(inst)?)
+    let kind = kind_of(inst)?;
+    let start = Instant::now();
+    let took = loop {
+        match wait_ready(docker, state, inst, timeout.saturating_sub(start.elapsed()), p).await {
+            // The stack's control plane rebuilds a returning old primary as
+            // a standby: it stops and replaces the very container a heal
+            // just started, which is not that instance failing.
+            Err(Error::Runtime(RuntimeError::Exited { .. }))
+                if kind == ServiceKind::Postgres && start.elapsed() < timeout =>
+            {
+                tokio::time::sleep(Duration::from_secs(1)).await
+            }
+            r => break r?,
+        }
+    };
+    services::service(kind)
         .restarted(state, timeout)
         .await
         .map_err(|message| RuntimeError::Provision { service: inst.service.clone(), message })?;
