@@ -15,26 +15,24 @@ use voyager_sim::http::{request, request_with, HttpClient};
 use voyager_sim::images::ImageSet;
 use voyager_sim::{ImageSource, Progress, ServiceKind, Sim};
 
-const KINDS: [ServiceKind; 7] = [
-    ServiceKind::Postgres,
-    ServiceKind::Kafka,
-    ServiceKind::Vault,
-    ServiceKind::Auth0,
-    ServiceKind::Influxdb,
-    ServiceKind::S3,
-    ServiceKind::Api,
-];
+/// The service and the tiers it needs.
+fn kinds() -> Vec<ServiceKind> {
+    let mut k = voyager_sim::services::api::NEEDS.to_vec();
+    k.push(ServiceKind::Api);
+    k
+}
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 pub async fn api(seconds: u64, levels: &[usize]) {
-    build_images(ImageSet::Offline, &KINDS, &Progress::stderr()).await.expect("offline images");
+    let kinds = kinds();
+    build_images(ImageSet::Offline, &kinds, &Progress::stderr()).await.expect("offline images");
     let stack = builtin_stack().relocated("10.248.0.0/16".parse().unwrap()).unwrap();
     let running = Sim::new(stack)
         .with_name("bench-api")
-        .with_only(&KINDS)
+        .with_only(&kinds)
         .with_images(ImageSource::Offline)
         .with_progress(Progress::stderr())
         .start()

@@ -56,15 +56,9 @@ async fn call(method: &str, url: &str, token: Option<&str>, body: &str) -> (u16,
 async fn a_request_is_answered_once_every_tier_holds_it_and_bad_tokens_are_refused() {
     let mut stack = builtin_stack().relocated("10.234.0.0/16".parse().unwrap()).unwrap();
     stack.name = "t-api".into();
-    let only = [
-        ServiceKind::Postgres,
-        ServiceKind::Kafka,
-        ServiceKind::Vault,
-        ServiceKind::Auth0,
-        ServiceKind::Influxdb,
-        ServiceKind::S3,
-        ServiceKind::Api,
-    ];
+    // Every tier the service needs, and the stack's own replicas.
+    let mut only = voyager_sim::services::api::NEEDS.to_vec();
+    only.push(ServiceKind::Api);
     let running = Sim::new(stack)
         .with_images(ImageSource::Offline)
         .with_only(&only)
