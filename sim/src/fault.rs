@@ -404,7 +404,10 @@ mod tests {
         let f = Fault::AzOutage { az: "b".into(), mode: OutageMode::Kill };
         let stopped: Vec<String> = f.stops(&stack()).into_iter().map(|(n, _)| n).collect();
         // The AZ's Kubernetes nodes go with it, and their pods with them.
-        assert_eq!(stopped, ["api-b", "kafka-b", "kafka-controller-b", "kube-general-purpose-b", "postgres-b"]);
+        assert_eq!(
+            stopped,
+            ["alb-b", "api-b", "kafka-b", "kafka-controller-b", "kube-general-purpose-b", "postgres-b"]
+        );
         let drops: Vec<String> = f.drops(&stack()).iter().map(|(s, d)| format!("{s}>{d}")).collect();
         assert_eq!(
             drops,

@@ -1,6 +1,8 @@
 //! A small HTTP/1.1 client over hyper for the services' own APIs (InfluxDB's
-//! `/ping`, `/query`, `/write`): plain requests to 127.0.0.1, bodies read
-//! whole.
+//! `/ping`, `/query`, `/write`): requests to 127.0.0.1, bodies read whole.
+//! HTTPS only with [`HttpClient::trusting`]: the one CA it is given, never
+//! the machine's roots, since a stack's certificates come from its own
+//! Vault.
 
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ pub struct Response {
     pub body: String,
 }
 
-type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+type Http = Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>;
 
 /// A pooled HTTP client: connections are kept alive and reused, as an
 /// application's client would; a client per request would open a TCP
@@ -28,7 +30,34 @@ pub struct HttpClient(Http);
 
 impl HttpClient {
     pub fn new() -> HttpClient {
-        HttpClient(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build_http())
+        HttpClient::with_roots(rustls::RootCertStore::empty())
+    }
+
+    /// A client for HTTPS servers whose certificate chains to `ca_pem` (and
+    /// no other CA); plain HTTP works as with [`HttpClient::new`].
+    pub fn trusting(ca_pem: &str) -> Result<HttpClient, String> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            let cert = cert.map_err(|e| format!("the CA certificate is not PEM: {e}"))?;
+            roots.add(cert).map_err(|e| format!("the CA certificate is not usable: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err("the CA file holds no certificate".into());
+        }
+        Ok(HttpClient::with_roots(roots))
+    }
+
+    fn with_roots(roots: rustls::RootCertStore) -> HttpClient {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports TLS 1.2 and 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let https =
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
+        HttpClient(Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(https))
     }
 }
 
@@ -70,12 +99,24 @@ pub async fn request_with(
     }
     let req = req.body(Full::new(Bytes::from(body.to_string()))).map_err(|e| e.to_string())?;
     let work = async {
-        let resp = client.0.request(req).await.map_err(|e| format!("{method} {}: {e}", redact(url)))?;
+        let resp = client.0.request(req).await.map_err(|e| format!("{method} {}: {}", redact(url), chain(&e)))?;
         let status = resp.status().as_u16();
         let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
         Ok(Response { status, body: String::from_utf8_lossy(&bytes).into_owned() })
     };
     tokio::time::timeout(timeout, work).await.map_err(|_| format!("{method} {} timed out", redact(url)))?
+}
+
+/// An error with its causes: hyper's own says only "client error
+/// (Connect)", the cause says which certificate was refused and why.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out += &format!(": {s}");
+        next = s.source();
+    }
+    out
 }
 
 /// URLs may carry credentials in their query (InfluxDB's `u=`/`p=`); error

@@ -83,6 +83,25 @@ pub struct Credentials {
     /// join the cluster with.
     #[serde(default)]
     pub kube_bootstrap_token: String,
+    /// The ALB listener's certificate and key, issued by the stack's Vault
+    /// PKI before the ALB starts, and the CA that signed it.
+    #[serde(default)]
+    pub edge_tls: Option<EdgeTls>,
+}
+
+/// A TLS server's certificate (PEM, leaf first then its issuer), its
+/// private key (PEM) and the CA clients verify it with.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EdgeTls {
+    pub certificate: String,
+    pub private_key: String,
+    pub ca: String,
+}
+
+impl std::fmt::Debug for EdgeTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EdgeTls { .. }")
+    }
 }
 
 impl std::fmt::Debug for Credentials {
@@ -133,6 +152,7 @@ impl Credentials {
             vault: None,
             s3_region: String::new(),
             kube_bootstrap_token,
+            edge_tls: None,
         }
     }
 }
@@ -177,6 +197,12 @@ pub fn save(state: &RunState) -> std::io::Result<()> {
 /// only, since it holds the cluster's admin credentials.
 pub fn kubeconfig_path(stack: &str) -> PathBuf {
     home().join("stacks").join(format!("{stack}.kubeconfig"))
+}
+
+/// The CA certificate the ALB's listener chains to (what `env` exports as
+/// `VOYAGER_CA_CERT`). Public, unlike the files beside it.
+pub fn ca_cert_path(stack: &str) -> PathBuf {
+    home().join("stacks").join(format!("{stack}.ca.pem"))
 }
 
 /// Write a file readable by its owner only, whole or not at all.
@@ -243,7 +269,13 @@ pub fn events_since(stack: &str, since_unix_ms: u64) -> Vec<ControlEvent> {
 }
 
 pub fn remove(stack: &str) -> std::io::Result<()> {
-    for p in [path(stack), kubeconfig_path(stack), events_path(stack), path(stack).with_extension("lock")] {
+    for p in [
+        path(stack),
+        kubeconfig_path(stack),
+        ca_cert_path(stack),
+        events_path(stack),
+        path(stack).with_extension("lock"),
+    ] {
         match std::fs::remove_file(p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}

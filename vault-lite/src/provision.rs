@@ -385,7 +385,10 @@ mod tests {
         assert!(f.mount.iter().any(|m| m.path == "pki" && m.kind == "pki"));
         assert!(f.mount.iter().any(|m| m.path == "database" && m.kind == "database"));
         let names: Vec<&str> = f.policy.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["voyager-secrets-read", "voyager-pki-issue", "voyager-database-creds"]);
+        assert_eq!(
+            names,
+            ["voyager-secrets-read", "voyager-pki-issue", "voyager-edge-certs", "voyager-database-creds"]
+        );
         for p in &f.policy {
             crate::policy::parse(&p.hcl).unwrap_or_else(|e| panic!("{}: {e}", p.name));
         }

@@ -24,7 +24,10 @@ async fn the_fixture_provisions_an_empty_server_and_a_second_run_changes_nothing
     let mut enabled = first.enabled.clone();
     enabled.sort();
     assert_eq!(enabled, ["auth/approle/", "database/", "pki/", "secret/"]);
-    assert_eq!(first.policies, ["voyager-secrets-read", "voyager-pki-issue", "voyager-database-creds"]);
+    assert_eq!(
+        first.policies,
+        ["voyager-secrets-read", "voyager-pki-issue", "voyager-edge-certs", "voyager-database-creds"]
+    );
     assert_eq!(first.seeded, ["secret/voyager/app", "secret/voyager/auth0", "secret/voyager/kafka"]);
     let ca = first.ca_certificate.clone().expect("a root CA");
 

@@ -326,6 +326,14 @@ impl Sim {
             }
         }
         if !late.is_empty() {
+            for kind in &late {
+                services::service(*kind)
+                    .prepare(&mut state)
+                    .await
+                    .map_err(|e| RuntimeError::Provision { service: kind.to_string(), message: e })?;
+            }
+            state::save(&state)
+                .map_err(|source| Error::State { path: state::path(name).display().to_string(), source })?;
             let cx = SpecContext {
                 stack,
                 stack_name: name,

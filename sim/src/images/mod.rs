@@ -57,7 +57,7 @@ pub fn companion_base(set: ImageSet) -> String {
     }
 }
 
-/// The HAProxy image of a set (the database endpoints run it).
+/// The HAProxy image of a set (the database endpoints and the ALB run it).
 pub fn haproxy_image(set: ImageSet) -> String {
     match set {
         ImageSet::Upstream => UPSTREAM_HAPROXY.to_string(),
@@ -86,6 +86,7 @@ pub fn image_for(kind: ServiceKind, set: ImageSet) -> String {
             ServiceKind::Vault => UPSTREAM_VAULT.to_string(),
             ServiceKind::S3 => UPSTREAM_LOCALSTACK.to_string(),
             ServiceKind::Kubernetes => kubernetes::UPSTREAM_NODE.to_string(),
+            ServiceKind::Alb => UPSTREAM_HAPROXY.to_string(),
         },
         ImageSet::Offline => recipe::for_service(kind).tag(),
     }

@@ -122,8 +122,8 @@ pub fn influxdb() -> Recipe {
     }
 }
 
-/// HAProxy: the database's writer and reader endpoints (and, later, the load
-/// balancers). Not a service of its own in stack files.
+/// HAProxy: the database's writer and reader endpoints, the cluster's API
+/// endpoint and the ALB's nodes.
 pub fn haproxy() -> Recipe {
     Recipe {
         name: "haproxy",
@@ -172,6 +172,7 @@ pub fn for_service(kind: ServiceKind) -> Recipe {
         ServiceKind::Influxdb => influxdb(),
         ServiceKind::S3 => localstack(),
         ServiceKind::Kubernetes => super::kubernetes::node(),
+        ServiceKind::Alb => haproxy(),
         // Our own servers, mounted into the base.
         ServiceKind::Auth0 | ServiceKind::Vault | ServiceKind::Api => base(),
     }

@@ -4,8 +4,10 @@
 //! [`ServiceKind`] to its implementation ([`service`]), so adding a service
 //! is one module and one arm here.
 
+pub mod alb;
 pub mod api;
 pub mod auth0;
+pub mod haproxy;
 pub mod influxdb;
 pub mod kafka;
 pub mod kubernetes;
@@ -80,6 +82,13 @@ pub trait Service: Sync {
         false
     }
 
+    /// Just before its containers are made, once Vault is bootstrapped
+    /// (only for [`Service::after_vault`] services): obtain what its specs
+    /// are made from and keep it in the run state, which specs then read.
+    async fn prepare(&self, _state: &mut RunState) -> Result<(), String> {
+        Ok(())
+    }
+
     /// The services it cannot run without: a stack (or `--only`) that has
     /// it without them is refused before anything starts.
     fn needs(&self) -> &'static [ServiceKind] {
@@ -126,6 +135,7 @@ pub trait Service: Sync {
 /// The implementation of a kind of service.
 pub fn service(kind: ServiceKind) -> &'static dyn Service {
     match kind {
+        ServiceKind::Alb => &alb::Alb,
         ServiceKind::Api => &api::Api,
         ServiceKind::Auth0 => &auth0::Auth0,
         ServiceKind::Influxdb => &influxdb::Influxdb,

@@ -3,11 +3,13 @@
 //! file's text, so every rule is testable as data.
 
 pub mod cidr;
+pub mod edge;
 pub mod kubernetes;
 pub mod model;
 pub mod parse;
 
 pub use cidr::{Cidr, CidrError};
+pub use edge::{Alb, HealthCheck, RateLimit};
 pub use kubernetes::{Kubernetes, NodeGroup, Taint, TaintEffect};
 pub use model::{Az, Instance, Rds, Service, ServiceKind, Stack, Tier};
 pub use parse::{parse_stack, Problem, StackError};

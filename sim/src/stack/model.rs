@@ -23,6 +23,8 @@ pub struct Stack {
     pub kubernetes: Option<Kubernetes>,
     /// RDS's settings, when the stack runs PostgreSQL.
     pub rds: Option<Rds>,
+    /// The load balancer's settings, when the stack runs one.
+    pub alb: Option<super::edge::Alb>,
 }
 
 /// How RDS runs a stack's PostgreSQL.
@@ -67,6 +69,7 @@ pub enum Tier {
 /// else is rejected with this list, so adding a service starts here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ServiceKind {
+    Alb,
     Api,
     Auth0,
     Influxdb,
@@ -130,6 +133,9 @@ impl Stack {
         if !kinds.contains(&ServiceKind::Postgres) {
             s.rds = None;
         }
+        if !kinds.contains(&ServiceKind::Alb) {
+            s.alb = None;
+        }
         s
     }
 
@@ -179,6 +185,9 @@ impl Stack {
                     r.failover_detection.as_millis(),
                     r.archive_timeout.as_millis()
                 );
+            }
+            if let (ServiceKind::Alb, Some(a)) = (svc.kind, &self.alb) {
+                out += &super::edge::alb_toml(a);
             }
             for inst in &svc.instances {
                 out += &format!(
@@ -247,6 +256,7 @@ impl Az {
 
 impl ServiceKind {
     pub const ALL: &'static [ServiceKind] = &[
+        ServiceKind::Alb,
         ServiceKind::Api,
         ServiceKind::Auth0,
         ServiceKind::Influxdb,
@@ -259,6 +269,7 @@ impl ServiceKind {
 
     pub fn as_str(&self) -> &'static str {
         match self {
+            ServiceKind::Alb => "alb",
             ServiceKind::Api => "api",
             ServiceKind::Auth0 => "auth0",
             ServiceKind::Influxdb => "influxdb",
@@ -283,6 +294,7 @@ impl ServiceKind {
             // from node groups.
             ServiceKind::Kubernetes => &["control-plane", "worker"],
             ServiceKind::Auth0 => &["tenant"],
+            ServiceKind::Alb => &["node"],
             ServiceKind::Vault | ServiceKind::S3 | ServiceKind::Api => &["server"],
         }
     }

@@ -89,6 +89,60 @@ struct RawService {
     // PostgreSQL only: RDS's control plane.
     failover_detection: Option<Spanned<String>>,
     archive_timeout: Option<Spanned<String>>,
+    // The ALB only: its listener, target group and WAF rule.
+    domain: Option<Spanned<String>>,
+    health_check_path: Option<Spanned<String>>,
+    health_check_interval: Option<Spanned<String>>,
+    health_check_timeout: Option<Spanned<String>>,
+    healthy_threshold: Option<Spanned<i64>>,
+    unhealthy_threshold: Option<Spanned<i64>>,
+    deregistration_delay: Option<Spanned<String>>,
+    cross_zone: Option<Spanned<bool>>,
+    idle_timeout: Option<Spanned<String>>,
+    rate_limit: Option<Spanned<i64>>,
+    rate_limit_window: Option<Spanned<String>>,
+}
+
+impl RawService {
+    fn alb(&self) -> super::edge::RawAlb<'_> {
+        super::edge::RawAlb {
+            domain: self.domain.as_ref(),
+            health_check_path: self.health_check_path.as_ref(),
+            health_check_interval: self.health_check_interval.as_ref(),
+            health_check_timeout: self.health_check_timeout.as_ref(),
+            healthy_threshold: self.healthy_threshold.as_ref(),
+            unhealthy_threshold: self.unhealthy_threshold.as_ref(),
+            deregistration_delay: self.deregistration_delay.as_ref(),
+            cross_zone: self.cross_zone.as_ref(),
+            idle_timeout: self.idle_timeout.as_ref(),
+            rate_limit: self.rate_limit.as_ref(),
+            rate_limit_window: self.rate_limit_window.as_ref(),
+        }
+    }
+
+    /// The span of every ALB key given, for refusing them elsewhere.
+    fn alb_spans(&self) -> Vec<(&'static str, Range<usize>)> {
+        let strings = [
+            ("domain", &self.domain),
+            ("health_check_path", &self.health_check_path),
+            ("health_check_interval", &self.health_check_interval),
+            ("health_check_timeout", &self.health_check_timeout),
+            ("deregistration_delay", &self.deregistration_delay),
+            ("idle_timeout", &self.idle_timeout),
+            ("rate_limit_window", &self.rate_limit_window),
+        ];
+        let mut out: Vec<(&'static str, Range<usize>)> =
+            strings.into_iter().filter_map(|(k, v)| v.as_ref().map(|v| (k, v.span()))).collect();
+        for (k, v) in [
+            ("healthy_threshold", &self.healthy_threshold),
+            ("unhealthy_threshold", &self.unhealthy_threshold),
+            ("rate_limit", &self.rate_limit),
+        ] {
+            out.extend(v.as_ref().map(|v| (k, v.span())));
+        }
+        out.extend(self.cross_zone.as_ref().map(|v| ("cross_zone", v.span())));
+        out
+    }
 }
 
 #[derive(Deserialize)]
@@ -361,6 +415,7 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
     let mut pending: Vec<Pending> = vec![];
     let mut kubernetes: Option<Kubernetes> = None;
     let mut rds: Option<Rds> = None;
+    let mut alb: Option<super::edge::Alb> = None;
     for (svc_name, svc) in &raw.service {
         let kind = match svc_name.get_ref().parse::<ServiceKind>() {
             Ok(k) => k,
@@ -386,6 +441,13 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
             reject_kubernetes_keys(c, kind, svc.get_ref());
             None
         };
+        if kind == ServiceKind::Alb {
+            alb = Some(super::edge::alb_settings(c, &svc.get_ref().alb(), svc.span()));
+        } else {
+            for (key, span) in svc.get_ref().alb_spans() {
+                c.push(span, format!("`{key}` is an ALB setting, not one of {kind}"), "move it under `[service.alb]`");
+            }
+        }
         if kind == ServiceKind::Postgres {
             let r = svc.get_ref();
             rds = Some(Rds {
@@ -449,6 +511,8 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
                 continue;
             }
             let tier = match &inst_ref.subnet {
+                // Load balancers face the internet; everything else is private.
+                None if kind == ServiceKind::Alb => Tier::Public,
                 None => Tier::Private,
                 Some(s) => match s.get_ref().parse::<Tier>() {
                     Ok(t) => t,
@@ -458,6 +522,15 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
                     }
                 },
             };
+            if kind == ServiceKind::Alb && tier == Tier::Private {
+                let span = inst_ref.subnet.as_ref().map(|s| s.span()).unwrap_or(inst.span());
+                c.push(
+                    span,
+                    "an internet-facing ALB node in a private subnet",
+                    "an ALB's nodes sit in its AZs' public subnets; leave `subnet` out",
+                );
+                continue;
+            }
             if kind == ServiceKind::Kubernetes && tier == Tier::Public {
                 let span = inst_ref.subnet.as_ref().map(|s| s.span()).unwrap_or(inst.span());
                 c.push(
@@ -730,7 +803,7 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
         services.push(Service { kind, instances });
     }
 
-    Some(Stack { name: name?, vpc: vpc?, inter_az_latency: latency?, azs, services, kubernetes, rds })
+    Some(Stack { name: name?, vpc: vpc?, inter_az_latency: latency?, azs, services, kubernetes, rds, alb })
 }
 
 /// Most nodes one node group may have in one AZ (each is a container).

@@ -435,29 +435,10 @@ pub async fn roles(state: &RunState) -> BTreeMap<String, String> {
     out
 }
 
-/// One command to HAProxy's runtime API.
+/// One command to the endpoints' HAProxy runtime API.
 pub async fn haproxy_admin(state: &RunState, command: &str) -> Result<String, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ep = find(state, ENDPOINTS).ok_or("no endpoints container")?;
-    let addr = *ep.published.get(&ADMIN_PORT).ok_or("no admin port")?;
-    let io = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(format!("{command}\n").as_bytes()).await?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).await?;
-        Ok::<_, std::io::Error>(out)
-    };
-    let out = tokio::time::timeout(Duration::from_secs(5), io)
-        .await
-        .map_err(|_| "HAProxy admin timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    let trimmed = out.trim();
-    if trimmed.is_empty() || !trimmed.contains("No such") && !trimmed.contains("Unknown") && !trimmed.contains("denied")
-    {
-        Ok(out)
-    } else {
-        Err(format!("HAProxy refused `{command}`: {trimmed}"))
-    }
+    super::haproxy::admin(*ep.published.get(&ADMIN_PORT).ok_or("no admin port")?, command).await
 }
 
 pub fn env(state: &RunState) -> Vec<(String, String)> {

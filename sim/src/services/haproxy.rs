@@ -1,0 +1,91 @@
+//! HAProxy's runtime API, for the services that run it (the database's
+//! endpoints, the ALB's nodes): one command per connection to its admin
+//! socket, and `show stat` read as the servers' states.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// One command to the runtime API at `addr` (a published admin port).
+pub async fn admin(addr: SocketAddr, command: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(format!("{command}\n").as_bytes()).await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        Ok::<_, std::io::Error>(out)
+    };
+    let out = tokio::time::timeout(Duration::from_secs(5), io)
+        .await
+        .map_err(|_| "HAProxy admin timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let trimmed = out.trim();
+    if trimmed.is_empty() || !trimmed.contains("No such") && !trimmed.contains("Unknown") && !trimmed.contains("denied")
+    {
+        Ok(out)
+    } else {
+        Err(format!("HAProxy refused `{command}`: {trimmed}"))
+    }
+}
+
+/// A server of a backend as `show stat` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerStat {
+    pub backend: String,
+    pub server: String,
+    /// `UP`, `DOWN`, `MAINT`, `no check`, or a transition such as
+    /// `UP 1/2` (one failed check of the two that take it down).
+    pub status: String,
+}
+
+impl ServerStat {
+    /// Healthy as a load balancer routes: up, or up and one check down.
+    pub fn healthy(&self) -> bool {
+        self.status.starts_with("UP") || self.status == "no check"
+    }
+}
+
+/// The server rows of `show stat`'s CSV (frontends and backend totals
+/// left out), by its header's column names.
+pub fn servers(csv: &str) -> Vec<ServerStat> {
+    let mut lines = csv.lines();
+    let Some(header) = lines.next().and_then(|h| h.strip_prefix("# ")) else { return vec![] };
+    let cols: Vec<&str> = header.split(',').collect();
+    let at = |name: &str| cols.iter().position(|c| *c == name);
+    let (Some(px), Some(sv), Some(st)) = (at("pxname"), at("svname"), at("status")) else { return vec![] };
+    lines
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let server = *f.get(sv)?;
+            if server == "FRONTEND" || server == "BACKEND" {
+                return None;
+            }
+            Some(ServerStat { backend: f.get(px)?.to_string(), server: server.into(), status: f.get(st)?.to_string() })
+        })
+        .collect()
+}
+
+/// Every server's state, as the runtime API at `addr` reports it now.
+pub async fn server_stats(addr: SocketAddr) -> Result<Vec<ServerStat>, String> {
+    Ok(servers(&admin(addr, "show stat").await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_stat_reads_as_server_states_by_column_name() {
+        let csv = "# pxname,svname,qcur,status,weight\n\
+                   https,FRONTEND,,OPEN,\n\
+                   targets,api-a,0,UP,1\n\
+                   targets,api-b,0,DOWN 1/5,1\n\
+                   targets,api-c,0,UP 1/2,1\n\
+                   targets,BACKEND,0,UP,2\n";
+        let s = servers(csv);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[1], ServerStat { backend: "targets".into(), server: "api-b".into(), status: "DOWN 1/5".into() });
+        assert_eq!(s.iter().filter(|s| s.healthy()).count(), 2, "going down is still in service");
+        assert!(servers("garbage").is_empty());
+    }
+}
