@@ -16,6 +16,12 @@ pub struct ContainerSpec {
     pub address: Ipv4Addr,
     /// Container TCP ports published on 127.0.0.1.
     pub published: Vec<Publish>,
+    /// Of those, the ports also published over UDP, on the same host port
+    /// (a DNS server answers both).
+    pub udp: Vec<u16>,
+    /// DNS servers the container's resolver forwards to (Docker's own
+    /// resolver still answers container names first): the VPC's resolver.
+    pub dns: Vec<Ipv4Addr>,
     /// Named volumes (created and labelled by the runtime) and mount points.
     pub volumes: Vec<(String, String)>,
     /// Volumes of the stack that several containers mount (name within the
@@ -53,6 +59,8 @@ impl Default for ContainerSpec {
             network: String::new(),
             address: Ipv4Addr::UNSPECIFIED,
             published: vec![],
+            udp: vec![],
+            dns: vec![],
             volumes: vec![],
             shared_volumes: vec![],
             extra_networks: vec![],

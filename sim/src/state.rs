@@ -87,6 +87,9 @@ pub struct Credentials {
     /// PKI before the ALB starts, and the CA that signed it.
     #[serde(default)]
     pub edge_tls: Option<EdgeTls>,
+    /// The key of the DNS server's HTTP API (Route 53's control plane).
+    #[serde(default)]
+    pub route53_api_key: String,
 }
 
 /// A TLS server's certificate (PEM, leaf first then its issuer), its
@@ -123,6 +126,7 @@ impl Credentials {
             || -> String { (0..24).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect() };
         let (postgres_password, postgres_replication_password, influxdb_password) = (secret(), secret(), secret());
         let auth0_admin_token = secret();
+        let route53_api_key = secret();
         // Kafka's own Uuid.randomUuid draws again when the text starts with
         // '-': kafka-storage's argument parser reads such an id as an option
         // and refuses to format (1 start in 64 failed that way).
@@ -153,6 +157,7 @@ impl Credentials {
             s3_region: String::new(),
             kube_bootstrap_token,
             edge_tls: None,
+            route53_api_key,
         }
     }
 }

@@ -4,6 +4,11 @@
 //! request through it answered by the API, a target taken out after
 //! `unhealthy` failed checks and back after `healthy` good ones, fail-open
 //! when every target fails its check, and the WAF's 429 past the limit.
+//! And Route 53 on the same stack: both zones answered over UDP, the VPC's
+//! containers resolving private names through it, the API's record
+//! dropping a dead ALB node and failing over to the maintenance answer
+//! when no node has a healthy target, and the database's writer name
+//! following a failover.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -27,9 +32,7 @@ async fn get(c: &HttpClient, url: &str, token: Option<&str>) -> (u16, String) {
 
 /// alb-a's view of one target, and the sequence of states it went through
 /// (as `show stat` words them: `UP 1/2` is one failed check of two).
-async fn watch(running: &RunningStack, target: &str, until: impl Fn(&str) -> bool, limit: Duration) -> Vec<String> {
-    let node = running.state().instances.iter().find(|i| i.name == "alb-a").unwrap().clone();
-    let admin = node.published[&alb::ADMIN_PORT];
+async fn watch(admin: std::net::SocketAddr, target: &'static str, until: &'static str, limit: Duration) -> Vec<String> {
     let start = Instant::now();
     let mut seen: Vec<String> = vec![];
     loop {
@@ -38,12 +41,34 @@ async fn watch(running: &RunningStack, target: &str, until: impl Fn(&str) -> boo
         if seen.last() != Some(&s.status) {
             seen.push(s.status.clone());
         }
-        if until(&s.status) {
+        if s.status == until {
             return seen;
         }
         assert!(start.elapsed() < limit, "{target} never got there; states seen: {seen:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Ask until `done` holds, or fail with the last answer.
+async fn wait_for<F, Fut, T>(ask: F, done: impl Fn(&T) -> bool, limit: Duration) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T>,
+    T: std::fmt::Debug,
+{
+    let start = Instant::now();
+    loop {
+        let v = ask().await;
+        if done(&v) {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "still {v:?} after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn addr_of_vault(running: &RunningStack) -> String {
+    running.state().instances.iter().find(|i| i.service == "vault").unwrap().address.to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -57,9 +82,15 @@ async fn the_alb_terminates_tls_checks_targets_fails_open_and_rate_limits() {
     a.health_check.path = "/readyz".into();
     a.rate_limit = Some(RateLimit { requests: LIMIT, window: Duration::from_secs(60) });
     let (healthy, unhealthy) = (a.health_check.healthy, a.health_check.unhealthy);
+    let r = stack.route53.as_mut().expect("the built-in stack has Route 53");
+    r.health_check_interval = Duration::from_secs(2);
     let mut only = voyager_sim::services::api::NEEDS.to_vec();
-    only.extend([ServiceKind::Api, ServiceKind::Alb]);
-    let running = Sim::new(stack)
+    only.extend([ServiceKind::Api, ServiceKind::Alb, ServiceKind::Route53]);
+    let addr_of =
+        |name: &str| stack.services.iter().flat_map(|s| &s.instances).find(|i| i.name == name).unwrap().address;
+    let (alb_a, alb_b, alb_c) = (addr_of("alb-a"), addr_of("alb-b"), addr_of("alb-c"));
+    let (pg_a, pg_b, s3_a) = (addr_of("postgres-a"), addr_of("postgres-b"), addr_of("s3-a"));
+    let mut running = Sim::new(stack)
         .with_images(ImageSource::Offline)
         .with_only(&only)
         .with_progress(Progress::stderr())
@@ -124,8 +155,11 @@ async fn the_alb_terminates_tls_checks_targets_fails_open_and_rate_limits() {
 
     // A target that dies leaves after `unhealthy` failed checks in a row,
     // not at the first, and the ALB then answers from the others.
+    let admin = running.state().instances.iter().find(|i| i.name == "alb-a").unwrap().published[&alb::ADMIN_PORT];
+    // Watched from before the kill: a check may fail while the kill returns.
+    let down = tokio::spawn(watch(admin, "api-b", "DOWN", Duration::from_secs(60)));
     running.kill_instance("api-b").await.unwrap();
-    let seen = watch(&running, "api-b", |s| s == "DOWN", Duration::from_secs(60)).await;
+    let seen = down.await.unwrap();
     assert!(seen.iter().any(|s| s == &format!("UP 1/{unhealthy}")), "one failed check keeps it in: {seen:?}");
     for _ in 0..6 {
         let (s, body) = get(&tls, &format!("{url}/healthz"), None).await;
@@ -133,20 +167,72 @@ async fn the_alb_terminates_tls_checks_targets_fails_open_and_rate_limits() {
         assert!(!body.contains("\"zone\":\"b\""), "no request goes to the dead target: {body}");
     }
     // Back after `healthy` good checks, each counted on the way.
+    let up = tokio::spawn(watch(admin, "api-b", "UP", Duration::from_secs(180)));
     running.start_instance("api-b", Duration::from_secs(120)).await.unwrap();
-    let seen = watch(&running, "api-b", |s| s == "UP", Duration::from_secs(60)).await;
+    let seen = up.await.unwrap();
     assert!(seen.iter().any(|s| s == &format!("DOWN {}/{healthy}", healthy - 1)), "{seen:?}");
 
     // Fail-open: InfluxDB down fails every target's deep check, and the
     // ALB still sends requests to them all rather than answering 503.
     running.kill_instance("influxdb-a").await.unwrap();
     for t in ["api-a", "api-b", "api-c"] {
-        watch(&running, t, |s| s == "DOWN", Duration::from_secs(60)).await;
+        watch(admin, t, "DOWN", Duration::from_secs(60)).await;
     }
     let (s, body) = get(&tls, &format!("{url}/healthz"), None).await;
     assert_eq!(s, 200, "fail-open: every target unhealthy, still routed: {body}");
     running.start_instance("influxdb-a", Duration::from_secs(120)).await.unwrap();
-    watch(&running, "api-a", |s| s == "UP", Duration::from_secs(60)).await;
+    watch(admin, "api-a", "UP", Duration::from_secs(60)).await;
+
+    // Route 53: the public record answers every ALB node, the private zone
+    // names the tiers, and a container of the VPC resolves through it.
+    let dns: std::net::SocketAddr = env["ROUTE53_DNS"].parse().unwrap();
+    let api_name = env["VOYAGER_API_DOMAIN"].clone();
+    let ask = |name: String| async move {
+        let mut a: Vec<std::net::Ipv4Addr> = voyager_sim::dns::query_a(dns, &name, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .a
+            .iter()
+            .map(|r| r.0)
+            .collect();
+        a.sort();
+        a
+    };
+    // (Every target just failed its deep check: evaluate-target-health
+    // took the ALB out of the answer until its checks pass again.)
+    wait_for(|| ask(api_name.clone()), |a| a == &[alb_a, alb_b, alb_c], Duration::from_secs(60)).await;
+    let ttl = voyager_sim::dns::query_a(dns, &api_name, Duration::from_secs(5)).await.unwrap().a[0].1;
+    assert_eq!(ttl, 60, "Route 53's TTL for the record");
+    assert_eq!(ask("writer.db.voyager.internal".into()).await, [pg_a]);
+    let nx = voyager_sim::dns::query_a(dns, "nothere.voyager.internal", Duration::from_secs(5)).await.unwrap();
+    assert_eq!((nx.rcode, nx.authoritative), (3, true), "NXDOMAIN, from the zone's own server");
+    let docker = voyager_sim::runtime::docker::connect(&Progress::silent()).await.unwrap();
+    let api_b = running.state().instances.iter().find(|i| i.name == "api-b").unwrap().container.clone();
+    let hosts =
+        voyager_sim::runtime::container::exec_ok(&docker, &api_b, &["getent", "hosts", "vault.voyager.internal"])
+            .await
+            .unwrap();
+    assert!(hosts.contains(&addr_of_vault(&running)), "{hosts}");
+
+    // A dead node leaves the answer after `failure_threshold` checks.
+    running.kill_instance("alb-b").await.unwrap();
+    let gone = wait_for(|| ask(api_name.clone()), |a| !a.contains(&alb_b), Duration::from_secs(60)).await;
+    assert_eq!(gone, [alb_a, alb_c]);
+    // No node with a healthy target: the maintenance answer.
+    for t in ["api-a", "api-b", "api-c"] {
+        running.kill_instance(t).await.unwrap();
+    }
+    let maintenance = wait_for(|| ask(api_name.clone()), |a| a == &[s3_a], Duration::from_secs(90)).await;
+    assert_eq!(maintenance, [s3_a]);
+    for t in ["api-a", "api-b", "api-c", "alb-b"] {
+        running.start_instance(t, Duration::from_secs(120)).await.unwrap();
+    }
+    wait_for(|| ask(api_name.clone()), |a| a == &[alb_a, alb_b, alb_c], Duration::from_secs(120)).await;
+    let events: Vec<String> = voyager_sim::state::events_since("t-edge", 0).into_iter().map(|e| e.what).collect();
+    assert!(events.iter().any(|e| e.contains("answers the secondary")), "{events:?}");
+    // The writer's name follows a failover, as an RDS endpoint's does.
+    running.failover_postgres(&Progress::stderr()).await.unwrap();
+    wait_for(|| ask("writer.db.voyager.internal".into()), |a| a == &[pg_b], Duration::from_secs(30)).await;
 
     // The WAF rule: past LIMIT requests a minute from one address, 429.
     let (mut ok, mut limited) = (0, 0);

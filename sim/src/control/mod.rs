@@ -5,7 +5,8 @@
 //! the stack as host clients do. It is RDS's control plane for the
 //! database ([`rds`] decides, [`rds_ops`] acts: standby detach and attach,
 //! automatic failover, rebuilds; [`backups`] takes its automated backups)
-//! and provisions the cluster's EBS-like volumes ([`ebs`]).
+//! and provisions the cluster's EBS-like volumes ([`ebs`]); [`route53`] is
+//! Route 53's health checkers and the records they change.
 //!
 //! Each part keeps its decisions pure (what to do given what it observed)
 //! apart from the effects, so they are unit-tested on synthetic
@@ -15,6 +16,7 @@ pub mod backups;
 pub mod ebs;
 pub mod rds;
 pub mod rds_ops;
+pub mod route53;
 
 use std::time::Duration;
 
@@ -92,6 +94,13 @@ pub async fn run(stack: &str, p: &Progress) -> Result<(), String> {
     let docker = crate::runtime::docker::connect(&Progress::silent()).await.map_err(|e| e.to_string())?;
     let mut rds: Option<(rds_ops::Rds, backups::Backups)> = None;
     let mut last_rds_error = String::new();
+    // Route 53's checkers keep their own interval and may wait seconds on
+    // a frozen node: a task of their own, so RDS's detection never waits.
+    if let Ok(Some(st)) = state::load(stack) {
+        if st.instances.iter().any(|i| i.service == crate::stack::ServiceKind::Route53.as_str()) {
+            tokio::spawn(route53::run(stack.to_string(), p.clone()));
+        }
+    }
     loop {
         let st = match state::load(stack) {
             Ok(Some(s)) => s,

@@ -215,7 +215,7 @@ impl Sim {
         }
         // The stack's control plane is this program, run inside the stack.
         let control = if self.control_plane
-            && kinds.iter().any(|k| matches!(k, ServiceKind::Kubernetes | ServiceKind::Postgres))
+            && kinds.iter().any(|k| matches!(k, ServiceKind::Kubernetes | ServiceKind::Postgres | ServiceKind::Route53))
         {
             Some(crate::companion::SIM.locate().map_err(|e| Error::usage(e, "the stack's control plane runs it"))?)
         } else {
@@ -351,7 +351,7 @@ impl Sim {
         }
         timings.phases.push(("readiness".into(), t.elapsed()));
         if let Some(binary) = &control {
-            p.say("starting the stack's control plane (RDS failover, EBS volumes)");
+            p.say("starting the stack's control plane (RDS failover, EBS volumes, Route 53 health checks)");
             crate::control::start(docker, labels, set, binary).await?;
         }
         timings.total = started.elapsed();
@@ -431,6 +431,15 @@ async fn start_containers(
 ) -> Result<Vec<InstanceState>> {
     let mut specs: Vec<(ServiceKind, crate::spec::ContainerSpec)> =
         kinds.iter().flat_map(|k| services::service(*k).specs(cx).into_iter().map(move |s| (*k, s))).collect();
+    // With Route 53 in the stack, every container's resolver forwards what
+    // Docker's own does not know to the VPC's resolver in its subnet.
+    if stack.route53.is_some() {
+        for (_, spec) in specs.iter_mut().filter(|(k, _)| *k != ServiceKind::Route53) {
+            if let Some((_, _, net)) = stack.subnets().find(|(_, _, net)| net.contains(spec.address)) {
+                spec.dns = vec![services::route53::resolver_in(net)];
+            }
+        }
+    }
     p.say(&format!("starting {} containers", specs.len()));
     let started = join_all(specs.iter_mut().map(|(_, s)| start_on_free_ports(docker, s, labels))).await;
     let mut instances = vec![];

@@ -40,6 +40,8 @@ pub const UPSTREAM_KAFKA: &str = "apache/kafka:4.1.1";
 /// The 1.x line (Debian's offline image is 1.6; the API is the same).
 pub const UPSTREAM_INFLUXDB: &str = "influxdb:1.8.10";
 pub const UPSTREAM_HAPROXY: &str = "haproxy:2.8.14";
+/// PowerDNS Authoritative, the release Debian 12 ships.
+pub const UPSTREAM_PDNS: &str = "powerdns/pdns-auth-47:4.7.4";
 /// Real Vault, in server mode with file storage (offline: `vault-lite`).
 pub const UPSTREAM_VAULT: &str = "hashicorp/vault:1.17.6";
 /// The same LocalStack as the offline image's runtime (recipes/localstack).
@@ -87,6 +89,7 @@ pub fn image_for(kind: ServiceKind, set: ImageSet) -> String {
             ServiceKind::S3 => UPSTREAM_LOCALSTACK.to_string(),
             ServiceKind::Kubernetes => kubernetes::UPSTREAM_NODE.to_string(),
             ServiceKind::Alb => UPSTREAM_HAPROXY.to_string(),
+            ServiceKind::Route53 => UPSTREAM_PDNS.to_string(),
         },
         ImageSet::Offline => recipe::for_service(kind).tag(),
     }

@@ -136,6 +136,19 @@ pub fn haproxy() -> Recipe {
     }
 }
 
+/// PowerDNS Authoritative: Route 53's hosted zones.
+pub fn pdns() -> Recipe {
+    Recipe {
+        name: "pdns",
+        kind: RecipeKind::Dockerfile {
+            dockerfile: include_str!("recipes/pdns/Dockerfile"),
+            files: &[],
+            fetch: None,
+            embeds: &[],
+        },
+    }
+}
+
 /// LocalStack's S3, run by its Python runtime (no Docker inside).
 pub fn localstack() -> Recipe {
     Recipe {
@@ -173,6 +186,7 @@ pub fn for_service(kind: ServiceKind) -> Recipe {
         ServiceKind::S3 => localstack(),
         ServiceKind::Kubernetes => super::kubernetes::node(),
         ServiceKind::Alb => haproxy(),
+        ServiceKind::Route53 => pdns(),
         // Our own servers, mounted into the base.
         ServiceKind::Auth0 | ServiceKind::Vault | ServiceKind::Api => base(),
     }

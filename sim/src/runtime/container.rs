@@ -54,14 +54,20 @@ pub fn container_name(stack: &str, instance: &str) -> String {
 /// The container's Docker-side shape. Pure, so the published-port and label
 /// rules are unit-tested.
 pub fn create_body(spec: &ContainerSpec, labels: &Labels) -> ContainerCreateBody {
-    let ports: Vec<String> = spec.published.iter().map(|p| format!("{}/tcp", p.container)).collect();
+    let protocols = |p: &crate::spec::Publish| {
+        let (port, host) = (p.container, p.host);
+        let udp = spec.udp.contains(&port).then_some("udp");
+        ["tcp"].into_iter().chain(udp).map(move |proto| (format!("{port}/{proto}"), host))
+    };
+    let ports: Vec<String> = spec.published.iter().flat_map(protocols).map(|(k, _)| k).collect();
     let bindings = spec
         .published
         .iter()
-        .map(|p| {
-            let host_port = p.host.map(|h| h.to_string()).unwrap_or_default();
+        .flat_map(protocols)
+        .map(|(key, host)| {
+            let host_port = host.map(|h| h.to_string()).unwrap_or_default();
             let binding = PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(host_port) };
-            (format!("{}/tcp", p.container), Some(vec![binding]))
+            (key, Some(vec![binding]))
         })
         .collect();
     let binds = spec
@@ -79,6 +85,7 @@ pub fn create_body(spec: &ContainerSpec, labels: &Labels) -> ContainerCreateBody
         binds: Some(binds),
         init: Some(true),
         extra_hosts: (!extra_hosts.is_empty()).then_some(extra_hosts),
+        dns: (!spec.dns.is_empty()).then(|| spec.dns.iter().map(|a| a.to_string()).collect()),
         ..Default::default()
     };
     if spec.sandbox == Sandbox::Node {

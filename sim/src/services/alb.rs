@@ -15,7 +15,10 @@
 //!   and up as ALB's default security policy; port 80 redirects to it;
 //! - the target group is the backend `targets`: checked every interval, a
 //!   target leaves after `unhealthy` failed checks and returns after
-//!   `healthy` good ones;
+//!   `healthy` good ones. HAProxy bounds a check's connect by the
+//!   backend's connect timeout, so that is the check's timeout there (ELB
+//!   bounds the whole check by it); the unchecked `fail_open` backend keeps
+//!   ALB's 10 s;
 //! - fail-open: when no target is healthy, ALB sends to all of them
 //!   anyway, here the backend `fail_open` (the same targets, unchecked);
 //! - cross-zone on: each node spreads over every AZ's targets; off, over
@@ -120,7 +123,7 @@ pub fn haproxy_config(alb: &Settings, az: &str, targets: &[Target]) -> String {
          # No healthy target: ALB fails open to all of them.\n    \
          default_backend fail_open\n\n\
          backend {TARGETS}\n    balance roundrobin\n    option httpchk GET {path}\n    \
-         http-check expect status 200\n    timeout check {timeout}\n    \
+         http-check expect status 200\n    timeout connect {timeout}\n    timeout check {timeout}\n    \
          default-server inter {interval} fall {fall} rise {rise}\n{checked}\n\
          backend fail_open\n    balance roundrobin\n{unchecked}",
         path = h.path,

@@ -13,6 +13,7 @@ pub mod kafka;
 pub mod kubernetes;
 pub mod lifecycle;
 pub mod postgres;
+pub mod route53;
 pub mod s3;
 pub mod vault;
 
@@ -76,8 +77,10 @@ pub trait Service: Sync {
         None
     }
 
-    /// Whether the service starts only after Vault is bootstrapped (it is
-    /// configured with Vault's scoped token, which exists only then).
+    /// Whether the service starts in the second pass, after Vault is
+    /// bootstrapped and every other service is ready (it is configured
+    /// with Vault's scoped token, which exists only then, or names every
+    /// other instance).
     fn after_vault(&self) -> bool {
         false
     }
@@ -142,6 +145,7 @@ pub fn service(kind: ServiceKind) -> &'static dyn Service {
         ServiceKind::Kafka => &kafka::Kafka,
         ServiceKind::Kubernetes => &kubernetes::Kubernetes,
         ServiceKind::Postgres => &postgres::Postgres,
+        ServiceKind::Route53 => &route53::Route53,
         ServiceKind::S3 => &s3::S3,
         ServiceKind::Vault => &vault::Vault,
     }

@@ -291,3 +291,99 @@ mod tests {
         assert!(e.contains("private subnet"), "{e}");
     }
 }
+
+/// Route 53 for the stack: a public hosted zone with the API's failover
+/// record and a private hosted zone for the VPC, served by one regional
+/// DNS server (in no AZ, as Route 53 is) that every subnet reaches at its
+/// `.2`, the address AWS reserves for the VPC's resolver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route53 {
+    pub public_zone: String,
+    pub private_zone: String,
+    /// How often the health checkers ask (Route 53 offers 30 s or 10 s).
+    pub health_check_interval: Duration,
+    /// Checks in a row that turn an endpoint unhealthy, or healthy again.
+    pub failure_threshold: u32,
+    /// The TTL of every record the stack writes.
+    pub ttl: Duration,
+}
+
+pub fn default_route53() -> Route53 {
+    Route53 {
+        public_zone: "voyager.example".into(),
+        private_zone: "voyager.internal".into(),
+        health_check_interval: Duration::from_secs(30),
+        failure_threshold: 3,
+        ttl: Duration::from_secs(60),
+    }
+}
+
+/// `[service.route53]`'s keys as written.
+#[derive(Default)]
+pub(crate) struct RawRoute53<'a> {
+    pub public_zone: Option<&'a Spanned<String>>,
+    pub private_zone: Option<&'a Spanned<String>>,
+    pub health_check_interval: Option<&'a Spanned<String>>,
+    pub failure_threshold: Option<&'a Spanned<i64>>,
+    pub ttl: Option<&'a Spanned<String>>,
+}
+
+/// `[service.route53]` checked: zones are DNS names, the interval one of
+/// Route 53's two (or, for a short CI run, anything from 1 s to 30 s), the
+/// threshold 1–10 as Route 53 allows.
+pub(crate) fn route53_settings(c: &mut Collector, raw: &RawRoute53) -> Route53 {
+    let d = default_route53();
+    let zone = |c: &mut Collector, v: Option<&Spanned<String>>, key: &str, default: &str| match v {
+        Some(v) if is_domain(v.get_ref()) => v.get_ref().to_ascii_lowercase(),
+        Some(v) => {
+            c.push(
+                v.span(),
+                format!("{key} `{}` is not a DNS name", v.get_ref()),
+                format!("write it like `{default}`"),
+            );
+            default.to_string()
+        }
+        None => default.to_string(),
+    };
+    let public_zone = zone(c, raw.public_zone, "public_zone", &d.public_zone);
+    let private_zone = zone(c, raw.private_zone, "private_zone", &d.private_zone);
+    if public_zone == private_zone {
+        if let Some(v) = raw.private_zone {
+            c.push(v.span(), "the private zone has the public zone's name", "give the VPC's zone a name of its own");
+        }
+    }
+    Route53 {
+        public_zone,
+        private_zone,
+        health_check_interval: seconds(
+            c,
+            raw.health_check_interval,
+            "health_check_interval",
+            d.health_check_interval,
+            (1, 30),
+        ),
+        failure_threshold: count(c, raw.failure_threshold, "failure_threshold", d.failure_threshold, (1, 10)),
+        ttl: match raw.ttl {
+            Some(v) if v.get_ref() == "0s" => Duration::ZERO,
+            v => seconds(c, v, "ttl", d.ttl, (1, 172_800)),
+        },
+    }
+}
+
+/// Whether `name` is `zone` or inside it.
+pub fn in_zone(name: &str, zone: &str) -> bool {
+    name == zone || name.ends_with(&format!(".{zone}"))
+}
+
+/// `[service.route53]` as a stack file writes it; parses back to `r`.
+pub fn route53_toml(r: &Route53) -> String {
+    format!(
+        "\n[service.route53]\npublic_zone = \"{}\"\nprivate_zone = \"{}\"\nhealth_check_interval = \"{}ms\"\n\
+         failure_threshold = {}\nttl = \"{}s\"\n",
+        r.public_zone,
+        r.private_zone,
+        r.health_check_interval.as_millis(),
+        r.failure_threshold,
+        r.ttl.as_secs()
+    )
+}

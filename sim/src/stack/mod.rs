@@ -9,7 +9,7 @@ pub mod model;
 pub mod parse;
 
 pub use cidr::{Cidr, CidrError};
-pub use edge::{Alb, HealthCheck, RateLimit};
+pub use edge::{Alb, HealthCheck, RateLimit, Route53};
 pub use kubernetes::{Kubernetes, NodeGroup, Taint, TaintEffect};
 pub use model::{Az, Instance, Rds, Service, ServiceKind, Stack, Tier};
 pub use parse::{parse_stack, Problem, StackError};

@@ -25,6 +25,8 @@ pub struct Stack {
     pub rds: Option<Rds>,
     /// The load balancer's settings, when the stack runs one.
     pub alb: Option<super::edge::Alb>,
+    /// Route 53's settings, when the stack runs its DNS.
+    pub route53: Option<super::edge::Route53>,
 }
 
 /// How RDS runs a stack's PostgreSQL.
@@ -76,6 +78,7 @@ pub enum ServiceKind {
     Kafka,
     Kubernetes,
     Postgres,
+    Route53,
     S3,
     Vault,
 }
@@ -136,6 +139,9 @@ impl Stack {
         if !kinds.contains(&ServiceKind::Alb) {
             s.alb = None;
         }
+        if !kinds.contains(&ServiceKind::Route53) {
+            s.route53 = None;
+        }
         s
     }
 
@@ -188,6 +194,9 @@ impl Stack {
             }
             if let (ServiceKind::Alb, Some(a)) = (svc.kind, &self.alb) {
                 out += &super::edge::alb_toml(a);
+            }
+            if let (ServiceKind::Route53, Some(r)) = (svc.kind, &self.route53) {
+                out += &super::edge::route53_toml(r);
             }
             for inst in &svc.instances {
                 out += &format!(
@@ -263,6 +272,7 @@ impl ServiceKind {
         ServiceKind::Kafka,
         ServiceKind::Kubernetes,
         ServiceKind::Postgres,
+        ServiceKind::Route53,
         ServiceKind::S3,
         ServiceKind::Vault,
     ];
@@ -276,6 +286,7 @@ impl ServiceKind {
             ServiceKind::Kafka => "kafka",
             ServiceKind::Kubernetes => "kubernetes",
             ServiceKind::Postgres => "postgres",
+            ServiceKind::Route53 => "route53",
             ServiceKind::Vault => "vault",
             ServiceKind::S3 => "s3",
         }
@@ -295,6 +306,7 @@ impl ServiceKind {
             ServiceKind::Kubernetes => &["control-plane", "worker"],
             ServiceKind::Auth0 => &["tenant"],
             ServiceKind::Alb => &["node"],
+            ServiceKind::Route53 => &["resolver"],
             ServiceKind::Vault | ServiceKind::S3 | ServiceKind::Api => &["server"],
         }
     }

@@ -101,9 +101,34 @@ struct RawService {
     idle_timeout: Option<Spanned<String>>,
     rate_limit: Option<Spanned<i64>>,
     rate_limit_window: Option<Spanned<String>>,
+    // Route 53 only (and `health_check_interval`, which the ALB shares).
+    public_zone: Option<Spanned<String>>,
+    private_zone: Option<Spanned<String>>,
+    failure_threshold: Option<Spanned<i64>>,
+    ttl: Option<Spanned<String>>,
 }
 
 impl RawService {
+    fn route53(&self) -> super::edge::RawRoute53<'_> {
+        super::edge::RawRoute53 {
+            public_zone: self.public_zone.as_ref(),
+            private_zone: self.private_zone.as_ref(),
+            health_check_interval: self.health_check_interval.as_ref(),
+            failure_threshold: self.failure_threshold.as_ref(),
+            ttl: self.ttl.as_ref(),
+        }
+    }
+
+    fn route53_spans(&self) -> Vec<(&'static str, Range<usize>)> {
+        let mut out: Vec<(&'static str, Range<usize>)> =
+            [("public_zone", &self.public_zone), ("private_zone", &self.private_zone), ("ttl", &self.ttl)]
+                .into_iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| (k, v.span())))
+                .collect();
+        out.extend(self.failure_threshold.as_ref().map(|v| ("failure_threshold", v.span())));
+        out
+    }
+
     fn alb(&self) -> super::edge::RawAlb<'_> {
         super::edge::RawAlb {
             domain: self.domain.as_ref(),
@@ -416,6 +441,7 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
     let mut kubernetes: Option<Kubernetes> = None;
     let mut rds: Option<Rds> = None;
     let mut alb: Option<super::edge::Alb> = None;
+    let mut route53: Option<super::edge::Route53> = None;
     for (svc_name, svc) in &raw.service {
         let kind = match svc_name.get_ref().parse::<ServiceKind>() {
             Ok(k) => k,
@@ -428,7 +454,7 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
                 continue;
             }
         };
-        if svc.get_ref().instance.is_empty() && kind != ServiceKind::Kubernetes {
+        if svc.get_ref().instance.is_empty() && !matches!(kind, ServiceKind::Kubernetes | ServiceKind::Route53) {
             c.push(
                 svc.span(),
                 format!("service `{kind}` has no instances"),
@@ -445,7 +471,28 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
             alb = Some(super::edge::alb_settings(c, &svc.get_ref().alb(), svc.span()));
         } else {
             for (key, span) in svc.get_ref().alb_spans() {
+                if kind == ServiceKind::Route53 && key == "health_check_interval" {
+                    continue;
+                }
                 c.push(span, format!("`{key}` is an ALB setting, not one of {kind}"), "move it under `[service.alb]`");
+            }
+        }
+        if kind == ServiceKind::Route53 {
+            route53 = Some(super::edge::route53_settings(c, &svc.get_ref().route53()));
+            if let Some(inst) = svc.get_ref().instance.first() {
+                c.push(
+                    inst.span(),
+                    "Route 53 has no instances: it is regional, in no AZ",
+                    "remove `[[service.route53.instance]]`; its server answers at every subnet's .2",
+                );
+            }
+        } else {
+            for (key, span) in svc.get_ref().route53_spans() {
+                c.push(
+                    span,
+                    format!("`{key}` is a Route 53 setting, not one of {kind}"),
+                    "move it under `[service.route53]`",
+                );
             }
         }
         if kind == ServiceKind::Postgres {
@@ -799,11 +846,25 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
             group: p.group,
         });
     }
+    if route53.is_some() {
+        // Route 53 is a service of the stack with no instance of its own.
+        by_kind.entry(ServiceKind::Route53).or_default();
+    }
     for (kind, instances) in by_kind {
         services.push(Service { kind, instances });
     }
 
-    Some(Stack { name: name?, vpc: vpc?, inter_az_latency: latency?, azs, services, kubernetes, rds, alb })
+    if let (Some(r), Some(a)) = (&route53, &alb) {
+        if !super::edge::in_zone(&a.domain, &r.public_zone) {
+            let at = raw.service.iter().find(|(k, _)| k.get_ref() == "alb").map(|(_, v)| v.span()).unwrap_or(0..0);
+            c.push(
+                at,
+                format!("the ALB's domain {} is not in Route 53's public zone {}", a.domain, r.public_zone),
+                "make `domain` a name under `public_zone`",
+            );
+        }
+    }
+    Some(Stack { name: name?, vpc: vpc?, inter_az_latency: latency?, azs, services, kubernetes, rds, alb, route53 })
 }
 
 /// Most nodes one node group may have in one AZ (each is a container).

@@ -239,6 +239,12 @@ fn endpoints_spec(cx: &SpecContext) -> ContainerSpec {
             .iter()
             .map(|az| network_name(cx.stack_name, &az.name, Tier::Private))
             .collect(),
+        // The same host number in every AZ: an address Docker picked would
+        // be its lowest free one, the .2 the VPC's resolver holds.
+        extra_addresses: cx.stack.azs[1..]
+            .iter()
+            .map(|az| (network_name(cx.stack_name, &az.name, Tier::Private), az.private.nth(ENDPOINTS_HOST)))
+            .collect(),
         files: vec![(HAPROXY_CFG.into(), 0o644, haproxy_config(cx.stack))],
         entrypoint: Some(vec!["haproxy".into()]),
         user: Some("haproxy".into()),
