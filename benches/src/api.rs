@@ -1,9 +1,11 @@
 //! `voyager-bench api [--seconds S] [--concurrency C...]`: what voyager-api
-//! sustains on this machine. The stack's tiers and its three replicas come
-//! up (no Kubernetes); a tenant token is fetched once; then, per
-//! concurrency level, C clients each send `POST /v1/runs` back to back for
-//! S seconds, spread over the replicas (each client keeps its connection,
-//! as an application's pool does). Printed: answers per second, the share
+//! sustains on this machine, straight to its replicas and through the
+//! ALB. The stack's tiers, its three replicas and the ALB come up (no
+//! Kubernetes; the WAF rule off, since this measures the balancer, not the
+//! limit); a tenant token is fetched once; then, per concurrency level and
+//! path, C clients each send `POST /v1/runs` back to back for S seconds,
+//! spread over the replicas or the ALB's nodes (each client keeps its
+//! connection, as an application's pool does). Printed: answers per second, the share
 //! that were 201, p50/p99/max latency. Closed-loop on purpose: it finds the
 //! ceiling; the scenarios' open-model load measures latency under a rate.
 
@@ -18,7 +20,7 @@ use voyager_sim::{ImageSource, Progress, ServiceKind, Sim};
 /// The service and the tiers it needs.
 fn kinds() -> Vec<ServiceKind> {
     let mut k = voyager_sim::services::api::NEEDS.to_vec();
-    k.push(ServiceKind::Api);
+    k.extend([ServiceKind::Api, ServiceKind::Alb]);
     k
 }
 
@@ -29,7 +31,8 @@ fn ms(d: Duration) -> String {
 pub async fn api(seconds: u64, levels: &[usize]) {
     let kinds = kinds();
     build_images(ImageSet::Offline, &kinds, &Progress::stderr()).await.expect("offline images");
-    let stack = builtin_stack().relocated("10.248.0.0/16".parse().unwrap()).unwrap();
+    let mut stack = builtin_stack().relocated("10.248.0.0/16".parse().unwrap()).unwrap();
+    stack.alb.as_mut().expect("the built-in stack has an ALB").rate_limit = None;
     let running = Sim::new(stack)
         .with_name("bench-api")
         .with_only(&kinds)
@@ -39,11 +42,14 @@ pub async fn api(seconds: u64, levels: &[usize]) {
         .await
         .expect("up");
     let env: BTreeMap<String, String> = running.env().into_iter().collect();
-    let replicas: Vec<String> = env
-        .iter()
-        .filter(|(k, _)| k.starts_with("VOYAGER_API_") && k.ends_with("_URL"))
-        .map(|(_, v)| v.clone())
-        .collect();
+    let urls = |prefix: &str| -> Vec<String> {
+        env.iter()
+            .filter(|(k, _)| k.starts_with(prefix) && k.ends_with("_URL") && k.len() == prefix.len() + 5)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    let (replicas, nodes) = (urls("VOYAGER_API_"), urls("VOYAGER_ALB_"));
+    let ca = std::fs::read_to_string(&env["VOYAGER_CA_CERT"]).expect("the stack's CA");
     let grant = format!(
         r#"{{"grant_type":"client_credentials","client_id":"{}","client_secret":"{}","audience":"{}"}}"#,
         env["AUTH0_CLIENT_ID"], env["AUTH0_CLIENT_SECRET"], env["AUTH0_AUDIENCE"]
@@ -59,18 +65,23 @@ pub async fn api(seconds: u64, levels: &[usize]) {
     .expect("a token");
     let token: String = t.body.split("\"access_token\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap().into();
     let auth = format!("Bearer {token}");
-    println!("voyager-api: {} replicas, {seconds}s per level, closed loop", replicas.len());
-    for &c in levels {
+    println!(
+        "voyager-api: {} replicas, {} ALB nodes (HTTPS), {seconds}s per level, closed loop",
+        replicas.len(),
+        nodes.len()
+    );
+    for (&c, (path, targets)) in levels.iter().flat_map(|c| [(c, ("replicas", &replicas)), (c, ("alb", &nodes))]) {
+        let ca = ca.clone();
         let start = Instant::now();
         let until = start + Duration::from_secs(seconds);
         let clients = (0..c).map(|i| {
-            let url = format!("{}/v1/runs", replicas[i % replicas.len()]);
-            let auth = auth.clone();
+            let url = format!("{}/v1/runs", targets[i % targets.len()]);
+            let (auth, ca) = (auth.clone(), ca.clone());
             tokio::spawn(async move {
-                let http = HttpClient::new();
+                let http = HttpClient::trusting(&ca).expect("the CA parses");
                 let (mut lat, mut ok, mut n) = (vec![], 0u64, 0u64);
                 while Instant::now() < until {
-                    let body = format!(r#"{{"id":"bench-{c}-{i}-{n}"}}"#);
+                    let body = format!(r#"{{"id":"bench-{path}-{c}-{i}-{n}"}}"#);
                     let t = Instant::now();
                     let r = request_with(
                         &http,
@@ -98,7 +109,7 @@ pub async fn api(seconds: u64, levels: &[usize]) {
         lat.sort();
         let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
         println!(
-            "concurrency {c:<3} {:>7.1} answers/s  {:>5.1}% 201  p50 {}  p99 {}  max {}",
+            "{path:<8} concurrency {c:<3} {:>7.1} answers/s  {:>5.1}% 201  p50 {}  p99 {}  max {}",
             lat.len() as f64 / took,
             100.0 * ok as f64 / lat.len().max(1) as f64,
             ms(pct(0.5)),

@@ -20,16 +20,20 @@ pub enum Op {
     KafkaProduce,
     PostgresInsert,
     InfluxWrite,
+    /// A run created through the edge (Route 53, the ALB, voyager-api),
+    /// held only when every tier holds it.
+    ApiRequest,
 }
 
 impl Op {
-    pub const ALL: [Op; 3] = [Op::KafkaProduce, Op::PostgresInsert, Op::InfluxWrite];
+    pub const ALL: [Op; 4] = [Op::KafkaProduce, Op::PostgresInsert, Op::InfluxWrite, Op::ApiRequest];
 
     pub fn as_str(&self) -> &'static str {
         match self {
             Op::KafkaProduce => "kafka_produce",
             Op::PostgresInsert => "postgres_insert",
             Op::InfluxWrite => "influx_write",
+            Op::ApiRequest => "api_request",
         }
     }
 
@@ -39,6 +43,7 @@ impl Op {
             Op::KafkaProduce => "kafka",
             Op::PostgresInsert => "postgres",
             Op::InfluxWrite => "influxdb",
+            Op::ApiRequest => "api",
         }
     }
 

@@ -302,7 +302,6 @@ const KINDS: &[&str] = &[
     "loss",
     "bandwidth",
 ];
-const TIERS: &[&str] = &["kafka", "postgres", "influxdb"];
 
 fn phase(s: &str) -> Option<Phase> {
     match s {
@@ -471,8 +470,9 @@ pub fn parse_scenario(file: &Path, text: &str) -> Result<Scenario, StackError> {
         ..Default::default()
     };
     for (tier, d) in &raw.expect.recovery {
-        if !TIERS.contains(&tier.get_ref().as_str()) {
-            c.push(tier.span(), format!("unknown tier `{}`", tier.get_ref()), format!("use {}", TIERS.join(", ")));
+        if !Op::ALL.iter().any(|o| o.tier() == tier.get_ref().as_str()) {
+            let tiers = Op::ALL.map(|o| o.tier()).join(", ");
+            c.push(tier.span(), format!("unknown tier `{}`", tier.get_ref()), format!("use {tiers}"));
             continue;
         }
         let v = dur(&mut c, d, "expect.recovery");

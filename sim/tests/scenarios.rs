@@ -33,6 +33,14 @@ async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
     // RDS's detection shortened the same way, so az-loss-a's shortened
     // 12 s outage of the primary's AZ ends in a failover.
     stack.rds.as_mut().expect("the built-in stack runs RDS").failover_detection = Duration::from_secs(5);
+    // The edge's timers too: platform-az-loss's 12 s outage then sees the
+    // ALB take AZ b's target out and Route 53 drop its node.
+    let alb = stack.alb.as_mut().expect("the built-in stack has an ALB");
+    alb.health_check.interval = Duration::from_secs(2);
+    alb.health_check.timeout = Duration::from_secs(1);
+    let r53 = stack.route53.as_mut().expect("the built-in stack has Route 53");
+    r53.health_check_interval = Duration::from_secs(2);
+    r53.ttl = Duration::from_secs(5);
     let mut running = voyager_sim::Sim::new(stack)
         .with_images(voyager_sim::ImageSource::Offline)
         .with_progress(Progress::stderr())
@@ -57,6 +65,7 @@ async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
         "az-loss-a",
         "db-failover",
         "db-pitr",
+        "platform-az-loss",
     ];
     let mut sorted = shipped.clone();
     sorted.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(usize::MAX));
@@ -114,6 +123,22 @@ async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
             assert!(o.not_ready_s.is_some() && o.evicted_s.is_some() && o.ready_again_s.is_some(), "{o:?}");
             assert_eq!(k.zones.len(), 3);
             assert!(report.html().contains("zone us-east-1b"));
+        }
+        if name == "platform-az-loss" {
+            // Requests from outside were checked in all four tiers, and the
+            // edge acted on the lost AZ: the ALB took its target out, DNS
+            // its node, and both took them back after the heal.
+            let c = report
+                .checks
+                .iter()
+                .find(|c| c.op == voyager_sim::ledger::Op::ApiRequest)
+                .expect("api_request was judged");
+            assert!(c.acknowledged > 0, "{c:?}");
+            let e = report.edge.as_ref().expect("the report has the edge's section");
+            let o = e.outages.iter().find(|o| o.zone == "b").expect("AZ b's outage");
+            assert!(o.alb_out_s.is_some() && o.dns_out_s.is_some(), "{o:?}");
+            assert!(o.alb_back_s.is_some() && o.dns_back_s.is_some(), "{o:?}");
+            assert!(report.html().contains("Edge: ALB targets and Route 53"));
         }
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["schema"], 1);

@@ -10,7 +10,10 @@ use serde::Serialize;
 
 use crate::ledger::{Check, Duplicate};
 
+mod edge;
 mod junit;
+
+pub use edge::{EdgeOutage, EdgeReport, EdgeZone};
 
 pub const SCHEMA: u32 = 1;
 
@@ -36,6 +39,9 @@ pub struct Report {
     /// What the cluster did with the scenario's workloads, when it has any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubeReport>,
+    /// The ALB's targets and Route 53's answers, when the stack has an ALB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge: Option<EdgeReport>,
     /// What the stack's control plane did during the run (detach, attach,
     /// failover, rebuild), on the timeline.
     #[serde(default)]
@@ -390,6 +396,9 @@ impl Report {
         if let Some(k) = &self.kubernetes {
             h += &self.kube_html(k);
         }
+        if let Some(e) = &self.edge {
+            h += &edge::html(e, &self.faults, self.duration_s);
+        }
         if !self.notes.is_empty() {
             h += "<h2>Notes</h2><ul>";
             for n in &self.notes {
@@ -632,6 +641,7 @@ mod tests {
             }],
             checks: vec![c],
             kubernetes: None,
+            edge: None,
             restore: None,
             control: vec![],
             notes: vec![],

@@ -8,6 +8,7 @@
 //! restore after it, `soak` is the chaos soak over many runs.
 
 mod analysis;
+mod edge;
 mod kube;
 mod readback;
 mod restore;
@@ -20,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
 use crate::harness::RunningStack;
-use crate::ledger::{check, Ledger};
+use crate::ledger::{check, Ledger, Op};
 use crate::load::{self, Sample, Targets};
 use crate::progress::Progress;
 use crate::report::{ControlMark, FaultMark, Report, SCHEMA};
@@ -66,9 +67,16 @@ pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOption
         crate::runtime::labels::random_suffix()
     );
     let kafka = stack.kafka().map(|k| k.bootstrap_servers);
+    let api = if sc.rates.get(&Op::ApiRequest).is_some_and(|r| *r > 0.0) {
+        crate::load::api::ApiTarget::of(stack.state(), &run_tag)
+            .map_err(|e| Error::usage(format!("api_request: {e}"), "check `voyager-sim status`"))?
+    } else {
+        None
+    };
     let targets = Arc::new(
         Targets::new(&run_tag, kafka.as_deref(), stack.postgres(), stack.influxdb())
-            .map_err(|e| Error::usage(e, "check `voyager-sim status`"))?,
+            .map_err(|e| Error::usage(e, "check `voyager-sim status`"))?
+            .with_api(api),
     );
     for op in sc.rates.iter().filter(|(_, r)| **r > 0.0).map(|(o, _)| *o) {
         if !targets.supports(op) {
@@ -129,6 +137,7 @@ pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOption
     let since_ms = crate::state::now_unix_ms();
     let progress = spawn_progress(start, sc.duration, p.clone());
     let observer = workloads.as_ref().map(|d| kube::spawn_observer(d, start, start + sc.duration));
+    let edge_observer = edge::Edge::of(stack.state()).map(|e| edge::spawn_observer(e, start, start + sc.duration));
 
     let mut marks: Vec<FaultMark> = vec![];
     let mut accident: Option<restore::Accident> = None;
@@ -209,6 +218,15 @@ pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOption
         Some(o) => o.await.unwrap_or_default(),
         None => vec![],
     };
+    let edge_seen = match edge_observer {
+        Some(o) => o.await.ok(),
+        None => None,
+    };
+    // The WAF's refusals, counted apart: they are the rule working.
+    let limited = samples.iter().filter(|s| s.status == Some(429)).count();
+    if limited > 0 {
+        notes.push(format!("api_request: {limited} request(s) answered 429 by the WAF's rate-based rule"));
+    }
 
     let mut ledger = Ledger::default();
     for s in &samples {
@@ -232,7 +250,7 @@ pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOption
             restored = Some(r);
             continue;
         }
-        let found = read_back(stack, op, &run_tag)
+        let found = read_back(stack, op, &run_tag, &mut notes)
             .await
             .map_err(|e| Error::usage(format!("reading back {}: {e}", op.as_str()), "check `voyager-sim status`"))?;
         checks.push(check(op, &ledger, &found));
@@ -259,6 +277,7 @@ pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOption
         checks,
         assertions: vec![],
         kubernetes: None,
+        edge: None,
         control,
         restore: restored,
         notes,
@@ -267,6 +286,9 @@ pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOption
     if let (Some(d), Some(w)) = (&workloads, &sc.kubernetes) {
         report.kubernetes = Some(kube::analyse(&snapshots, &report.faults, &sc, &stack.stack()?, w));
         kube::remove(d).await;
+    }
+    if let Some((e, snaps)) = &edge_seen {
+        report.edge = Some(edge::analyse(e, snaps, &report.faults, &sc, report.duration_s));
     }
     report.assertions = assertions(&report, &sc);
     report.passed = report.assertions.iter().all(|a| a.passed);
@@ -348,6 +370,7 @@ mod tests {
             intended: Duration::from_millis(intended_ms),
             latency: Duration::from_millis(latency_ms),
             outcome,
+            status: None,
         }
     }
 

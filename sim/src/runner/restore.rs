@@ -139,6 +139,7 @@ mod tests {
             intended: Duration::from_millis(intended_ms),
             latency: Duration::from_millis(latency_ms),
             outcome,
+            status: None,
         }
     }
 

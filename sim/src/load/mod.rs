@@ -6,7 +6,10 @@
 //! seed, so the same seed replays the same load.
 //!
 //! Reads top-down like a goose load test: [`generate`] → one schedule per
-//! operation → [`Targets::execute`], plain async functions per service.
+//! operation → [`Targets::execute`], plain async functions per service;
+//! [`api`] is the request through the edge.
+
+pub mod api;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +41,9 @@ pub struct Sample {
     /// From the intended send time to the answer.
     pub latency: Duration,
     pub outcome: Outcome,
+    /// The HTTP status, for operations that get one (the WAF's 429s are
+    /// counted from it).
+    pub status: Option<u16>,
 }
 
 /// At most this many PostgreSQL connections, as an application's pool would
@@ -61,6 +67,7 @@ pub struct Targets {
     kafka: Option<FutureProducer>,
     postgres: Option<PgPool>,
     influx: Option<InfluxEndpoint>,
+    api: Option<api::ApiTarget>,
 }
 
 impl Targets {
@@ -100,7 +107,13 @@ impl Targets {
         });
         let epoch_ns =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        Ok(Targets { run: run.to_string(), epoch_ns, kafka, postgres, influx })
+        Ok(Targets { run: run.to_string(), epoch_ns, kafka, postgres, influx, api: None })
+    }
+
+    /// Requests through the edge as well.
+    pub fn with_api(mut self, api: Option<api::ApiTarget>) -> Targets {
+        self.api = api;
+        self
     }
 
     pub fn supports(&self, op: Op) -> bool {
@@ -108,6 +121,7 @@ impl Targets {
             Op::KafkaProduce => self.kafka.is_some(),
             Op::PostgresInsert => self.postgres.is_some(),
             Op::InfluxWrite => self.influx.is_some(),
+            Op::ApiRequest => self.api.is_some(),
         }
     }
 
@@ -138,11 +152,18 @@ impl Targets {
 
     /// One write, classified: acknowledged, failed (it certainly did not
     /// happen), or ambiguous (it may have).
-    pub async fn execute(&self, op: Op, id: u64) -> Outcome {
+    pub async fn execute(&self, op: Op, id: u64) -> (Outcome, Option<u16>) {
         match op {
-            Op::KafkaProduce => self.kafka_produce(id).await,
-            Op::PostgresInsert => self.postgres_insert(id).await,
-            Op::InfluxWrite => self.influx_write(id).await,
+            Op::KafkaProduce => (self.kafka_produce(id).await, None),
+            Op::PostgresInsert => (self.postgres_insert(id).await, None),
+            Op::InfluxWrite => (self.influx_write(id).await, None),
+            Op::ApiRequest => match &self.api {
+                Some(a) => {
+                    let r = a.request(id).await;
+                    (r.outcome, r.status)
+                }
+                None => (Outcome::Failed, None),
+            },
         }
     }
 
@@ -262,9 +283,9 @@ pub async fn generate(
                 let (targets, samples) = (targets.clone(), samples.clone());
                 inflight.push(tokio::spawn(async move {
                     let id = i as u64 + 1;
-                    let outcome = targets.execute(op, id).await;
+                    let (outcome, status) = targets.execute(op, id).await;
                     let latency = start.elapsed().saturating_sub(at);
-                    let _ = samples.send(Sample { op, id, intended: at, latency, outcome });
+                    let _ = samples.send(Sample { op, id, intended: at, latency, outcome, status });
                 }));
             }
             for t in inflight {
