@@ -73,6 +73,11 @@ pub struct Influx {
     write_url: String,
     ping_url: String,
     auth: String,
+    /// This process, as a tag: with its own strictly increasing
+    /// timestamps, no two of its points share a series and a time, which
+    /// InfluxDB would keep as one (the later overwrites the earlier).
+    host: String,
+    last_ns: std::sync::atomic::AtomicU64,
 }
 
 impl Influx {
@@ -82,19 +87,33 @@ impl Influx {
         Influx {
             http,
             write_url: format!(
-                "{}/write?db={}&rp={}&precision=ms",
+                "{}/write?db={}&rp={}&precision=ns",
                 cfg.influx_url,
                 sigv4::uri_encode(&cfg.influx_database, false),
                 sigv4::uri_encode(&cfg.influx_retention_policy, false)
             ),
             ping_url: format!("{}/ping", cfg.influx_url),
             auth: format!("Basic {basic}"),
+            host: std::env::var("HOSTNAME").unwrap_or_else(|_| format!("pid-{}", std::process::id())),
+            last_ns: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
+    /// Now in nanoseconds, and always later than the last point's.
+    fn stamp(&self) -> u64 {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        next_stamp(&self.last_ns, now)
+    }
+
     pub async fn write(&self, id: &str, subject: &str, zone: &str) -> Result<(), String> {
-        let line =
-            format!("api_requests,zone={} id=\"{}\",subject=\"{}\" {}", tag(zone), field(id), field(subject), now_ms());
+        let line = format!(
+            "api_requests,zone={},host={} id=\"{}\",subject=\"{}\" {}",
+            tag(zone),
+            tag(&self.host),
+            field(id),
+            field(subject),
+            self.stamp()
+        );
         let r =
             self.http.request("POST", &self.write_url, &[("authorization", self.auth.clone())], line.into()).await?;
         if r.status != 204 {
@@ -120,6 +139,13 @@ fn tag(s: &str) -> String {
 
 fn field(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// `now`, or one past the last stamp if the clock has not moved on since.
+fn next_stamp(last: &std::sync::atomic::AtomicU64, now: u64) -> u64 {
+    use std::sync::atomic::Ordering;
+    let prev = last.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| Some(now.max(l + 1)));
+    now.max(prev.unwrap_or(0) + 1)
 }
 
 fn now_ms() -> u128 {
@@ -204,6 +230,13 @@ impl S3 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn points_of_one_process_never_share_a_timestamp() {
+        let last = std::sync::atomic::AtomicU64::new(0);
+        let stamps: Vec<u64> = [100, 100, 100, 99, 250, 250].iter().map(|n| super::next_stamp(&last, *n)).collect();
+        assert_eq!(stamps, [100, 101, 102, 103, 250, 251]);
+    }
+
     use super::*;
 
     #[test]

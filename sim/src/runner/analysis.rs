@@ -168,33 +168,47 @@ pub(super) fn recovery(samples: &[Sample], marks: &[FaultMark], opts: &RunOption
 /// sent after the fault *completed*: a write held in a queue until the
 /// service is back is not a success at its send time, and one answered later
 /// than `timely` has not recovered yet. Returns (first acknowledged
-/// completion, start of the first run of timely acknowledged completions
-/// lasting `window` with nothing else in it, or clean to the end), both
+/// completion, start of the first `window` of timely acknowledged
+/// completions that no bad write overlaps, or clean to the end), both
 /// measured from the fault.
+///
+/// A bad write spans the time it shows the service broken: an
+/// acknowledgement that came late, from its send to its answer (the
+/// service was not answering); a failure or an ambiguous answer, from its
+/// send for `timely` (it was doomed when sent; how long the client then
+/// waited for its error says nothing of the service). So a window is not
+/// clean while requests sent in it are failing, however late their errors
+/// arrive.
 pub fn recovery_of<'a>(
     samples: impl Iterator<Item = &'a Sample>,
     at: Duration,
     window: Duration,
     timely: Duration,
 ) -> (Option<Duration>, Option<Duration>) {
-    let mut done: Vec<(Duration, bool, bool)> = samples
-        .filter(|s| s.intended >= at)
-        .map(|s| {
-            (s.intended + s.latency, s.outcome == Outcome::Acked && s.latency <= timely, s.outcome == Outcome::Acked)
-        })
-        .collect();
-    done.sort();
-    let first = done.iter().find(|(_, _, acked)| *acked).map(|(t, _, _)| *t - at);
-    let mut streak: Option<Duration> = None;
-    for (t, ok, _) in &done {
-        match (ok, streak) {
-            (false, _) => streak = None,
-            (true, None) => streak = Some(*t),
-            (true, Some(s)) if *t - s >= window => return (first, Some(s - at)),
-            _ => {}
+    let mut ok: Vec<Duration> = vec![];
+    let mut bad: Vec<(Duration, Duration)> = vec![];
+    let mut first: Option<Duration> = None;
+    for s in samples.filter(|s| s.intended >= at) {
+        let done = s.intended + s.latency;
+        if s.outcome == Outcome::Acked {
+            first = Some(first.map_or(done, |f: Duration| f.min(done)));
+        }
+        match (s.outcome == Outcome::Acked, s.latency <= timely) {
+            (true, true) => ok.push(done),
+            (true, false) => bad.push((s.intended, done)),
+            (false, _) => bad.push((s.intended, s.intended + timely)),
         }
     }
-    (first, streak.map(|s| s - at))
+    ok.sort();
+    let last = ok.last().copied();
+    let sustained = ok.iter().copied().find(|&start| {
+        let end = start + window;
+        // Confirmed by a timely acknowledgement at its end, or clean to the
+        // end of the run.
+        let confirmed = last.is_some_and(|l| l >= end) || !bad.iter().any(|(_, until)| *until > start);
+        confirmed && !bad.iter().any(|(from, until)| *from < end && *until > start)
+    });
+    (first.map(|f| f - at), sustained.map(|s| s - at))
 }
 
 pub(super) fn assertions(r: &Report, sc: &Scenario) -> Vec<Assertion> {

@@ -399,6 +399,18 @@ mod tests {
     }
 
     #[test]
+    fn a_request_failing_late_counts_at_its_send_not_its_error() {
+        // Fault at 10 s; a request sent at 10.5 s waits 30 s for its error
+        // while everything else answers at once: recovered once it was
+        // sent and its `timely` second passed, not when its error came.
+        let mut s: Vec<Sample> = (0..200).map(|i| sample(10_000 + i * 100, 5, Outcome::Acked)).collect();
+        s.push(sample(10_550, 30_000, Outcome::Ambiguous));
+        let (_, sustained) =
+            recovery_of(s.iter(), Duration::from_secs(10), Duration::from_secs(5), Duration::from_secs(1));
+        assert_eq!(sustained, Some(Duration::from_millis(1_605)));
+    }
+
+    #[test]
     fn never_succeeding_again_is_no_recovery() {
         let s = [
             sample(9_000, 10, Outcome::Acked),
