@@ -138,8 +138,9 @@ pub fn analyse(e: &Edge, snaps: &[Snapshot], marks: &[FaultMark], sc: &Scenario,
                 .find(|s| after(s.at_s) && s.dns.as_ref().is_some_and(|d| !d.iter().any(|a| node.contains(a))));
             let healed = m.heal_at_s.unwrap_or(duration_s);
             let back = |pred: &dyn Fn(&Snapshot) -> bool| snaps.iter().find(|s| s.at_s >= healed && pred(s));
-            let alb_back = back(&|s| s.healthy.get(&az).copied().unwrap_or(0) > 0);
-            let dns_back = back(&|s| s.dns.as_ref().is_some_and(|d| d.iter().any(|a| node.contains(a))));
+            // Back only from what was out: a node DNS never dropped did not return.
+            let alb_back = alb_out.and(back(&|s| s.healthy.get(&az).copied().unwrap_or(0) > 0));
+            let dns_back = dns_out.and(back(&|s| s.dns.as_ref().is_some_and(|d| d.iter().any(|a| node.contains(a)))));
             outages.push(EdgeOutage {
                 fault: m.label.clone(),
                 zone: az.clone(),
@@ -204,5 +205,10 @@ mod tests {
         let zb = r.zones.iter().find(|z| z.zone == "b").unwrap();
         assert_eq!((zb.healthy_targets[13], zb.healthy_targets[14], zb.in_dns[19], zb.in_dns[20]), (1, 0, 1, 0));
         assert!(r.maintenance.iter().all(|m| !m), "the primary answered throughout");
+        // A node DNS never dropped (Route 53 slower than the outage) is not
+        // said to come back.
+        let steady: Vec<Snapshot> = snaps.iter().map(|s| Snapshot { dns: Some(vec![a, b]), ..s.clone() }).collect();
+        let o = &analyse(&e, &steady, &marks, &sc, 50.0).outages[0];
+        assert_eq!((o.dns_out_s, o.dns_back_s, o.alb_back_s), (None, None, Some(6.0)));
     }
 }
