@@ -23,9 +23,7 @@ use crate::state::{self, RunState};
 
 /// The lock one actor holds while it acts on a stack's database.
 pub async fn lock(stack: &str) -> std::io::Result<crate::runtime::lock::FileLock> {
-    let p = state::path(stack).with_extension("rds.lock");
-    std::fs::create_dir_all(p.parent().expect("has a parent"))?;
-    crate::runtime::lock::FileLock::acquire(&p, &Progress::silent(), "database action").await
+    pg::rds_lock(stack).await
 }
 
 fn stack_of(st: &RunState) -> Result<Stack, String> {

@@ -39,11 +39,21 @@ pub async fn wait_restarted(
         match wait_ready(docker, state, inst, timeout.saturating_sub(start.elapsed()), p).await {
             // The stack's control plane rebuilds a returning old primary as
             // a standby: it stops and replaces the very container a heal
-            // just started, which is not that instance failing.
+            // just started, which is not that instance failing. Or, when
+            // the heal came just before its failover, it fences the node:
+            // kills it and leaves it stopped, to come back in recovery
+            // whenever something starts it. Start it then, as the heal
+            // meant to; under the RDS lock, so never between the fence's
+            // kill and its standby.signal.
             Err(Error::Runtime(RuntimeError::Exited { .. }))
                 if kind == ServiceKind::Postgres && start.elapsed() < timeout =>
             {
-                tokio::time::sleep(Duration::from_secs(1)).await
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Ok(_held) = services::postgres::rds_lock(&state.stack).await {
+                    if container::state(docker, &inst.container).await.is_some_and(|s| !s.running && !s.paused) {
+                        let _ = container::restart_stopped(docker, &inst.container).await;
+                    }
+                }
             }
             r => break r?,
         }

@@ -441,6 +441,15 @@ pub async fn roles(state: &RunState) -> BTreeMap<String, String> {
     out
 }
 
+/// The stack's RDS lock, held by every change of which node is what (the
+/// control plane's actions, a planned failover, a heal starting a node the
+/// control plane fenced).
+pub async fn rds_lock(stack: &str) -> std::io::Result<crate::runtime::lock::FileLock> {
+    let p = crate::state::path(stack).with_extension("rds.lock");
+    std::fs::create_dir_all(p.parent().expect("has a parent"))?;
+    crate::runtime::lock::FileLock::acquire(&p, &crate::progress::Progress::silent(), "database action").await
+}
+
 /// One command to the endpoints' HAProxy runtime API.
 pub async fn haproxy_admin(state: &RunState, command: &str) -> Result<String, String> {
     let ep = find(state, ENDPOINTS).ok_or("no endpoints container")?;
