@@ -110,8 +110,15 @@ type Tally = (Histogram<u64>, u64, u64, u64);
 
 pub(super) fn phase_stats(samples: &[Sample], sc: &Scenario) -> Vec<PhaseStats> {
     let mut groups: BTreeMap<(Phase, Op), Tally> = BTreeMap::new();
+    let first_fault = sc.faults.first().map(|f| f.at);
     for s in samples {
-        let g = groups.entry((sc.phase_at(s.intended), s.op)).or_insert_with(|| (histogram(), 0, 0, 0));
+        // A request still in flight when the first fault struck was decided
+        // by the fault: it is judged with it, not with the stack before.
+        let phase = match (sc.phase_at(s.intended), first_fault) {
+            (Phase::Before, Some(at)) if s.intended + s.latency > at => Phase::During,
+            (p, _) => p,
+        };
+        let g = groups.entry((phase, s.op)).or_insert_with(|| (histogram(), 0, 0, 0));
         let _ = g.0.record((s.latency.as_micros() as u64).max(1));
         match s.outcome {
             Outcome::Acked => g.1 += 1,

@@ -411,6 +411,18 @@ mod tests {
     }
 
     #[test]
+    fn a_request_in_flight_when_the_fault_struck_is_judged_with_the_fault() {
+        let text = "name = \"x\"\nseed = 1\nduration = \"30s\"\n[load]\nrate = { postgres_insert = 1 }\n\
+                    [[fault]]\nat = \"10s\"\nheal_at = \"20s\"\nkind = \"kill\"\ntarget = \"postgres-b\"\n";
+        let sc = crate::scenario::parse_scenario(std::path::Path::new("x.toml"), text).unwrap();
+        let s = [sample(9_000, 10, Outcome::Acked), sample(9_900, 30_000, Outcome::Ambiguous)];
+        let phases = analysis::phase_stats(&s, &sc);
+        let of = |p: crate::scenario::Phase| phases.iter().find(|x| x.phase == p.to_string()).unwrap();
+        assert_eq!((of(crate::scenario::Phase::Before).attempts, of(crate::scenario::Phase::Before).ambiguous), (1, 0));
+        assert_eq!(of(crate::scenario::Phase::During).ambiguous, 1);
+    }
+
+    #[test]
     fn never_succeeding_again_is_no_recovery() {
         let s = [
             sample(9_000, 10, Outcome::Acked),
