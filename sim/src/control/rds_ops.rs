@@ -246,7 +246,10 @@ pub async fn rebuild(docker: &Docker, stack_name: &str, node: &str, p: &Progress
         fixtures: &fx,
         companions: &BTreeMap::new(),
     };
-    let mut spec = pg::specs(&cx).into_iter().find(|s| s.instance == node).ok_or("the node is not in the stack")?;
+    let mut spec = crate::services::specs_of(ServiceKind::Postgres, &cx)
+        .into_iter()
+        .find(|s| s.instance == node)
+        .ok_or("the node is not in the stack")?;
     pin_host_ports(&mut spec, Some(&old)).map_err(|e| e.to_string())?;
     container::remove(docker, &old.container).await.map_err(|e| e.to_string())?;
     for (vol, _) in &spec.volumes {

@@ -350,7 +350,7 @@ fn restore_spec(
         fixtures: &fx,
         companions: &std::collections::BTreeMap::new(),
     };
-    let mut spec = pg::specs(&cx)
+    let mut spec = crate::services::specs_of(ServiceKind::Postgres, &cx)
         .into_iter()
         .find(|s| s.instance == like)
         .ok_or_else(|| fail(format!("{like} is not in the stack")))?;

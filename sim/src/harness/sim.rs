@@ -430,16 +430,7 @@ async fn start_containers(
     p: &Progress,
 ) -> Result<Vec<InstanceState>> {
     let mut specs: Vec<(ServiceKind, crate::spec::ContainerSpec)> =
-        kinds.iter().flat_map(|k| services::service(*k).specs(cx).into_iter().map(move |s| (*k, s))).collect();
-    // With Route 53 in the stack, every container's resolver forwards what
-    // Docker's own does not know to the VPC's resolver in its subnet.
-    if stack.route53.is_some() {
-        for (_, spec) in specs.iter_mut().filter(|(k, _)| *k != ServiceKind::Route53) {
-            if let Some((_, _, net)) = stack.subnets().find(|(_, _, net)| net.contains(spec.address)) {
-                spec.dns = vec![services::route53::resolver_in(net)];
-            }
-        }
-    }
+        kinds.iter().flat_map(|k| services::specs_of(*k, cx).into_iter().map(move |s| (*k, s))).collect();
     p.say(&format!("starting {} containers", specs.len()));
     let started = join_all(specs.iter_mut().map(|(_, s)| start_on_free_ports(docker, s, labels))).await;
     let mut instances = vec![];

@@ -135,6 +135,22 @@ pub trait Service: Sync {
     fn env(&self, state: &RunState) -> Vec<(String, String)>;
 }
 
+/// A service's container specs as every caller starts them (bring-up, the
+/// control plane's rebuilds, restores): with Route 53 in the stack, each
+/// container's resolver forwards what Docker's own does not know to the
+/// VPC's resolver in its subnet.
+pub fn specs_of(kind: ServiceKind, cx: &SpecContext) -> Vec<ContainerSpec> {
+    let mut specs = service(kind).specs(cx);
+    if cx.stack.route53.is_some() && kind != ServiceKind::Route53 {
+        for spec in &mut specs {
+            if let Some((_, _, net)) = cx.stack.subnets().find(|(_, _, net)| net.contains(spec.address)) {
+                spec.dns = vec![route53::resolver_in(net)];
+            }
+        }
+    }
+    specs
+}
+
 /// The implementation of a kind of service.
 pub fn service(kind: ServiceKind) -> &'static dyn Service {
     match kind {
@@ -175,5 +191,5 @@ pub(crate) fn test_specs(kind: ServiceKind, images: ImageSet) -> Vec<ContainerSp
         fixtures: &fixtures,
         companions: &companions,
     };
-    service(kind).specs(&cx)
+    specs_of(kind, &cx)
 }

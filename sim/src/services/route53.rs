@@ -295,5 +295,10 @@ mod tests {
         assert_eq!(s.extra_addresses["vs-voyager-c-public"], Ipv4Addr::new(10, 0, 103, 2));
         assert_eq!(s.udp, [DNS_PORT]);
         assert!(s.files[0].2.contains("--cache-ttl=0"), "answers follow API changes at once");
+        assert!(s.dns.is_empty(), "the resolver asks no one");
+        // Every other container resolves through the .2 of its own subnet.
+        let pg = crate::services::test_specs(ServiceKind::Postgres, ImageSet::Offline);
+        let b = pg.iter().find(|s| s.instance == "postgres-b").unwrap();
+        assert_eq!(b.dns, [Ipv4Addr::new(10, 0, 2, 2)]);
     }
 }
