@@ -83,15 +83,16 @@ pub async fn run(stack: String, p: Progress) {
     let mut written_private: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
     let mut next_check = Instant::now();
     let mut last_error = String::new();
+    // Route 53's and the ALB's settings are the stack file's: read once.
+    let Ok(Some(st)) = state::load(&stack) else { return };
+    let Ok(parsed) = crate::stack::parse_stack(std::path::Path::new("<run state>"), &st.stack_toml) else { return };
+    let (Some(settings), alb) = (parsed.route53, parsed.alb) else { return };
     loop {
         let st = match state::load(&stack) {
             Ok(Some(s)) => s,
             _ => return,
         };
-        let Ok(parsed) = crate::stack::parse_stack(std::path::Path::new("<run state>"), &st.stack_toml) else {
-            return;
-        };
-        let (Some(settings), Some(api)) = (parsed.route53.clone(), r53::Api::of(&st)) else { return };
+        let Some(api) = r53::Api::of(&st) else { return };
         let mut result: Result<(), String> = Ok(());
         // The private zone, as the run state has it now.
         let want = r53::private_records(&st, &settings.private_zone);
@@ -117,7 +118,7 @@ pub async fn run(stack: String, p: Progress) {
             }
         }
         // The API's failover record, at the health checkers' interval.
-        if let (Some(alb), true) = (parsed.alb.as_ref(), Instant::now() >= next_check) {
+        if let (Some(alb), true) = (alb.as_ref(), Instant::now() >= next_check) {
             next_check = Instant::now() + settings.health_check_interval;
             let nodes: Vec<&crate::state::InstanceState> =
                 st.instances.iter().filter(|i| i.service == crate::stack::ServiceKind::Alb.as_str()).collect();
