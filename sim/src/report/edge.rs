@@ -74,48 +74,43 @@ pub(super) fn html(e: &EdgeReport, faults: &[FaultMark], duration_s: f64) -> Str
 }
 
 fn lane(z: &EdgeZone, max: f64, faults: &[FaultMark], duration_s: f64) -> String {
-    let (w, hgt, left, top) = (1000.0_f64, 60.0_f64, 50.0_f64, 8.0_f64);
-    let n = z.healthy_targets.len().max(1) as f64;
-    let x = |t: f64| left + t / n * (w - left - 10.0);
-    let y = |v: f64| top + hgt - v / max * hgt;
-    let mut s = format!(
-        "<h3>zone {}</h3><svg width=\"{w}\" height=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" style=\"background:#fff;border:1px solid #d0d7de\">",
-        esc(&z.zone),
-        hgt + 30.0
-    );
-    for f in faults {
-        let end = f.heal_at_s.unwrap_or(duration_s);
-        let _ = write!(
-            s,
-            "<rect x=\"{:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{hgt}\" fill=\"#8250df\" fill-opacity=\"0.12\"/>",
-            x(f.at_s),
-            (x(end) - x(f.at_s)).max(1.0)
-        );
+    // DNS membership is 0 or 1, drawn just under the top.
+    let series = [
+        (z.in_dns.iter().map(|v| *v as f64 * max * 0.9).collect(), "#0969da", " stroke-dasharray=\"4 3\""),
+        (z.healthy_targets.iter().map(|v| *v as f64).collect(), "#2da44e", ""),
+    ];
+    super::zone_lane(&z.zone, 60.0, &series, max, faults, duration_s, &format!("{} targets", z.targets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_zone_gets_a_lane_with_both_lines_and_the_outage_row() {
+        let z = |zone: &str| EdgeZone {
+            zone: zone.into(),
+            targets: 1,
+            healthy_targets: vec![1, 0, 1],
+            in_dns: vec![1, 1, 0],
+        };
+        let e = EdgeReport {
+            zones: vec![z("a"), z("b")],
+            maintenance: vec![false, true, false],
+            outages: vec![EdgeOutage {
+                fault: "az-outage b".into(),
+                zone: "b".into(),
+                at_s: 1.0,
+                alb_out_s: Some(1.0),
+                dns_out_s: None,
+                alb_back_s: None,
+                dns_back_s: None,
+            }],
+        };
+        let marks = [FaultMark { label: "az-outage b".into(), at_s: 1.0, heal_at_s: Some(2.0) }];
+        let h = html(&e, &marks, 3.0);
+        assert_eq!(h.matches("<polyline").count(), 4, "healthy targets and DNS, per zone");
+        assert!(h.contains("<h3>zone b</h3>") && h.contains("3 s · 1 targets"), "{h}");
+        assert!(h.contains("<td>1 s</td><td>—</td>") && h.contains("maintenance record for <b>1 s</b>"), "{h}");
     }
-    let step = |values: &[u32], scale: f64| -> String {
-        let mut pts = String::new();
-        for (t, v) in values.iter().enumerate() {
-            let v = *v as f64 * scale;
-            let _ = write!(pts, "{:.1},{:.1} {:.1},{:.1} ", x(t as f64), y(v), x(t as f64 + 1.0), y(v));
-        }
-        pts
-    };
-    let _ = write!(
-        s,
-        "<polyline points=\"{}\" fill=\"none\" stroke=\"#0969da\" stroke-width=\"2\" stroke-dasharray=\"4 3\"/>\
-         <polyline points=\"{}\" fill=\"none\" stroke=\"#2da44e\" stroke-width=\"2\"/>",
-        step(&z.in_dns, max * 0.9),
-        step(&z.healthy_targets, 1.0)
-    );
-    let _ = write!(
-        s,
-        "<text x=\"4\" y=\"{}\" font-size=\"11\">{max:.0}</text><text x=\"4\" y=\"{}\" font-size=\"11\">0</text><text x=\"{left}\" y=\"{}\" font-size=\"11\">0 s</text><text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">{duration_s:.0} s · {} targets</text></svg>",
-        top + 10.0,
-        top + hgt,
-        top + hgt + 16.0,
-        w - 10.0,
-        top + hgt + 16.0,
-        z.targets
-    );
-    s
 }

@@ -190,6 +190,55 @@ pub struct Assertion {
     pub passed: bool,
 }
 
+/// One zone's lane of a report: a step line per series of per-second
+/// values (colour and dash each), the faults shaded, from 0 to `max`, and
+/// `caption` beside the run's length.
+pub(crate) fn zone_lane(
+    zone: &str,
+    hgt: f64,
+    series: &[(Vec<f64>, &str, &str)],
+    max: f64,
+    faults: &[FaultMark],
+    duration_s: f64,
+    caption: &str,
+) -> String {
+    let (w, left, top) = (1000.0_f64, 50.0_f64, 8.0_f64);
+    let n = series.first().map_or(1, |s| s.0.len()).max(1) as f64;
+    let x = |t: f64| left + t / n * (w - left - 10.0);
+    let y = |v: f64| top + hgt - v / max * hgt;
+    let mut s = format!(
+        "<h3>zone {}</h3><svg width=\"{w}\" height=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" style=\"background:#fff;border:1px solid #d0d7de\">",
+        esc(zone),
+        hgt + 30.0
+    );
+    for f in faults {
+        let end = f.heal_at_s.unwrap_or(duration_s);
+        let _ = write!(
+            s,
+            "<rect x=\"{:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{hgt}\" fill=\"#8250df\" fill-opacity=\"0.12\"/>",
+            x(f.at_s),
+            (x(end) - x(f.at_s)).max(1.0)
+        );
+    }
+    for (values, color, dash) in series {
+        let mut pts = String::new();
+        for (t, v) in values.iter().enumerate() {
+            let _ = write!(pts, "{:.1},{:.1} {:.1},{:.1} ", x(t as f64), y(*v), x(t as f64 + 1.0), y(*v));
+        }
+        let _ = write!(s, "<polyline points=\"{pts}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash}/>");
+    }
+    let _ = write!(
+        s,
+        "<text x=\"4\" y=\"{}\" font-size=\"11\">{max:.0}</text><text x=\"4\" y=\"{}\" font-size=\"11\">0</text><text x=\"{left}\" y=\"{}\" font-size=\"11\">0 s</text><text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">{duration_s:.0} s · {caption}</text></svg>",
+        top + 10.0,
+        top + hgt,
+        top + hgt + 16.0,
+        w - 10.0,
+        top + hgt + 16.0,
+    );
+    s
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -450,55 +499,13 @@ impl Report {
     }
 
     fn lane(&self, z: &ZoneLane, max: f64) -> String {
-        let (w, hgt, left, top) = (1000.0_f64, 70.0_f64, 50.0_f64, 8.0_f64);
-        let n = z.deployment_ready.len().max(1) as f64;
-        let x = |t: f64| left + t / n * (w - left - 10.0);
-        let y = |v: f64| top + hgt - v / max * hgt;
-        let mut s = format!(
-            "<h3>zone {}</h3><svg width=\"{w}\" height=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" style=\"background:#fff;border:1px solid #d0d7de\">",
-            esc(&z.zone),
-            hgt + 30.0
-        );
-        for f in &self.faults {
-            let end = f.heal_at_s.unwrap_or(self.duration_s);
-            let _ = write!(
-                s,
-                "<rect x=\"{:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{hgt}\" fill=\"#8250df\" fill-opacity=\"0.12\"/>",
-                x(f.at_s),
-                (x(end) - x(f.at_s)).max(1.0)
-            );
-        }
-        let step = |values: &[u32]| -> String {
-            let mut pts = String::new();
-            for (t, v) in values.iter().enumerate() {
-                let _ =
-                    write!(pts, "{:.1},{:.1} {:.1},{:.1} ", x(t as f64), y(*v as f64), x(t as f64 + 1.0), y(*v as f64));
-            }
-            pts
-        };
-        for (values, color, dash) in [
-            (&z.ready_nodes, "#6e7781", " stroke-dasharray=\"4 3\""),
-            (&z.statefulset_ready, "#0969da", ""),
-            (&z.deployment_ready, "#2da44e", ""),
-        ] {
-            let _ = write!(
-                s,
-                "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash}/>",
-                step(values)
-            );
-        }
-        let _ = write!(
-            s,
-            "<text x=\"4\" y=\"{}\" font-size=\"11\">{max:.0}</text><text x=\"4\" y=\"{}\" font-size=\"11\">0</text><text x=\"{left}\" y=\"{}\" font-size=\"11\">0 s</text><text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">{:.0} s · {} nodes</text></svg>",
-            top + 10.0,
-            top + hgt,
-            top + hgt + 16.0,
-            w - 10.0,
-            top + hgt + 16.0,
-            self.duration_s,
-            z.nodes
-        );
-        s
+        let f = |v: &[u32]| v.iter().map(|x| *x as f64).collect::<Vec<f64>>();
+        let series = [
+            (f(&z.ready_nodes), "#6e7781", " stroke-dasharray=\"4 3\""),
+            (f(&z.statefulset_ready), "#0969da", ""),
+            (f(&z.deployment_ready), "#2da44e", ""),
+        ];
+        zone_lane(&z.zone, 70.0, &series, max, &self.faults, self.duration_s, &format!("{} nodes", z.nodes))
     }
 
     fn chart(&self, op: &str) -> String {
