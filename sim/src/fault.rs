@@ -406,7 +406,7 @@ mod tests {
         // The AZ's Kubernetes nodes go with it, and their pods with them.
         assert_eq!(
             stopped,
-            ["alb-b", "api-b", "kafka-b", "kafka-controller-b", "kube-general-purpose-b", "postgres-b"]
+            ["alb-b", "api-b", "kafka-b", "kafka-controller-b", "kube-general-purpose-b", "nlb-b", "postgres-b"]
         );
         let drops: Vec<String> = f.drops(&stack()).iter().map(|(s, d)| format!("{s}>{d}")).collect();
         assert_eq!(

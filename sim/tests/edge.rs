@@ -8,7 +8,9 @@
 //! containers resolving private names through it, the API's record
 //! dropping a dead ALB node and failing over to the maintenance answer
 //! when no node has a healthy target, and the database's writer name
-//! following a failover.
+//! following a failover. The NLB beside it: TCP through each AZ's node to
+//! that AZ's target only (cross-zone off), and its name dropping a node
+//! whose AZ has no healthy target. Bad tokens refused through the ALB.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -82,14 +84,18 @@ async fn the_alb_terminates_tls_checks_targets_fails_open_and_rate_limits() {
     a.health_check.path = "/readyz".into();
     a.rate_limit = Some(RateLimit { requests: LIMIT, window: Duration::from_secs(60) });
     let (healthy, unhealthy) = (a.health_check.healthy, a.health_check.unhealthy);
+    let n = stack.nlb.as_mut().expect("the built-in stack has an NLB");
+    n.health_check.interval = Duration::from_secs(2);
+    n.health_check.timeout = Duration::from_secs(1);
     let r = stack.route53.as_mut().expect("the built-in stack has Route 53");
     r.health_check_interval = Duration::from_secs(2);
     let mut only = voyager_sim::services::api::NEEDS.to_vec();
-    only.extend([ServiceKind::Api, ServiceKind::Alb, ServiceKind::Route53]);
+    only.extend([ServiceKind::Api, ServiceKind::Alb, ServiceKind::Nlb, ServiceKind::Route53]);
     let addr_of =
         |name: &str| stack.services.iter().flat_map(|s| &s.instances).find(|i| i.name == name).unwrap().address;
     let (alb_a, alb_b, alb_c) = (addr_of("alb-a"), addr_of("alb-b"), addr_of("alb-c"));
     let (pg_a, pg_b, s3_a) = (addr_of("postgres-a"), addr_of("postgres-b"), addr_of("s3-a"));
+    let (nlb_addr_a, nlb_addr_b, nlb_addr_c) = (addr_of("nlb-a"), addr_of("nlb-b"), addr_of("nlb-c"));
     let mut running = Sim::new(stack)
         .with_images(ImageSource::Offline)
         .with_only(&only)
@@ -153,14 +159,80 @@ async fn the_alb_terminates_tls_checks_targets_fails_open_and_rate_limits() {
     let rows = writer.query_strings(&format!("SELECT id FROM voyager_runs WHERE id = '{id}'")).await.unwrap();
     assert_eq!(rows.len(), 1, "the run is in PostgreSQL");
 
+    // Through the ALB (which passes the bearer token on untouched), what a
+    // resource server must refuse is refused and writes nothing: tokens
+    // the tenant really signed but that are expired past the 300 s skew,
+    // for another audience or from another issuer, and a signature over
+    // another payload.
+    let admin = running.state().credentials.auth0_admin_token.clone();
+    let issuer_base = env["AUTH0_ISSUER_BASE_URL"].trim_end_matches('/').to_string();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let mut refused: Vec<(&str, String)> = vec![];
+    for (what, over) in [
+        ("expired beyond the skew", json!({"iat": now - 4000, "exp": now - 301})),
+        ("wrong audience", json!({"audience": "someone-else"})),
+        ("wrong issuer", json!({"claims": {"iss": "https://evil.example/"}})),
+    ] {
+        let mut body = json!({"client_id": env["AUTH0_CLIENT_ID"], "scope": "write:runs"});
+        for (k, v) in over.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let auth = format!("Bearer {admin}");
+        let h = [("content-type", "application/json"), ("authorization", auth.as_str())];
+        let url = format!("{issuer_base}/voyager/tokens");
+        let r = request_with(&tls, "POST", &url, &h, &body.to_string(), Duration::from_secs(30)).await.unwrap();
+        assert_eq!(r.status, 200, "minting {what}: {}", r.body);
+        refused.push((what, serde_json::from_str::<Value>(&r.body).unwrap()["access_token"].as_str().unwrap().into()));
+    }
+    let parts: Vec<&str> = token.split('.').collect();
+    let forged = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"sub":"someone","scope":"write:runs"}"#)
+    };
+    refused.push(("wrongly signed", format!("{}.{forged}.{}", parts[0], parts[2])));
+    for (what, t) in &refused {
+        let auth = format!("Bearer {t}");
+        let h = [("content-type", "application/json"), ("authorization", auth.as_str())];
+        let body = json!({"id": format!("{id}-refused")}).to_string();
+        let r = request_with(&tls, "POST", &format!("{url}/v1/runs"), &h, &body, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(r.status, 401, "{what} must be refused through the ALB: {}", r.body);
+    }
+    let rows = writer.query_strings(&format!("SELECT id FROM voyager_runs WHERE id = '{id}-refused'")).await.unwrap();
+    assert!(rows.is_empty(), "a refused request wrote nothing");
+
+    // The NLB: plain TCP to the API through each AZ's node, its name
+    // answering every node while each has a healthy target.
+    let nlb_url = &env["VOYAGER_NLB_B_URL"];
+    let (s, body) = get(&HttpClient::new(), &format!("{nlb_url}/healthz"), None).await;
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("\"zone\":\"b\""), "cross-zone off: node b forwards to AZ b's target only: {body}");
+    let nlb_b = running.state().instances.iter().find(|i| i.name == "nlb-b").unwrap().clone();
+    let nlb_targets = alb::target_health(&nlb_b).await.unwrap();
+    assert_eq!(nlb_targets, [("api-b".to_string(), true)], "its own AZ's target only");
+
     // A target that dies leaves after `unhealthy` failed checks in a row,
     // not at the first, and the ALB then answers from the others.
     let admin = running.state().instances.iter().find(|i| i.name == "alb-a").unwrap().published[&alb::ADMIN_PORT];
     // Watched from before the kill: a check may fail while the kill returns.
     let down = tokio::spawn(watch(admin, "api-b", "DOWN", Duration::from_secs(60)));
+    let nlb_admin = nlb_b.published[&alb::ADMIN_PORT];
+    let nlb_down = tokio::spawn(watch(nlb_admin, "api-b", "DOWN", Duration::from_secs(60)));
     running.kill_instance("api-b").await.unwrap();
     let seen = down.await.unwrap();
     assert!(seen.iter().any(|s| s == &format!("UP 1/{unhealthy}")), "one failed check keeps it in: {seen:?}");
+    // The NLB's TCP check saw it too, and its name dropped node b, whose
+    // AZ has no healthy target left (NLB's DNS failover).
+    let seen = nlb_down.await.unwrap();
+    assert!(seen.iter().any(|s| s.starts_with("UP 1/")), "{seen:?}");
+    let nlb_name = env["VOYAGER_NLB_DOMAIN"].clone();
+    let dns: std::net::SocketAddr = env["ROUTE53_DNS"].parse().unwrap();
+    let ask_nlb = || async {
+        let mut a: Vec<std::net::Ipv4Addr> =
+            voyager_sim::dns::query_a(dns, &nlb_name, Duration::from_secs(5)).await.unwrap().a.iter().map(|r| r.0).collect();
+        a.sort();
+        a
+    };
+    wait_for(ask_nlb, |a| a == &[nlb_addr_a, nlb_addr_c], Duration::from_secs(30)).await;
     for _ in 0..6 {
         let (s, body) = get(&tls, &format!("{url}/healthz"), None).await;
         assert_eq!(s, 200, "the healthy targets answer: {body}");
@@ -171,6 +243,7 @@ async fn the_alb_terminates_tls_checks_targets_fails_open_and_rate_limits() {
     running.start_instance("api-b", Duration::from_secs(120)).await.unwrap();
     let seen = up.await.unwrap();
     assert!(seen.iter().any(|s| s == &format!("DOWN {}/{healthy}", healthy - 1)), "{seen:?}");
+    wait_for(ask_nlb, |a| a == &[nlb_addr_a, nlb_addr_b, nlb_addr_c], Duration::from_secs(60)).await;
 
     // Fail-open: InfluxDB down fails every target's deep check, and the
     // ALB still sends requests to them all rather than answering 503.

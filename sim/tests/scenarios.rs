@@ -38,6 +38,9 @@ async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
     let alb = stack.alb.as_mut().expect("the built-in stack has an ALB");
     alb.health_check.interval = Duration::from_secs(2);
     alb.health_check.timeout = Duration::from_secs(1);
+    let nlb = stack.nlb.as_mut().expect("the built-in stack has an NLB");
+    nlb.health_check.interval = Duration::from_secs(2);
+    nlb.health_check.timeout = Duration::from_secs(1);
     let r53 = stack.route53.as_mut().expect("the built-in stack has Route 53");
     r53.health_check_interval = Duration::from_secs(2);
     r53.ttl = Duration::from_secs(5);
@@ -88,6 +91,12 @@ async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
         voyager_sim::runner::soak::settle(&mut running, Duration::from_secs(300))
             .await
             .unwrap_or_else(|e| panic!("{name}: the stack did not settle before it: {e}"));
+        // az-loss-a's heal restarts a whole AZ at once (LocalStack, two
+        // JVMs, a Kubernetes node, the database's rebuild); on a cold
+        // 2-core CI machine InfluxDB's writes took over 18 s after it to be
+        // answered within a second again, which is all the tail 0.2 leaves.
+        // At 0.4 the tail is 36 s; the RTO limits are the scenario's own.
+        let opts = if name == "az-loss-a" { RunOptions { time_scale: 0.4, ..opts.clone() } } else { opts.clone() };
         let report = run(&mut running, &sc, &opts, &Progress::stderr()).await.unwrap();
         eprintln!("{}", report.summary());
         if !report.passed {
@@ -138,6 +147,7 @@ async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
             let o = e.outages.iter().find(|o| o.zone == "b").expect("AZ b's outage");
             assert!(o.alb_out_s.is_some() && o.dns_out_s.is_some(), "{o:?}");
             assert!(o.alb_back_s.is_some() && o.dns_back_s.is_some(), "{o:?}");
+            assert!(o.nlb_dns_out_s.is_some() && o.nlb_dns_back_s.is_some(), "the NLB's name too: {o:?}");
             assert!(report.html().contains("Edge: ALB targets and Route 53"));
         }
         let json = serde_json::to_value(&report).unwrap();

@@ -80,13 +80,14 @@ async fn check(state: &RunState, node: &crate::state::InstanceState) -> bool {
 pub async fn run(stack: String, p: Progress) {
     let mut health: BTreeMap<String, Health> = BTreeMap::new();
     let mut written_api: Option<Vec<Ipv4Addr>> = None;
+    let mut written_nlb: Option<Vec<Ipv4Addr>> = None;
     let mut written_private: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
     let mut next_check = Instant::now();
     let mut last_error = String::new();
     // Route 53's and the ALB's settings are the stack file's: read once.
     let Ok(Some(st)) = state::load(&stack) else { return };
     let Ok(parsed) = crate::stack::parse_stack(std::path::Path::new("<run state>"), &st.stack_toml) else { return };
-    let (Some(settings), alb) = (parsed.route53, parsed.alb) else { return };
+    let (Some(settings), alb, nlb) = (parsed.route53, parsed.alb, parsed.nlb) else { return };
     loop {
         let st = match state::load(&stack) {
             Ok(Some(s)) => s,
@@ -115,6 +116,32 @@ pub async fn run(stack: String, p: Progress) {
                     written_private = want;
                 }
                 Err(e) => result = Err(e),
+            }
+        }
+        // The NLB's own name, every second: NLB's DNS failover follows its
+        // targets' health, not Route 53's checkers.
+        if let Some(nlb) = &nlb {
+            let nodes: Vec<&crate::state::InstanceState> = crate::services::nlb::nodes(&st).collect();
+            let health = futures_util::future::join_all(nodes.iter().map(|n| alb::target_health(n))).await;
+            let marked: Vec<(Ipv4Addr, bool)> = nodes
+                .iter()
+                .zip(health)
+                .map(|(n, h)| (n.address, h.is_ok_and(|t| t.iter().any(|(_, ok)| *ok))))
+                .collect();
+            let addrs = crate::services::nlb::dns_answer(&marked);
+            if !addrs.is_empty() && written_nlb.as_ref() != Some(&addrs) {
+                let sets = BTreeMap::from([(nlb.domain.clone(), addrs.clone())]);
+                match api.replace(&settings.public_zone, &sets, settings.ttl).await {
+                    Ok(()) => {
+                        if written_nlb.is_some() {
+                            let text = format!("route53: {} (the NLB) answers {addrs:?}", nlb.domain);
+                            let _ = state::record_event(&stack, &text);
+                            p.say(&text);
+                        }
+                        written_nlb = Some(addrs);
+                    }
+                    Err(e) => result = Err(e),
+                }
             }
         }
         // The API's failover record, at the health checkers' interval.

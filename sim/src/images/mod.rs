@@ -88,7 +88,7 @@ pub fn image_for(kind: ServiceKind, set: ImageSet) -> String {
             ServiceKind::Vault => UPSTREAM_VAULT.to_string(),
             ServiceKind::S3 => UPSTREAM_LOCALSTACK.to_string(),
             ServiceKind::Kubernetes => kubernetes::UPSTREAM_NODE.to_string(),
-            ServiceKind::Alb => UPSTREAM_HAPROXY.to_string(),
+            ServiceKind::Alb | ServiceKind::Nlb => UPSTREAM_HAPROXY.to_string(),
             ServiceKind::Route53 => UPSTREAM_PDNS.to_string(),
         },
         ImageSet::Offline => recipe::for_service(kind).tag(),

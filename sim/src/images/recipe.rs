@@ -185,7 +185,7 @@ pub fn for_service(kind: ServiceKind) -> Recipe {
         ServiceKind::Influxdb => influxdb(),
         ServiceKind::S3 => localstack(),
         ServiceKind::Kubernetes => super::kubernetes::node(),
-        ServiceKind::Alb => haproxy(),
+        ServiceKind::Alb | ServiceKind::Nlb => haproxy(),
         ServiceKind::Route53 => pdns(),
         // Our own servers, mounted into the base.
         ServiceKind::Auth0 | ServiceKind::Vault | ServiceKind::Api => base(),

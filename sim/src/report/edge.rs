@@ -26,6 +26,9 @@ pub struct EdgeZone {
     pub healthy_targets: Vec<u32>,
     /// 1 while the API's DNS answer holds the AZ's ALB node.
     pub in_dns: Vec<u32>,
+    /// 1 while the NLB's name holds the AZ's NLB node (empty without an NLB).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub in_nlb_dns: Vec<u32>,
 }
 
 /// The edge after an AZ went: seconds from the fault (and from its heal).
@@ -40,17 +43,25 @@ pub struct EdgeOutage {
     pub dns_out_s: Option<f64>,
     pub alb_back_s: Option<f64>,
     pub dns_back_s: Option<f64>,
+    /// The NLB's name no longer held the AZ's NLB node (its DNS failover).
+    pub nlb_dns_out_s: Option<f64>,
+    pub nlb_dns_back_s: Option<f64>,
 }
 
 pub(super) fn html(e: &EdgeReport, faults: &[FaultMark], duration_s: f64) -> String {
     let mut h = String::from("<h2>Edge: ALB targets and Route 53</h2>");
+    let nlb = e.zones.iter().any(|z| !z.in_nlb_dns.is_empty());
     if !e.outages.is_empty() {
-        h += "<table><tr><th>fault</th><th>zone</th><th>ALB took its targets out after</th><th>DNS dropped its node after</th><th>ALB back after heal</th><th>DNS back after heal</th></tr>";
+        h += "<table><tr><th>fault</th><th>zone</th><th>ALB took its targets out after</th><th>DNS dropped its node after</th><th>ALB back after heal</th><th>DNS back after heal</th>";
+        if nlb {
+            h += "<th>NLB's name dropped its node after</th><th>NLB's name back after heal</th>";
+        }
+        h += "</tr>";
         let f = |v: Option<f64>| v.map(|s| format!("{s:.0} s")).unwrap_or_else(|| "—".into());
         for o in &e.outages {
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
                 esc(&o.fault),
                 esc(&o.zone),
                 f(o.alb_out_s),
@@ -58,6 +69,10 @@ pub(super) fn html(e: &EdgeReport, faults: &[FaultMark], duration_s: f64) -> Str
                 f(o.alb_back_s),
                 f(o.dns_back_s)
             );
+            if nlb {
+                let _ = write!(h, "<td>{}</td><td>{}</td>", f(o.nlb_dns_out_s), f(o.nlb_dns_back_s));
+            }
+            h += "</tr>";
         }
         h += "</table>";
     }
@@ -65,7 +80,7 @@ pub(super) fn html(e: &EdgeReport, faults: &[FaultMark], duration_s: f64) -> Str
     if down > 0 {
         let _ = write!(h, "<p>Route 53 answered the maintenance record for <b>{down} s</b>.</p>");
     }
-    h += "<p class=\"legend\"><span style=\"color:#2da44e\">— healthy targets (count)</span><span style=\"color:#0969da\">- - its ALB node in the DNS answer</span><span style=\"color:#8250df\">░ fault in force</span></p>";
+    h += "<p class=\"legend\"><span style=\"color:#2da44e\">— healthy targets (count)</span><span style=\"color:#0969da\">- - its ALB node in the DNS answer</span><span style=\"color:#bc4c00\">· · its NLB node in the NLB's name</span><span style=\"color:#8250df\">░ fault in force</span></p>";
     let max = e.zones.iter().map(|z| z.targets).max().unwrap_or(1).max(1) as f64;
     for z in &e.zones {
         h += &lane(z, max, faults, duration_s);
@@ -75,10 +90,13 @@ pub(super) fn html(e: &EdgeReport, faults: &[FaultMark], duration_s: f64) -> Str
 
 fn lane(z: &EdgeZone, max: f64, faults: &[FaultMark], duration_s: f64) -> String {
     // DNS membership is 0 or 1, drawn just under the top.
-    let series = [
+    let mut series: Vec<(Vec<f64>, &str, &str)> = vec![
         (z.in_dns.iter().map(|v| *v as f64 * max * 0.9).collect(), "#0969da", " stroke-dasharray=\"4 3\""),
         (z.healthy_targets.iter().map(|v| *v as f64).collect(), "#2da44e", ""),
     ];
+    if !z.in_nlb_dns.is_empty() {
+        series.push((z.in_nlb_dns.iter().map(|v| *v as f64 * max * 0.8).collect(), "#bc4c00", " stroke-dasharray=\"1 3\""));
+    }
     super::zone_lane(&z.zone, 60.0, &series, max, faults, duration_s, &format!("{} targets", z.targets))
 }
 
@@ -93,6 +111,7 @@ mod tests {
             targets: 1,
             healthy_targets: vec![1, 0, 1],
             in_dns: vec![1, 1, 0],
+            in_nlb_dns: vec![],
         };
         let e = EdgeReport {
             zones: vec![z("a"), z("b")],
@@ -105,6 +124,8 @@ mod tests {
                 dns_out_s: None,
                 alb_back_s: None,
                 dns_back_s: None,
+                nlb_dns_out_s: None,
+                nlb_dns_back_s: None,
             }],
         };
         let marks = [FaultMark { label: "az-outage b".into(), at_s: 1.0, heal_at_s: Some(2.0) }];

@@ -23,6 +23,8 @@ pub struct Snapshot {
     pub healthy: BTreeMap<String, u32>,
     /// Route 53's answer for the API's name, if it answered.
     pub dns: Option<Vec<Ipv4Addr>>,
+    /// Its answer for the NLB's name, when the stack has one.
+    pub nlb_dns: Option<Vec<Ipv4Addr>>,
 }
 
 /// What the observer needs of the stack, copied out of the run state.
@@ -31,6 +33,8 @@ pub struct Edge {
     target_az: BTreeMap<String, String>,
     dns: Option<std::net::SocketAddr>,
     domain: String,
+    /// The NLB's name and its nodes' addresses by AZ.
+    nlb: Option<(String, Vec<(String, Ipv4Addr)>)>,
 }
 
 impl Edge {
@@ -42,7 +46,11 @@ impl Edge {
         }
         let stack = crate::stack::parse_stack(std::path::Path::new("<run state>"), &state.stack_toml).ok()?;
         let target_az = alb::targets(&stack).into_iter().map(|t| (t.name, t.az)).collect();
-        Some(Edge { nodes, target_az, dns: crate::services::route53::dns_addr(state), domain: stack.alb?.domain })
+        let nlb = stack.nlb.as_ref().map(|n| {
+            let nodes = crate::services::nlb::nodes(state).map(|i| (i.az.clone(), i.address)).collect();
+            (n.domain.clone(), nodes)
+        });
+        Some(Edge { nodes, target_az, dns: crate::services::route53::dns_addr(state), domain: stack.alb?.domain, nlb })
     }
 }
 
@@ -62,10 +70,15 @@ async fn look(e: &Edge, at_s: f64) -> Snapshot {
         }
     }
     if let Some(dns) = e.dns {
-        if let Ok(a) = crate::dns::query_a(dns, &e.domain, Duration::from_millis(800)).await {
+        let ask = |name: String| async move {
+            let a = crate::dns::query_a(dns, &name, Duration::from_millis(800)).await.ok()?;
             let mut addrs: Vec<Ipv4Addr> = a.a.into_iter().map(|(ip, _)| ip).collect();
             addrs.sort();
-            s.dns = Some(addrs);
+            Some(addrs)
+        };
+        s.dns = ask(e.domain.clone()).await;
+        if let Some((name, _)) = &e.nlb {
+            s.nlb_dns = ask(name.clone()).await;
         }
     }
     s
@@ -100,6 +113,10 @@ fn lost_azs(fault: &Fault, e: &Edge) -> Vec<String> {
     }
 }
 
+fn nlb_nodes_in(e: &Edge, az: &str) -> Vec<Ipv4Addr> {
+    e.nlb.as_ref().map(|(_, n)| n.iter().filter(|(z, _)| z == az).map(|(_, a)| *a).collect()).unwrap_or_default()
+}
+
 /// Lanes per AZ and, per lost AZ, when the ALB and DNS acted.
 pub fn analyse(e: &Edge, snaps: &[Snapshot], marks: &[FaultMark], sc: &Scenario, duration_s: f64) -> EdgeReport {
     let seconds = duration_s.ceil().max(1.0) as usize;
@@ -111,13 +128,21 @@ pub fn analyse(e: &Edge, snaps: &[Snapshot], marks: &[FaultMark], sc: &Scenario,
     for az in &azs {
         let mut healthy = vec![0u32; seconds];
         let mut in_dns = vec![0u32; seconds];
+        let mut in_nlb_dns = if e.nlb.is_some() { vec![0u32; seconds] } else { vec![] };
         let node: Vec<Ipv4Addr> = e.nodes.iter().filter(|n| &n.az == az).map(|n| n.address).collect();
+        let nlb_node = nlb_nodes_in(e, az);
+        let count = |d: &Option<Vec<Ipv4Addr>>, of: &[Ipv4Addr]| {
+            d.as_ref().map_or(0, |d| d.iter().filter(|a| of.contains(a)).count() as u32)
+        };
         for s in snaps {
             healthy[slot(s.at_s)] = s.healthy.get(az).copied().unwrap_or(0);
-            in_dns[slot(s.at_s)] = s.dns.as_ref().map_or(0, |d| d.iter().filter(|a| node.contains(a)).count() as u32);
+            in_dns[slot(s.at_s)] = count(&s.dns, &node);
+            if let Some(v) = in_nlb_dns.get_mut(slot(s.at_s)) {
+                *v = count(&s.nlb_dns, &nlb_node);
+            }
         }
         let targets = e.target_az.values().filter(|z| *z == az).count() as u32;
-        zones.push(EdgeZone { zone: az.clone(), targets, healthy_targets: healthy, in_dns });
+        zones.push(EdgeZone { zone: az.clone(), targets, healthy_targets: healthy, in_dns, in_nlb_dns });
     }
     let all_nodes: Vec<Ipv4Addr> = e.nodes.iter().map(|n| n.address).collect();
     let mut maintenance = vec![false; seconds];
@@ -141,6 +166,10 @@ pub fn analyse(e: &Edge, snaps: &[Snapshot], marks: &[FaultMark], sc: &Scenario,
             // Back only from what was out: a node DNS never dropped did not return.
             let alb_back = alb_out.and(back(&|s| s.healthy.get(&az).copied().unwrap_or(0) > 0));
             let dns_back = dns_out.and(back(&|s| s.dns.as_ref().is_some_and(|d| d.iter().any(|a| node.contains(a)))));
+            let nlb_node = nlb_nodes_in(e, &az);
+            let holds = |s: &Snapshot| s.nlb_dns.as_ref().map(|d| d.iter().any(|a| nlb_node.contains(a)));
+            let nlb_out = snaps.iter().find(|s| after(s.at_s) && holds(s) == Some(false));
+            let nlb_back = nlb_out.and(back(&|s| holds(s) == Some(true)));
             outages.push(EdgeOutage {
                 fault: m.label.clone(),
                 zone: az.clone(),
@@ -149,6 +178,8 @@ pub fn analyse(e: &Edge, snaps: &[Snapshot], marks: &[FaultMark], sc: &Scenario,
                 dns_out_s: dns_out.map(|s| s.at_s - m.at_s),
                 alb_back_s: alb_back.map(|s| s.at_s - healed),
                 dns_back_s: dns_back.map(|s| s.at_s - healed),
+                nlb_dns_out_s: nlb_out.map(|s| s.at_s - m.at_s),
+                nlb_dns_back_s: nlb_back.map(|s| s.at_s - healed),
             });
         }
     }
@@ -174,11 +205,13 @@ mod tests {
 
     #[test]
     fn the_alb_and_dns_times_count_from_the_fault_and_back_from_the_heal() {
+        let (n_a, n_b) = (Ipv4Addr::new(10, 0, 101, 20), Ipv4Addr::new(10, 0, 102, 20));
         let e = Edge {
             nodes: vec![node("alb-a", "a", 1), node("alb-b", "b", 2)],
             target_az: [("api-a", "a"), ("api-b", "b")].map(|(t, z)| (t.to_string(), z.to_string())).into(),
             dns: None,
             domain: "api.voyager.example".into(),
+            nlb: Some(("nlb.voyager.example".into(), vec![("a".into(), n_a), ("b".into(), n_b)])),
         };
         let (a, b) = (e.nodes[0].address, e.nodes[1].address);
         // b's target is out from t=14, its node from DNS from t=20; both
@@ -191,6 +224,8 @@ mod tests {
                     at_s: t as f64,
                     healthy: [("a".to_string(), 1), ("b".to_string(), target_b)].into(),
                     dns: Some(dns),
+                    // The NLB's name drops b's node from t=16 to 33.
+                    nlb_dns: Some(if (16..33).contains(&t) { vec![n_a] } else { vec![n_a, n_b] }),
                 }
             })
             .collect();
@@ -202,8 +237,10 @@ mod tests {
         let o = &r.outages[0];
         assert_eq!((o.zone.as_str(), o.alb_out_s, o.dns_out_s), ("b", Some(4.0), Some(10.0)));
         assert_eq!((o.alb_back_s, o.dns_back_s), (Some(6.0), Some(10.0)));
+        assert_eq!((o.nlb_dns_out_s, o.nlb_dns_back_s), (Some(6.0), Some(3.0)));
         let zb = r.zones.iter().find(|z| z.zone == "b").unwrap();
         assert_eq!((zb.healthy_targets[13], zb.healthy_targets[14], zb.in_dns[19], zb.in_dns[20]), (1, 0, 1, 0));
+        assert_eq!((zb.in_nlb_dns[15], zb.in_nlb_dns[16]), (1, 0));
         assert!(r.maintenance.iter().all(|m| !m), "the primary answered throughout");
         // A node DNS never dropped (Route 53 slower than the outage) is not
         // said to come back.

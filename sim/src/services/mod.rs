@@ -12,6 +12,7 @@ pub mod influxdb;
 pub mod kafka;
 pub mod kubernetes;
 pub mod lifecycle;
+pub mod nlb;
 pub mod postgres;
 pub mod route53;
 pub mod s3;
@@ -160,6 +161,7 @@ pub fn service(kind: ServiceKind) -> &'static dyn Service {
         ServiceKind::Influxdb => &influxdb::Influxdb,
         ServiceKind::Kafka => &kafka::Kafka,
         ServiceKind::Kubernetes => &kubernetes::Kubernetes,
+        ServiceKind::Nlb => &nlb::Nlb,
         ServiceKind::Postgres => &postgres::Postgres,
         ServiceKind::Route53 => &route53::Route53,
         ServiceKind::S3 => &s3::S3,

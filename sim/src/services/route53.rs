@@ -214,17 +214,17 @@ impl Api {
     }
 }
 
-fn settings(state: &RunState) -> Result<(crate::stack::Route53, Option<String>), String> {
+fn settings(state: &RunState) -> Result<(crate::stack::Route53, Option<String>, Option<String>), String> {
     let stack =
         crate::stack::parse_stack(std::path::Path::new("<run state>"), &state.stack_toml).map_err(|e| e.to_string())?;
     let r = stack.route53.ok_or("the stack has no [service.route53]")?;
-    Ok((r, stack.alb.map(|a| a.domain)))
+    Ok((r, stack.alb.map(|a| a.domain), stack.nlb.map(|n| n.domain)))
 }
 
 /// Both zones and every record the stack starts with: the failover record
 /// on its primary (readiness showed every node answering).
 pub async fn provision(state: &RunState) -> Result<(), String> {
-    let (r, domain) = settings(state)?;
+    let (r, domain, nlb) = settings(state)?;
     let api = Api::of(state).ok_or("no DNS server API")?;
     let me = server(state).ok_or("no DNS server")?;
     api.ensure_zone(&r.public_zone, me.address, r.ttl).await?;
@@ -233,6 +233,12 @@ pub async fn provision(state: &RunState) -> Result<(), String> {
     if let Some(domain) = &domain {
         let (primary, _) = failover_answers(state);
         api.replace(&r.public_zone, &BTreeMap::from([(domain.clone(), primary)]), r.ttl).await?;
+    }
+    // The NLB's name starts with every node; the control plane then keeps
+    // it to the nodes with a healthy target.
+    let nodes: Vec<Ipv4Addr> = super::nlb::nodes(state).map(|i| i.address).collect();
+    if let (Some(nlb), false) = (&nlb, nodes.is_empty()) {
+        api.replace(&r.public_zone, &BTreeMap::from([(nlb.clone(), nodes)]), r.ttl).await?;
     }
     // Answered over DNS, not only stored.
     let dns = dns_addr(state).ok_or("no published DNS port")?;

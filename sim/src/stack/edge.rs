@@ -87,7 +87,7 @@ pub(crate) struct RawAlb<'a> {
     pub rate_limit_window: Option<&'a Spanned<String>>,
 }
 
-fn seconds(
+pub(crate) fn seconds(
     c: &mut Collector,
     v: Option<&Spanned<String>>,
     key: &str,
@@ -108,7 +108,7 @@ fn seconds(
     }
 }
 
-fn count(c: &mut Collector, v: Option<&Spanned<i64>>, key: &str, default: u32, range: (i64, i64)) -> u32 {
+pub(crate) fn count(c: &mut Collector, v: Option<&Spanned<i64>>, key: &str, default: u32, range: (i64, i64)) -> u32 {
     let Some(v) = v else { return default };
     let n = *v.get_ref();
     if n < range.0 || n > range.1 {
@@ -205,7 +205,7 @@ pub(crate) fn alb_settings(c: &mut Collector, raw: &RawAlb, at: std::ops::Range<
     }
 }
 
-fn is_domain(s: &str) -> bool {
+pub(crate) fn is_domain(s: &str) -> bool {
     let labels: Vec<&str> = s.split('.').collect();
     labels.len() >= 2
         && labels.iter().all(|l| {

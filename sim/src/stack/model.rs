@@ -25,6 +25,8 @@ pub struct Stack {
     pub rds: Option<Rds>,
     /// The load balancer's settings, when the stack runs one.
     pub alb: Option<super::edge::Alb>,
+    /// The NLB's settings, when the stack runs one.
+    pub nlb: Option<super::nlb::Nlb>,
     /// Route 53's settings, when the stack runs its DNS.
     pub route53: Option<super::edge::Route53>,
 }
@@ -77,6 +79,7 @@ pub enum ServiceKind {
     Influxdb,
     Kafka,
     Kubernetes,
+    Nlb,
     Postgres,
     Route53,
     S3,
@@ -139,6 +142,9 @@ impl Stack {
         if !kinds.contains(&ServiceKind::Alb) {
             s.alb = None;
         }
+        if !kinds.contains(&ServiceKind::Nlb) {
+            s.nlb = None;
+        }
         if !kinds.contains(&ServiceKind::Route53) {
             s.route53 = None;
         }
@@ -194,6 +200,9 @@ impl Stack {
             }
             if let (ServiceKind::Alb, Some(a)) = (svc.kind, &self.alb) {
                 out += &super::edge::alb_toml(a);
+            }
+            if let (ServiceKind::Nlb, Some(n)) = (svc.kind, &self.nlb) {
+                out += &super::nlb::nlb_toml(n);
             }
             if let (ServiceKind::Route53, Some(r)) = (svc.kind, &self.route53) {
                 out += &super::edge::route53_toml(r);
@@ -271,6 +280,7 @@ impl ServiceKind {
         ServiceKind::Influxdb,
         ServiceKind::Kafka,
         ServiceKind::Kubernetes,
+        ServiceKind::Nlb,
         ServiceKind::Postgres,
         ServiceKind::Route53,
         ServiceKind::S3,
@@ -285,6 +295,7 @@ impl ServiceKind {
             ServiceKind::Influxdb => "influxdb",
             ServiceKind::Kafka => "kafka",
             ServiceKind::Kubernetes => "kubernetes",
+            ServiceKind::Nlb => "nlb",
             ServiceKind::Postgres => "postgres",
             ServiceKind::Route53 => "route53",
             ServiceKind::Vault => "vault",
@@ -305,7 +316,7 @@ impl ServiceKind {
             // from node groups.
             ServiceKind::Kubernetes => &["control-plane", "worker"],
             ServiceKind::Auth0 => &["tenant"],
-            ServiceKind::Alb => &["node"],
+            ServiceKind::Alb | ServiceKind::Nlb => &["node"],
             ServiceKind::Route53 => &["resolver"],
             ServiceKind::Vault | ServiceKind::S3 | ServiceKind::Api => &["server"],
         }
@@ -322,6 +333,11 @@ impl ServiceKind {
             },
             _ => format!("{self}-{az}"),
         }
+    }
+
+    /// The load balancers: their nodes sit in public subnets.
+    pub fn faces_the_internet(&self) -> bool {
+        matches!(self, ServiceKind::Alb | ServiceKind::Nlb)
     }
 
     pub fn known_list() -> String {

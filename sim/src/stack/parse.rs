@@ -101,6 +101,8 @@ struct RawService {
     idle_timeout: Option<Spanned<String>>,
     rate_limit: Option<Spanned<i64>>,
     rate_limit_window: Option<Spanned<String>>,
+    // The NLB only: its TCP listener's port (the rest it shares with the ALB).
+    port: Option<Spanned<i64>>,
     // Route 53 only (and `health_check_interval`, which the ALB shares).
     public_zone: Option<Spanned<String>>,
     private_zone: Option<Spanned<String>>,
@@ -142,6 +144,19 @@ impl RawService {
             idle_timeout: self.idle_timeout.as_ref(),
             rate_limit: self.rate_limit.as_ref(),
             rate_limit_window: self.rate_limit_window.as_ref(),
+        }
+    }
+
+    fn nlb(&self) -> super::nlb::RawNlb<'_> {
+        super::nlb::RawNlb {
+            domain: self.domain.as_ref(),
+            port: self.port.as_ref(),
+            health_check_interval: self.health_check_interval.as_ref(),
+            health_check_timeout: self.health_check_timeout.as_ref(),
+            healthy_threshold: self.healthy_threshold.as_ref(),
+            unhealthy_threshold: self.unhealthy_threshold.as_ref(),
+            deregistration_delay: self.deregistration_delay.as_ref(),
+            cross_zone: self.cross_zone.as_ref(),
         }
     }
 
@@ -441,6 +456,7 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
     let mut kubernetes: Option<Kubernetes> = None;
     let mut rds: Option<Rds> = None;
     let mut alb: Option<super::edge::Alb> = None;
+    let mut nlb: Option<super::nlb::Nlb> = None;
     let mut route53: Option<super::edge::Route53> = None;
     for (svc_name, svc) in &raw.service {
         let kind = match svc_name.get_ref().parse::<ServiceKind>() {
@@ -469,6 +485,13 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
         };
         if kind == ServiceKind::Alb {
             alb = Some(super::edge::alb_settings(c, &svc.get_ref().alb(), svc.span()));
+        } else if kind == ServiceKind::Nlb {
+            nlb = Some(super::nlb::nlb_settings(c, &svc.get_ref().nlb(), svc.span()));
+            for (key, span) in svc.get_ref().alb_spans() {
+                if let Some((_, why)) = super::nlb::NOT_NLB.iter().find(|(k, _)| *k == key) {
+                    c.push(span, format!("`{key}` is not one of nlb's settings"), *why);
+                }
+            }
         } else {
             for (key, span) in svc.get_ref().alb_spans() {
                 if kind == ServiceKind::Route53 && key == "health_check_interval" {
@@ -476,6 +499,9 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
                 }
                 c.push(span, format!("`{key}` is an ALB setting, not one of {kind}"), "move it under `[service.alb]`");
             }
+        }
+        if let (Some(p), false) = (&svc.get_ref().port, kind == ServiceKind::Nlb) {
+            c.push(p.span(), format!("`port` is an NLB setting, not one of {kind}"), "move it under `[service.nlb]`");
         }
         if kind == ServiceKind::Route53 {
             route53 = Some(super::edge::route53_settings(c, &svc.get_ref().route53()));
@@ -559,7 +585,7 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
             }
             let tier = match &inst_ref.subnet {
                 // Load balancers face the internet; everything else is private.
-                None if kind == ServiceKind::Alb => Tier::Public,
+                None if kind.faces_the_internet() => Tier::Public,
                 None => Tier::Private,
                 Some(s) => match s.get_ref().parse::<Tier>() {
                     Ok(t) => t,
@@ -569,12 +595,13 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
                     }
                 },
             };
-            if kind == ServiceKind::Alb && tier == Tier::Private {
+            if kind.faces_the_internet() && tier == Tier::Private {
                 let span = inst_ref.subnet.as_ref().map(|s| s.span()).unwrap_or(inst.span());
+                let lb = kind.as_str().to_ascii_uppercase();
                 c.push(
                     span,
-                    "an internet-facing ALB node in a private subnet",
-                    "an ALB's nodes sit in its AZs' public subnets; leave `subnet` out",
+                    format!("an internet-facing {lb} node in a private subnet"),
+                    format!("an {lb}'s nodes sit in its AZs' public subnets; leave `subnet` out"),
                 );
                 continue;
             }
@@ -854,17 +881,36 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
         services.push(Service { kind, instances });
     }
 
-    if let (Some(r), Some(a)) = (&route53, &alb) {
-        if !super::edge::in_zone(&a.domain, &r.public_zone) {
-            let at = raw.service.iter().find(|(k, _)| k.get_ref() == "alb").map(|(_, v)| v.span()).unwrap_or(0..0);
+    if let Some(r) = &route53 {
+        let domains = [("alb", alb.as_ref().map(|a| &a.domain)), ("nlb", nlb.as_ref().map(|n| &n.domain))];
+        for (svc, domain) in domains {
+            let Some(domain) = domain.filter(|d| !super::edge::in_zone(d, &r.public_zone)) else { continue };
+            let at = raw.service.iter().find(|(k, _)| k.get_ref() == svc).map(|(_, v)| v.span()).unwrap_or(0..0);
             c.push(
                 at,
-                format!("the ALB's domain {} is not in Route 53's public zone {}", a.domain, r.public_zone),
+                format!("the {}'s domain {domain} is not in Route 53's public zone {}", svc.to_uppercase(), r.public_zone),
                 "make `domain` a name under `public_zone`",
             );
         }
+        if let (Some(a), Some(n)) = (&alb, &nlb) {
+            if a.domain == n.domain {
+                let at = raw.service.iter().find(|(k, _)| k.get_ref() == "nlb").map(|(_, v)| v.span()).unwrap_or(0..0);
+                c.push(at, format!("the NLB's domain {} is the ALB's", n.domain), "give the NLB a name of its own");
+            }
+        }
     }
-    Some(Stack { name: name?, vpc: vpc?, inter_az_latency: latency?, azs, services, kubernetes, rds, alb, route53 })
+    Some(Stack {
+        name: name?,
+        vpc: vpc?,
+        inter_az_latency: latency?,
+        azs,
+        services,
+        kubernetes,
+        rds,
+        alb,
+        nlb,
+        route53,
+    })
 }
 
 /// Most nodes one node group may have in one AZ (each is a container).
