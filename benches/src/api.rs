@@ -1,6 +1,7 @@
 //! `voyager-bench api [--seconds S] [--concurrency C...]`: what voyager-api
-//! sustains on this machine, straight to its replicas and through the
-//! ALB. The stack's tiers, its three replicas and the ALB come up (no
+//! sustains on this machine, straight to its replicas, through the ALB
+//! (TLS terminated, L7) and through the NLB (TCP passed through). The
+//! stack's tiers, its three replicas and both balancers come up (no
 //! Kubernetes; the WAF rule off, since this measures the balancer, not the
 //! limit); a tenant token is fetched once; then, per concurrency level and
 //! path, C clients each send `POST /v1/runs` back to back for S seconds,
@@ -20,7 +21,7 @@ use voyager_sim::{ImageSource, Progress, ServiceKind, Sim};
 /// The service and the tiers it needs.
 fn kinds() -> Vec<ServiceKind> {
     let mut k = voyager_sim::services::api::NEEDS.to_vec();
-    k.extend([ServiceKind::Api, ServiceKind::Alb]);
+    k.extend([ServiceKind::Api, ServiceKind::Alb, ServiceKind::Nlb]);
     k
 }
 
@@ -48,7 +49,7 @@ pub async fn api(seconds: u64, levels: &[usize]) {
             .map(|(_, v)| v.clone())
             .collect()
     };
-    let (replicas, nodes) = (urls("VOYAGER_API_"), urls("VOYAGER_ALB_"));
+    let (replicas, nodes, nlb) = (urls("VOYAGER_API_"), urls("VOYAGER_ALB_"), urls("VOYAGER_NLB_"));
     let ca = std::fs::read_to_string(&env["VOYAGER_CA_CERT"]).expect("the stack's CA");
     let grant = format!(
         r#"{{"grant_type":"client_credentials","client_id":"{}","client_secret":"{}","audience":"{}"}}"#,
@@ -66,11 +67,14 @@ pub async fn api(seconds: u64, levels: &[usize]) {
     let token: String = t.body.split("\"access_token\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap().into();
     let auth = format!("Bearer {token}");
     println!(
-        "voyager-api: {} replicas, {} ALB nodes (HTTPS), {seconds}s per level, closed loop",
+        "voyager-api: {} replicas, {} ALB nodes (HTTPS), {} NLB nodes (TCP, cross-zone off), {seconds}s per level, \
+         closed loop",
         replicas.len(),
-        nodes.len()
+        nodes.len(),
+        nlb.len()
     );
-    for (&c, (path, targets)) in levels.iter().flat_map(|c| [(c, ("replicas", &replicas)), (c, ("alb", &nodes))]) {
+    let paths = [("replicas", &replicas), ("alb", &nodes), ("nlb", &nlb)];
+    for (&c, (path, targets)) in levels.iter().flat_map(|c| paths.map(|p| (c, p))) {
         let ca = ca.clone();
         let start = Instant::now();
         let until = start + Duration::from_secs(seconds);

@@ -44,9 +44,10 @@
 //!                                      backed up, restored to a time: backup
 //!                                      and restore durations, RPO
 //!   voyager-bench api [--seconds S]     voyager-api's three replicas on the
-//!                                      stack's tiers: answers per second,
-//!                                      share answered 201 and latency at
-//!                                      1, 4, 16 and 32 concurrent clients
+//!                                      stack's tiers, directly, through the
+//!                                      ALB and through the NLB: answers per
+//!                                      second, share answered 201 and
+//!                                      latency at 1, 4, 16 and 32 clients
 //!
 //! Wall-clock numbers on a shared 2-core machine wobble; the runs are there
 //! to show the spread, not to hide it.
