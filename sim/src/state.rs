@@ -31,6 +31,14 @@ pub struct RunState {
     pub faults: Vec<crate::fault::Fault>,
 }
 
+impl RunState {
+    /// The stack as it runs now (roles as the control plane last set
+    /// them), parsed again from `stack_toml`, which was written valid.
+    pub fn parsed_stack(&self) -> Result<crate::stack::Stack, String> {
+        crate::stack::parse_stack(std::path::Path::new("<run state>"), &self.stack_toml).map_err(|e| e.to_string())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InstanceState {
     pub name: String,

@@ -194,7 +194,8 @@ async fn the_alb_terminates_tls_checks_targets_fails_open_and_rate_limits() {
         let auth = format!("Bearer {t}");
         let h = [("content-type", "application/json"), ("authorization", auth.as_str())];
         let body = json!({"id": format!("{id}-refused")}).to_string();
-        let r = request_with(&tls, "POST", &format!("{url}/v1/runs"), &h, &body, Duration::from_secs(30)).await.unwrap();
+        let r =
+            request_with(&tls, "POST", &format!("{url}/v1/runs"), &h, &body, Duration::from_secs(30)).await.unwrap();
         assert_eq!(r.status, 401, "{what} must be refused through the ALB: {}", r.body);
     }
     let rows = writer.query_strings(&format!("SELECT id FROM voyager_runs WHERE id = '{id}-refused'")).await.unwrap();
@@ -227,8 +228,13 @@ async fn the_alb_terminates_tls_checks_targets_fails_open_and_rate_limits() {
     let nlb_name = env["VOYAGER_NLB_DOMAIN"].clone();
     let dns: std::net::SocketAddr = env["ROUTE53_DNS"].parse().unwrap();
     let ask_nlb = || async {
-        let mut a: Vec<std::net::Ipv4Addr> =
-            voyager_sim::dns::query_a(dns, &nlb_name, Duration::from_secs(5)).await.unwrap().a.iter().map(|r| r.0).collect();
+        let mut a: Vec<std::net::Ipv4Addr> = voyager_sim::dns::query_a(dns, &nlb_name, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .a
+            .iter()
+            .map(|r| r.0)
+            .collect();
         a.sort();
         a
     };

@@ -114,8 +114,7 @@ pub async fn run(stack: &str, p: &Progress) -> Result<(), String> {
             let (r, b) = match &mut rds {
                 Some(r) => r,
                 None => {
-                    let stack = crate::stack::parse_stack(std::path::Path::new("<run state>"), &st.stack_toml)
-                        .map_err(|e| e.to_string())?;
+                    let stack = st.parsed_stack()?;
                     rds.insert((rds_ops::Rds::new(&stack), backups::Backups::new(&stack, st.images)))
                 }
             };

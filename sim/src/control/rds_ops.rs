@@ -5,7 +5,6 @@
 //! stack, so two of them never act on one database at once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -18,7 +17,7 @@ use crate::runtime::labels::Labels;
 use crate::services::lifecycle::{instance_state, pin_host_ports, wait_ready};
 use crate::services::postgres::{self as pg, PostgresEndpoint};
 use crate::services::SpecContext;
-use crate::stack::{parse_stack, ServiceKind, Stack};
+use crate::stack::{ServiceKind, Stack};
 use crate::state::{self, RunState};
 
 /// The lock one actor holds while it acts on a stack's database.
@@ -27,7 +26,7 @@ pub async fn lock(stack: &str) -> std::io::Result<crate::runtime::lock::FileLock
 }
 
 fn stack_of(st: &RunState) -> Result<Stack, String> {
-    parse_stack(Path::new("<run state>"), &st.stack_toml).map_err(|e| e.to_string())
+    st.parsed_stack()
 }
 
 /// `primary` and `standby` in their new roles, in the run state's instances

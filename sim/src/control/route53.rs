@@ -86,7 +86,7 @@ pub async fn run(stack: String, p: Progress) {
     let mut last_error = String::new();
     // Route 53's and the ALB's settings are the stack file's: read once.
     let Ok(Some(st)) = state::load(&stack) else { return };
-    let Ok(parsed) = crate::stack::parse_stack(std::path::Path::new("<run state>"), &st.stack_toml) else { return };
+    let Ok(parsed) = st.parsed_stack() else { return };
     let (Some(settings), alb, nlb) = (parsed.route53, parsed.alb, parsed.nlb) else { return };
     loop {
         let st = match state::load(&stack) {

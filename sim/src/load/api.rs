@@ -77,8 +77,7 @@ impl ApiTarget {
         if nodes.is_empty() {
             return Ok(None);
         }
-        let stack = crate::stack::parse_stack(std::path::Path::new("<run state>"), &state.stack_toml)
-            .map_err(|e| e.to_string())?;
+        let stack = state.parsed_stack()?;
         let domain = stack.alb.map(|a| a.domain).ok_or("the stack has no [service.alb]")?;
         let auth0 = crate::services::auth0::endpoint(state).ok_or("api_request needs the Auth0 tenant for tokens")?;
         let ca = &state.credentials.edge_tls.as_ref().ok_or("the ALB has no certificate")?.ca;

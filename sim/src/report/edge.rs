@@ -95,7 +95,11 @@ fn lane(z: &EdgeZone, max: f64, faults: &[FaultMark], duration_s: f64) -> String
         (z.healthy_targets.iter().map(|v| *v as f64).collect(), "#2da44e", ""),
     ];
     if !z.in_nlb_dns.is_empty() {
-        series.push((z.in_nlb_dns.iter().map(|v| *v as f64 * max * 0.8).collect(), "#bc4c00", " stroke-dasharray=\"1 3\""));
+        series.push((
+            z.in_nlb_dns.iter().map(|v| *v as f64 * max * 0.8).collect(),
+            "#bc4c00",
+            " stroke-dasharray=\"1 3\"",
+        ));
     }
     super::zone_lane(&z.zone, 60.0, &series, max, faults, duration_s, &format!("{} targets", z.targets))
 }

@@ -44,7 +44,7 @@ impl Edge {
         if nodes.is_empty() {
             return None;
         }
-        let stack = crate::stack::parse_stack(std::path::Path::new("<run state>"), &state.stack_toml).ok()?;
+        let stack = state.parsed_stack().ok()?;
         let target_az = alb::targets(&stack).into_iter().map(|t| (t.name, t.az)).collect();
         let nlb = stack.nlb.as_ref().map(|n| {
             let nodes = crate::services::nlb::nodes(state).map(|i| (i.az.clone(), i.address)).collect();

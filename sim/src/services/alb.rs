@@ -172,10 +172,7 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
 /// API's public name and for 127.0.0.1 (where the host reaches the nodes),
 /// and write the CA where `VOYAGER_CA_CERT` points.
 async fn issue_certificate(state: &mut RunState) -> Result<(), String> {
-    let alb = crate::stack::parse_stack(std::path::Path::new("<run state>"), &state.stack_toml)
-        .map_err(|e| e.to_string())?
-        .alb
-        .ok_or("the stack has no [service.alb]")?;
+    let alb = state.parsed_stack()?.alb.ok_or("the stack has no [service.alb]")?;
     if state.credentials.edge_tls.is_none() {
         let ep = super::vault::endpoint(state).ok_or("no Vault instance issues the certificate")?;
         let c = vault_lite::client::VaultClient::new(&ep.addr()).with_token(ep.app_token());
@@ -247,7 +244,7 @@ pub fn env(state: &RunState) -> Vec<(String, String)> {
     let mut out = vec![("VOYAGER_API_URL".to_string(), first.clone())];
     out.extend(urls.iter().map(|(az, url)| (format!("VOYAGER_ALB_{}_URL", az.to_ascii_uppercase()), url.clone())));
     out.push(("VOYAGER_CA_CERT".into(), crate::state::ca_cert_path(&state.stack).display().to_string()));
-    if let Ok(stack) = crate::stack::parse_stack(std::path::Path::new("<run state>"), &state.stack_toml) {
+    if let Ok(stack) = state.parsed_stack() {
         if let Some(alb) = stack.alb {
             out.push(("VOYAGER_API_DOMAIN".into(), alb.domain));
         }

@@ -95,10 +95,7 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
 }
 
 fn settings(state: &RunState) -> Result<Settings, String> {
-    crate::stack::parse_stack(std::path::Path::new("<run state>"), &state.stack_toml)
-        .map_err(|e| e.to_string())?
-        .nlb
-        .ok_or_else(|| "the stack has no [service.nlb]".to_string())
+    state.parsed_stack()?.nlb.ok_or_else(|| "the stack has no [service.nlb]".to_string())
 }
 
 /// The host's address of a node's listener.
@@ -110,8 +107,9 @@ pub fn listener(state: &RunState, inst: &InstanceState) -> Option<std::net::Sock
 /// shallow health check.
 pub async fn probe(state: &RunState, inst: &InstanceState) -> Result<(), String> {
     let addr = listener(state, inst).ok_or("no published listener port")?;
-    let r = request_with(&HttpClient::new(), "GET", &format!("http://{addr}/healthz"), &[], "", Duration::from_secs(10))
-        .await?;
+    let r =
+        request_with(&HttpClient::new(), "GET", &format!("http://{addr}/healthz"), &[], "", Duration::from_secs(10))
+            .await?;
     match r.status {
         200 => Ok(()),
         s => Err(format!("GET /healthz through the listener answered {s}")),

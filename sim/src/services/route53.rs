@@ -215,8 +215,7 @@ impl Api {
 }
 
 fn settings(state: &RunState) -> Result<(crate::stack::Route53, Option<String>, Option<String>), String> {
-    let stack =
-        crate::stack::parse_stack(std::path::Path::new("<run state>"), &state.stack_toml).map_err(|e| e.to_string())?;
+    let stack = state.parsed_stack()?;
     let r = stack.route53.ok_or("the stack has no [service.route53]")?;
     Ok((r, stack.alb.map(|a| a.domain), stack.nlb.map(|n| n.domain)))
 }

@@ -12,6 +12,6 @@ pub mod parse;
 pub use cidr::{Cidr, CidrError};
 pub use edge::{Alb, HealthCheck, RateLimit, Route53};
 pub use kubernetes::{Kubernetes, NodeGroup, Taint, TaintEffect};
-pub use nlb::Nlb;
 pub use model::{Az, Instance, Rds, Service, ServiceKind, Stack, Tier};
+pub use nlb::Nlb;
 pub use parse::{parse_stack, Problem, StackError};

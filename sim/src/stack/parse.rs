@@ -888,7 +888,11 @@ fn validate(c: &mut Collector, raw: RawStack) -> Option<Stack> {
             let at = raw.service.iter().find(|(k, _)| k.get_ref() == svc).map(|(_, v)| v.span()).unwrap_or(0..0);
             c.push(
                 at,
-                format!("the {}'s domain {domain} is not in Route 53's public zone {}", svc.to_uppercase(), r.public_zone),
+                format!(
+                    "the {}'s domain {domain} is not in Route 53's public zone {}",
+                    svc.to_uppercase(),
+                    r.public_zone
+                ),
                 "make `domain` a name under `public_zone`",
             );
         }

@@ -17,7 +17,6 @@
 //! 7. wait until every node is Ready, CoreDNS answers and storage exists
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
@@ -28,7 +27,6 @@ use super::{api, API_NAME, API_PORT, ENDPOINT, KUBEADM_CONFIG};
 use crate::images::kubernetes::{worker_needs, NODE_IMAGES};
 use crate::runtime::container;
 use crate::services::ProvisionContext;
-use crate::stack::parse_stack;
 use crate::state::{self, RunState};
 
 /// The default StorageClass: EBS-like volumes bound to their node's zone.
@@ -80,7 +78,7 @@ impl Run<'_> {
 
 /// Bootstrap the cluster of a run whose node containers are booted.
 pub async fn create(cx: &ProvisionContext<'_>) -> Result<(), String> {
-    let stack = parse_stack(Path::new("<run state>"), &cx.state.stack_toml).map_err(|e| e.to_string())?;
+    let stack = cx.state.parsed_stack()?;
     let plan = ClusterPlan::of(&stack).ok_or("the stack declares no Kubernetes")?;
     let containers = cx
         .state
