@@ -83,7 +83,7 @@ impl Side {
         if stack.az(word).is_some() {
             return Ok(Side::Az(word.to_string()));
         }
-        if stack.services.iter().flat_map(|s| &s.instances).any(|i| i.name == word) {
+        if stack.containers().any(|i| i.name == word) {
             return Ok(Side::Instance(word.to_string()));
         }
         Err(format!(
@@ -97,9 +97,7 @@ impl Side {
     fn az<'a>(&'a self, stack: &'a Stack) -> Option<&'a str> {
         match self {
             Side::Az(az) => Some(az),
-            Side::Instance(name) => {
-                stack.services.iter().flat_map(|s| &s.instances).find(|i| &i.name == name).map(|i| i.az.as_str())
-            }
+            Side::Instance(name) => stack.containers().find(|i| &i.name == name).map(|i| i.az.as_str()),
         }
     }
 
@@ -107,9 +105,7 @@ impl Side {
         match self {
             Side::Az(az) => stack.az(az).map(|a| vec![a.private, a.public]).unwrap_or_default(),
             Side::Instance(name) => stack
-                .services
-                .iter()
-                .flat_map(|s| &s.instances)
+                .containers()
                 .filter(|i| &i.name == name)
                 .map(|i| Cidr::new(i.address, 32).expect("a /32 of a host is a network"))
                 .collect(),
@@ -118,7 +114,7 @@ impl Side {
 }
 
 fn instance_names(stack: &Stack) -> Vec<&str> {
-    stack.services.iter().flat_map(|s| &s.instances).map(|i| i.name.as_str()).collect()
+    stack.containers().map(|i| i.name.as_str()).collect()
 }
 
 impl Fault {
@@ -175,9 +171,7 @@ impl Fault {
     pub fn stops(&self, stack: &Stack) -> Vec<(String, Stop)> {
         match self {
             Fault::AzOutage { az, mode } => stack
-                .services
-                .iter()
-                .flat_map(|s| &s.instances)
+                .containers()
                 .filter(|i| &i.az == az)
                 .map(|i| (i.name.clone(), if *mode == OutageMode::Kill { Stop::Kill } else { Stop::Pause }))
                 .collect(),
@@ -394,6 +388,7 @@ impl fmt::Display for Fault {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stack::ServiceKind;
 
     fn stack() -> Stack {
         crate::harness::builtin_stack()
@@ -403,11 +398,15 @@ mod tests {
     fn an_az_outage_stops_everything_in_the_az_and_cuts_both_directions() {
         let f = Fault::AzOutage { az: "b".into(), mode: OutageMode::Kill };
         let stopped: Vec<String> = f.stops(&stack()).into_iter().map(|(n, _)| n).collect();
-        // The AZ's Kubernetes nodes go with it, and their pods with them.
+        // The AZ's Kubernetes nodes go with it, and their pods (the API's
+        // replica among them) with them.
         assert_eq!(
             stopped,
-            ["alb-b", "api-b", "kafka-b", "kafka-controller-b", "kube-general-purpose-b", "nlb-b", "postgres-b"]
+            ["alb-b", "kafka-b", "kafka-controller-b", "kube-general-purpose-b", "nlb-b", "postgres-b"]
         );
+        let without_cluster = stack().only(&[ServiceKind::Api, ServiceKind::Kafka]);
+        let stopped: Vec<String> = f.stops(&without_cluster).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(stopped, ["api-b", "kafka-b", "kafka-controller-b"], "without a cluster the API is a container");
         let drops: Vec<String> = f.drops(&stack()).iter().map(|(s, d)| format!("{s}>{d}")).collect();
         assert_eq!(
             drops,

@@ -128,20 +128,7 @@ async fn the_alb_terminates_tls_checks_targets_fails_open_and_rate_limits() {
     // and with one, once every tier holds the run.
     let r = request_with(&tls, "POST", &format!("{url}/v1/runs"), &[], "{}", Duration::from_secs(30)).await.unwrap();
     assert_eq!(r.status, 401, "no token, no run: {}", r.body);
-    let grant = json!({"grant_type": "client_credentials", "client_id": env["AUTH0_CLIENT_ID"],
-        "client_secret": env["AUTH0_CLIENT_SECRET"], "audience": env["AUTH0_AUDIENCE"]});
-    let token_url = format!("{}/oauth/token", env["AUTH0_ISSUER_BASE_URL"].trim_end_matches('/'));
-    let t = request_with(
-        &tls,
-        "POST",
-        &token_url,
-        &[("content-type", "application/json")],
-        &grant.to_string(),
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    let token = serde_json::from_str::<Value>(&t.body).unwrap()["access_token"].as_str().unwrap().to_string();
+    let token = common::tenant_token(&env).await;
     let id = format!("t-edge-{}", std::process::id());
     let headers = [("content-type", "application/json"), ("authorization", &format!("Bearer {token}"))];
     let r = request_with(

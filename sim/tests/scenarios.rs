@@ -96,7 +96,16 @@ async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
         // 2-core CI machine InfluxDB's writes took over 18 s after it to be
         // answered within a second again, which is all the tail 0.2 leaves.
         // At 0.4 the tail is 36 s; the RTO limits are the scenario's own.
-        let opts = if name == "az-loss-a" { RunOptions { time_scale: 0.4, ..opts.clone() } } else { opts.clone() };
+        // platform-az-loss's AZ b comes back as a restarted Kubernetes
+        // node whose API pod must start again and pass its deep startup
+        // check before it is a target again (11 s measured at full
+        // length on a warm machine): 0.2 leaves 18 s for it, 0.4 36 s.
+        let slow_heal = ["az-loss-a", "platform-az-loss"];
+        let opts = if slow_heal.contains(&name.as_str()) {
+            RunOptions { time_scale: 0.4, ..opts.clone() }
+        } else {
+            opts.clone()
+        };
         let report = run(&mut running, &sc, &opts, &Progress::stderr()).await.unwrap();
         eprintln!("{}", report.summary());
         if !report.passed {

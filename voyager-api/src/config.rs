@@ -84,7 +84,21 @@ const SETTINGS: &[(&str, &str, Option<&str>)] = &[
     ("AWS_SECRET_ACCESS_KEY", "S3's secret key", None),
     ("VOYAGER_API_BUCKET", "the bucket artifacts are stored in", Some("voyager-jarvis-artifacts")),
     ("VOYAGER_API_ZONE", "the availability zone this replica runs in", Some("local")),
+    // A pod of a Deployment cannot be told its zone by its spec (the zone
+    // is its node's label), so it is told its node and where every node
+    // is, as an EC2 instance would ask its metadata service.
+    ("VOYAGER_API_NODE", "the node this replica runs on (a pod's spec.nodeName)", Some("")),
+    ("VOYAGER_API_NODE_ZONES", "each node's zone, `node=zone,...`, used when VOYAGER_API_ZONE is unset", Some("")),
 ];
+
+/// The zone of `node` in a `node=zone,...` list.
+fn zone_of(node: &str, zones: &str) -> Option<String> {
+    zones
+        .split(',')
+        .filter_map(|p| p.split_once('='))
+        .find(|(n, _)| n.trim() == node)
+        .map(|(_, z)| z.trim().to_string())
+}
 
 impl Config {
     /// Read every setting through `get`; a missing or malformed one is an
@@ -146,7 +160,10 @@ impl Config {
             s3_access_key: value("AWS_ACCESS_KEY_ID"),
             s3_secret_key: value("AWS_SECRET_ACCESS_KEY"),
             bucket: value("VOYAGER_API_BUCKET"),
-            zone: value("VOYAGER_API_ZONE"),
+            zone: get("VOYAGER_API_ZONE")
+                .filter(|z| !z.is_empty())
+                .or_else(|| zone_of(&value("VOYAGER_API_NODE"), &value("VOYAGER_API_NODE_ZONES")))
+                .unwrap_or_else(|| value("VOYAGER_API_ZONE")),
         })
     }
 
@@ -183,5 +200,19 @@ mod tests {
         let c = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
         assert_eq!((c.pg_port, c.leeway, c.topic.as_str()), (5432, Duration::from_secs(300), "runs.status.v1"));
         assert!(!format!("{c:?}").contains("hvs.secret-token"));
+    }
+
+    #[test]
+    fn a_pod_finds_its_zone_by_its_node() {
+        let mut env: HashMap<&str, &str> = SETTINGS.iter().filter(|s| s.2.is_none()).map(|s| (s.0, "v")).collect();
+        env.insert("VOYAGER_API_NODE", "kube-b");
+        env.insert("VOYAGER_API_NODE_ZONES", "kube-a=us-east-1a, kube-b=us-east-1b");
+        let c = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(c.zone, "us-east-1b");
+        env.insert("VOYAGER_API_ZONE", "us-east-1c");
+        assert_eq!(Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap().zone, "us-east-1c");
+        env.remove("VOYAGER_API_ZONE");
+        env.insert("VOYAGER_API_NODE", "elsewhere");
+        assert_eq!(Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap().zone, "local");
     }
 }

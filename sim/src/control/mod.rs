@@ -6,7 +6,8 @@
 //! database ([`rds`] decides, [`rds_ops`] acts: standby detach and attach,
 //! automatic failover, rebuilds; [`backups`] takes its automated backups)
 //! and provisions the cluster's EBS-like volumes ([`ebs`]); [`route53`] is
-//! Route 53's health checkers and the records they change.
+//! Route 53's health checkers and the records they change; [`targets`]
+//! keeps the load balancers' target groups on the API's pods.
 //!
 //! Each part keeps its decisions pure (what to do given what it observed)
 //! apart from the effects, so they are unit-tested on synthetic
@@ -17,6 +18,7 @@ pub mod ebs;
 pub mod rds;
 pub mod rds_ops;
 pub mod route53;
+pub mod targets;
 
 use std::time::Duration;
 
@@ -99,6 +101,10 @@ pub async fn run(stack: &str, p: &Progress) -> Result<(), String> {
     if let Ok(Some(st)) = state::load(stack) {
         if st.instances.iter().any(|i| i.service == crate::stack::ServiceKind::Route53.as_str()) {
             tokio::spawn(route53::run(stack.to_string(), p.clone()));
+        }
+        let pods = st.parsed_stack().is_ok_and(|s| s.api_on_kubernetes() && (s.alb.is_some() || s.nlb.is_some()));
+        if pods {
+            tokio::spawn(targets::run(stack.to_string(), p.clone()));
         }
     }
     loop {

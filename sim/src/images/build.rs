@@ -518,6 +518,36 @@ async fn pip_wheels(
     Ok(out)
 }
 
+/// An image of one of this workspace's programs on `base`, tagged by the
+/// program's own hash, for a cluster that runs it (a pod cannot mount it
+/// from the host as a container does). Built once per build of the program.
+pub async fn program_image(
+    docker: &Docker,
+    base: &str,
+    program: &str,
+    path: &Path,
+    progress: &Progress,
+) -> Result<String, ImageError> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).map_err(io(format!("reading {}", path.display())))?;
+    let hash = sha2::Sha256::digest(&bytes);
+    let tag = format!("voyager-sim/{program}:{}", hex(&hash[..6]));
+    if image_exists(docker, &tag).await {
+        return Ok(tag);
+    }
+    progress.say(&format!("building the image {tag} ({:.0} MB program)", bytes.len() as f64 / 1e6));
+    let dockerfile = format!(
+        "FROM {base}\nCOPY libs/{program} /usr/local/bin/{program}\nUSER nobody\n\
+         ENTRYPOINT [\"/usr/local/bin/{program}\"]\n"
+    );
+    build_dockerfile(docker, &tag, &dockerfile, &[], &[(program.to_string(), bytes)], &[], progress).await?;
+    Ok(tag)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 async fn build_dockerfile(
     docker: &Docker,
     tag: &str,

@@ -21,6 +21,8 @@ pub struct Snapshot {
     pub at_s: f64,
     /// Healthy targets by their AZ, from the first ALB node that answers.
     pub healthy: BTreeMap<String, u32>,
+    /// Registered targets by their AZ (pods come and go), from that node.
+    pub registered: BTreeMap<String, u32>,
     /// Route 53's answer for the API's name, if it answered.
     pub dns: Option<Vec<Ipv4Addr>>,
     /// Its answer for the NLB's name, when the stack has one.
@@ -30,7 +32,12 @@ pub struct Snapshot {
 /// What the observer needs of the stack, copied out of the run state.
 pub struct Edge {
     nodes: Vec<InstanceState>,
+    /// The targets a node starts with (the API's containers), by AZ.
     target_az: BTreeMap<String, String>,
+    /// Every AZ with an ALB node or a target: the report's zones.
+    zones: Vec<String>,
+    /// The VPC's subnets by AZ, where a pod target's address says its AZ.
+    subnets: Vec<(String, crate::stack::Cidr)>,
     dns: Option<std::net::SocketAddr>,
     domain: String,
     /// The NLB's name and its nodes' addresses by AZ.
@@ -45,12 +52,32 @@ impl Edge {
             return None;
         }
         let stack = state.parsed_stack().ok()?;
-        let target_az = alb::targets(&stack).into_iter().map(|t| (t.name, t.az)).collect();
+        let target_az: BTreeMap<String, String> = alb::targets(&stack).into_iter().map(|t| (t.name, t.az)).collect();
+        let mut zones: Vec<String> = nodes.iter().map(|n| n.az.clone()).chain(target_az.values().cloned()).collect();
+        zones.sort();
+        zones.dedup();
+        let subnets = stack.subnets().map(|(az, _, net)| (az.name.clone(), net)).collect();
         let nlb = stack.nlb.as_ref().map(|n| {
             let nodes = crate::services::nlb::nodes(state).map(|i| (i.az.clone(), i.address)).collect();
             (n.domain.clone(), nodes)
         });
-        Some(Edge { nodes, target_az, dns: crate::services::route53::dns_addr(state), domain: stack.alb?.domain, nlb })
+        Some(Edge {
+            nodes,
+            target_az,
+            zones,
+            subnets,
+            dns: crate::services::route53::dns_addr(state),
+            domain: stack.alb?.domain,
+            nlb,
+        })
+    }
+
+    /// A target's AZ: a container's by the stack, a pod's by its address.
+    fn az_of(&self, target: &str) -> Option<String> {
+        self.target_az.get(target).cloned().or_else(|| {
+            let a = crate::services::targets::address_of(target)?;
+            self.subnets.iter().find(|(_, net)| net.contains(a)).map(|(az, _)| az.clone())
+        })
     }
 }
 
@@ -58,12 +85,15 @@ async fn look(e: &Edge, at_s: f64) -> Snapshot {
     let mut s = Snapshot { at_s, ..Default::default() };
     for n in &e.nodes {
         if let Ok(Ok(t)) = tokio::time::timeout(Duration::from_millis(800), alb::target_health(n)).await {
-            for az in e.target_az.values() {
+            for az in &e.zones {
                 s.healthy.entry(az.clone()).or_insert(0);
             }
-            for (name, _) in t.into_iter().filter(|(_, h)| *h) {
-                if let Some(az) = e.target_az.get(&name) {
-                    *s.healthy.entry(az.clone()).or_insert(0) += 1;
+            for (name, healthy) in t {
+                if let Some(az) = e.az_of(&name) {
+                    *s.registered.entry(az.clone()).or_insert(0) += 1;
+                    if healthy {
+                        *s.healthy.entry(az).or_insert(0) += 1;
+                    }
                 }
             }
             break;
@@ -122,10 +152,7 @@ pub fn analyse(e: &Edge, snaps: &[Snapshot], marks: &[FaultMark], sc: &Scenario,
     let seconds = duration_s.ceil().max(1.0) as usize;
     let slot = |t: f64| (t.max(0.0) as usize).min(seconds - 1);
     let mut zones: Vec<EdgeZone> = vec![];
-    let mut azs: Vec<String> = e.target_az.values().cloned().collect();
-    azs.sort();
-    azs.dedup();
-    for az in &azs {
+    for az in &e.zones {
         let mut healthy = vec![0u32; seconds];
         let mut in_dns = vec![0u32; seconds];
         let mut in_nlb_dns = if e.nlb.is_some() { vec![0u32; seconds] } else { vec![] };
@@ -141,7 +168,9 @@ pub fn analyse(e: &Edge, snaps: &[Snapshot], marks: &[FaultMark], sc: &Scenario,
                 *v = count(&s.nlb_dns, &nlb_node);
             }
         }
-        let targets = e.target_az.values().filter(|z| *z == az).count() as u32;
+        let declared = e.target_az.values().filter(|z| *z == az).count() as u32;
+        let seen = snaps.iter().filter_map(|s| s.registered.get(az)).max().copied().unwrap_or(0);
+        let targets = declared.max(seen);
         zones.push(EdgeZone { zone: az.clone(), targets, healthy_targets: healthy, in_dns, in_nlb_dns });
     }
     let all_nodes: Vec<Ipv4Addr> = e.nodes.iter().map(|n| n.address).collect();
@@ -209,6 +238,8 @@ mod tests {
         let e = Edge {
             nodes: vec![node("alb-a", "a", 1), node("alb-b", "b", 2)],
             target_az: [("api-a", "a"), ("api-b", "b")].map(|(t, z)| (t.to_string(), z.to_string())).into(),
+            zones: vec!["a".into(), "b".into()],
+            subnets: vec![],
             dns: None,
             domain: "api.voyager.example".into(),
             nlb: Some(("nlb.voyager.example".into(), vec![("a".into(), n_a), ("b".into(), n_b)])),
@@ -223,6 +254,7 @@ mod tests {
                 Snapshot {
                     at_s: t as f64,
                     healthy: [("a".to_string(), 1), ("b".to_string(), target_b)].into(),
+                    registered: [("a".to_string(), 1), ("b".to_string(), 1)].into(),
                     dns: Some(dns),
                     // The NLB's name drops b's node from t=16 to 33.
                     nlb_dns: Some(if (16..33).contains(&t) { vec![n_a] } else { vec![n_a, n_b] }),

@@ -80,19 +80,8 @@ fn manifests(
     image: &str,
     prefer_zone: Option<&str>,
 ) -> (serde_json::Value, serde_json::Value) {
-    // Workers only (EKS runs no pods on its control plane), tolerating
-    // their groups' taints but not the node-lifecycle ones: eviction after
-    // the stack's toleration is what the run measures.
-    let mut tolerations = vec![];
-    let mut seen = BTreeSet::new();
-    for t in stack.kubernetes.iter().flat_map(|k| &k.node_groups).flat_map(|g| &g.taints) {
-        if seen.insert((t.key.clone(), t.effect)) {
-            tolerations.push(serde_json::json!({ "key": t.key, "operator": "Exists", "effect": t.effect.to_string() }));
-        }
-    }
-    let workers = serde_json::json!({ "nodeSelectorTerms": [
-        { "matchExpressions": [{ "key": "eks.amazonaws.com/nodegroup", "operator": "Exists" }] }
-    ] });
+    let tolerations = crate::services::kubernetes::group_tolerations(stack);
+    let workers = crate::services::kubernetes::workers_only();
     let container = |name: &str, extra: serde_json::Value| {
         let mut c = serde_json::json!({
             "name": name,

@@ -324,8 +324,9 @@ fn cycle_report(cycle: u32, opts: &SoakOptions, sc: &Scenario, r: Option<&Report
 }
 
 /// Wait until the stack is whole again: every instance healthy by its
-/// probe, PostgreSQL's standby streaming synchronously and its replica
-/// streaming, every Kafka partition led with its full ISR.
+/// probe, the API's pods spread over the zones again, PostgreSQL's standby
+/// streaming synchronously and its replica streaming, every Kafka
+/// partition led with its full ISR.
 pub async fn settle(stack: &mut RunningStack, within: Duration) -> std::result::Result<(), String> {
     let start = Instant::now();
     let quiet = Progress::silent();
@@ -354,6 +355,9 @@ async fn unsettled(stack: &RunningStack, quiet: &Progress) -> Option<String> {
         }
     }
     let state = stack.state();
+    if let Some(p) = crate::services::api::pods::respread(state).await {
+        return Some(p);
+    }
     if state.instances.iter().any(|i| i.service == "postgres") {
         if let Err(e) = crate::services::postgres::replication_complete(state).await {
             return Some(e);

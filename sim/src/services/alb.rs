@@ -70,8 +70,14 @@ pub struct Target {
     pub port: u16,
 }
 
-/// The targets of the stack's API: one per replica.
+/// The targets a node's configuration starts with: the API's replicas
+/// when they are containers. Pods come and go, so when the API runs on
+/// the cluster a node starts with none and the target groups' controller
+/// registers them ([`super::targets`]).
 pub fn targets(stack: &Stack) -> Vec<Target> {
+    if stack.api_on_kubernetes() {
+        return vec![];
+    }
     stack
         .service(ServiceKind::Api)
         .map(|s| {
@@ -327,7 +333,7 @@ mod tests {
 
     #[test]
     fn each_node_sits_in_its_public_subnet_with_the_certificate_and_key() {
-        let v = crate::services::test_specs(ServiceKind::Alb, crate::images::ImageSet::Offline);
+        let v = crate::services::test_specs_without_cluster(ServiceKind::Alb, crate::images::ImageSet::Offline);
         assert_eq!(v.len(), 3, "a node per AZ");
         assert_eq!(v[1].network, "vs-voyager-b-public");
         assert_eq!(v[1].address, Ipv4Addr::new(10, 0, 102, 10));

@@ -65,6 +65,39 @@ pub fn servers(csv: &str) -> Vec<ServerStat> {
         .collect()
 }
 
+/// A server's administrative state as `show servers state` reports it
+/// (its `srv_admin_state` bits): what an operator set, not what the checks
+/// found. A drained server whose target is gone shows `DOWN` in `show
+/// stat`; here it still shows drained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAdmin {
+    pub server: String,
+    /// Forced maintenance (bit 0x01) or forced drain (0x08).
+    pub maint: bool,
+    pub drain: bool,
+}
+
+/// The servers of `backend` in `show servers state`'s output.
+pub fn server_admin(text: &str) -> Vec<ServerAdmin> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let Some(header) = lines.find(|l| l.starts_with("# ")) else { return vec![] };
+    let cols: Vec<&str> = header.trim_start_matches("# ").split(' ').collect();
+    let at = |name: &str| cols.iter().position(|c| *c == name);
+    let (Some(sv), Some(ad)) = (at("srv_name"), at("srv_admin_state")) else { return vec![] };
+    lines
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let admin: u32 = f.get(ad)?.parse().ok()?;
+            Some(ServerAdmin { server: f.get(sv)?.to_string(), maint: admin & 0x01 != 0, drain: admin & 0x08 != 0 })
+        })
+        .collect()
+}
+
+/// The administrative states of `backend`'s servers now.
+pub async fn server_admin_states(addr: SocketAddr, backend: &str) -> Result<Vec<ServerAdmin>, String> {
+    Ok(server_admin(&admin(addr, &format!("show servers state {backend}")).await?))
+}
+
 /// Every server's state, as the runtime API at `addr` reports it now.
 pub async fn server_stats(addr: SocketAddr) -> Result<Vec<ServerStat>, String> {
     Ok(servers(&admin(addr, "show stat").await?))
@@ -87,5 +120,18 @@ mod tests {
         assert_eq!(s[1], ServerStat { backend: "targets".into(), server: "api-b".into(), status: "DOWN 1/5".into() });
         assert_eq!(s.iter().filter(|s| s.healthy()).count(), 2, "going down is still in service");
         assert!(servers("garbage").is_empty());
+    }
+
+    #[test]
+    fn a_drained_server_is_drained_whatever_its_checks_say() {
+        let text = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight\n\
+                    5 targets 1 pod-10-0-1-225 10.0.1.225 0 8 1\n\
+                    5 targets 2 pod-10-0-2-225 10.0.2.225 2 0 1\n\
+                    5 targets 3 pod-10-0-3-1 10.0.3.1 0 1 1\n";
+        let s = server_admin(text);
+        assert_eq!(s.len(), 3);
+        assert!(s[0].drain && !s[0].maint, "{s:?}");
+        assert!(!s[1].drain && !s[1].maint);
+        assert!(s[2].maint);
     }
 }

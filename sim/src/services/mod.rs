@@ -16,6 +16,7 @@ pub mod nlb;
 pub mod postgres;
 pub mod route53;
 pub mod s3;
+pub mod targets;
 pub mod vault;
 
 use std::collections::BTreeMap;
@@ -173,7 +174,20 @@ pub fn service(kind: ServiceKind) -> &'static dyn Service {
 /// companion binary at a fixed path: for the services' unit tests.
 #[cfg(test)]
 pub(crate) fn test_specs(kind: ServiceKind, images: ImageSet) -> Vec<ContainerSpec> {
+    test_specs_in(&crate::harness::builtin_stack(), kind, images)
+}
+
+/// The same, for a stack without its cluster: the API runs as containers.
+#[cfg(test)]
+pub(crate) fn test_specs_without_cluster(kind: ServiceKind, images: ImageSet) -> Vec<ContainerSpec> {
     let stack = crate::harness::builtin_stack();
+    let kinds: Vec<ServiceKind> =
+        stack.services.iter().map(|s| s.kind).filter(|k| *k != ServiceKind::Kubernetes).collect();
+    test_specs_in(&stack.only(&kinds), kind, images)
+}
+
+#[cfg(test)]
+fn test_specs_in(stack: &Stack, kind: ServiceKind, images: ImageSet) -> Vec<ContainerSpec> {
     let credentials = Credentials::generate();
     let fixtures = crate::fixtures::builtin();
     let companions: BTreeMap<String, std::path::PathBuf> = [
@@ -185,7 +199,7 @@ pub(crate) fn test_specs(kind: ServiceKind, images: ImageSet) -> Vec<ContainerSp
     .map(|(k, v)| (k.to_string(), v.into()))
     .collect();
     let cx = SpecContext {
-        stack: &stack,
+        stack,
         stack_name: "voyager",
         images,
         credentials: &credentials,

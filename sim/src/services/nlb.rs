@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn each_node_sits_in_its_public_subnet() {
-        let v = crate::services::test_specs(ServiceKind::Nlb, crate::images::ImageSet::Offline);
+        let v = crate::services::test_specs_without_cluster(ServiceKind::Nlb, crate::images::ImageSet::Offline);
         assert_eq!(v.len(), 3, "a node per AZ");
         assert_eq!(v[2].network, "vs-voyager-c-public");
         assert_eq!(v[2].address, Ipv4Addr::new(10, 0, 103, 20));

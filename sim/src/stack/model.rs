@@ -113,6 +113,21 @@ impl Stack {
         self.services.iter().find(|s| s.kind == kind)
     }
 
+    /// Whether the API runs as a Deployment on the stack's cluster rather
+    /// than as a container per instance: it does whenever the stack has a
+    /// cluster, and then its declared instances only say how many replicas
+    /// (the scheduler places them, spread over the zones).
+    pub fn api_on_kubernetes(&self) -> bool {
+        self.kubernetes.is_some() && self.service(ServiceKind::Api).is_some()
+    }
+
+    /// Every instance that is a container of its own: all of them but the
+    /// API's when it runs as pods.
+    pub fn containers(&self) -> impl Iterator<Item = &Instance> {
+        let pods = self.api_on_kubernetes();
+        self.services.iter().filter(move |s| !(pods && s.kind == ServiceKind::Api)).flat_map(|s| &s.instances)
+    }
+
     /// Every subnet of the stack, in AZ order, private before public.
     pub fn subnets(&self) -> impl Iterator<Item = (&Az, Tier, Cidr)> {
         self.azs.iter().flat_map(|az| [(az, Tier::Private, az.private), (az, Tier::Public, az.public)])

@@ -116,6 +116,27 @@ impl super::Service for Kubernetes {
     }
 }
 
+/// Tolerations of every node group's taints but not of the node-lifecycle
+/// ones, for a workload that may run on any worker: eviction after the
+/// stack's toleration is what runs measure.
+pub fn group_tolerations(stack: &crate::stack::Stack) -> Vec<serde_json::Value> {
+    let mut tolerations = vec![];
+    let mut seen = std::collections::BTreeSet::new();
+    for t in stack.kubernetes.iter().flat_map(|k| &k.node_groups).flat_map(|g| &g.taints) {
+        if seen.insert((t.key.clone(), t.effect)) {
+            tolerations.push(serde_json::json!({ "key": t.key, "operator": "Exists", "effect": t.effect.to_string() }));
+        }
+    }
+    tolerations
+}
+
+/// A node selector of workers only: EKS runs no pods on its control plane.
+pub fn workers_only() -> serde_json::Value {
+    serde_json::json!({ "nodeSelectorTerms": [
+        { "matchExpressions": [{ "key": "eks.amazonaws.com/nodegroup", "operator": "Exists" }] }
+    ] })
+}
+
 /// Where a run's kubeconfig is (it exists once the cluster is up).
 pub fn kubeconfig(state: &RunState) -> PathBuf {
     state::kubeconfig_path(&state.stack)

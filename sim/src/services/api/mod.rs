@@ -20,7 +20,9 @@ use crate::images::image_for;
 use crate::runtime::network::network_name;
 use crate::spec::{ContainerSpec, Publish};
 use crate::stack::{ServiceKind, Stack};
-use crate::state::{InstanceState, RunState};
+use crate::state::{Credentials, InstanceState, RunState};
+
+pub mod pods;
 
 pub const PORT: u16 = 8080;
 
@@ -46,25 +48,21 @@ fn zone(stack: &Stack, az: &str) -> String {
     stack.kubernetes.as_ref().map(|k| k.zone(az)).unwrap_or_else(|| az.to_string())
 }
 
-/// The settings every replica shares; `VOYAGER_API_ZONE` is added per AZ.
-fn settings(cx: &SpecContext) -> BTreeMap<String, String> {
-    let c = cx.credentials;
-    let first = |kind| addresses(cx.stack, kind).first().map(|a| a.to_string()).unwrap_or_default();
+/// The settings that are secrets: a pod reads them from a Secret.
+pub const SECRETS: &[&str] = &["VAULT_TOKEN", "INFLUXDB_PASSWORD", "AWS_SECRET_ACCESS_KEY"];
+
+/// The settings every replica shares; where it runs is added per replica.
+/// `auth0_host_port` is the tenant's port on the host, which its issuer
+/// URL names.
+fn settings(stack: &Stack, c: &Credentials, auth0_host_port: u16) -> BTreeMap<String, String> {
+    let first = |kind| addresses(stack, kind).first().map(|a| a.to_string()).unwrap_or_default();
     let auth0 = first(ServiceKind::Auth0);
-    let auth0_host_port = cx
-        .stack
-        .service(ServiceKind::Auth0)
-        .and_then(|s| s.instances.first())
-        .and_then(|i| cx.host_ports.get(&i.name))
-        .copied()
-        .unwrap_or(super::auth0::PORT);
-    let brokers: Vec<String> = cx
-        .stack
+    let brokers: Vec<String> = stack
         .with_role(ServiceKind::Kafka, "broker")
         .into_iter()
         .map(|i| format!("{}:{}", i.address, super::kafka::INTERNAL_PORT))
         .collect();
-    let writer = cx.stack.azs[0].private.nth(super::postgres::ENDPOINTS_HOST);
+    let writer = stack.azs[0].private.nth(super::postgres::ENDPOINTS_HOST);
     BTreeMap::from(
         [
             ("VOYAGER_API_LISTEN", format!("0.0.0.0:{PORT}")),
@@ -92,10 +90,22 @@ fn settings(cx: &SpecContext) -> BTreeMap<String, String> {
     )
 }
 
+/// The replicas as containers, one per instance; none when the API runs
+/// as pods (see [`pods`]).
 pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
     let Some(svc) = cx.stack.service(ServiceKind::Api) else { return vec![] };
+    if cx.stack.api_on_kubernetes() {
+        return vec![];
+    }
     let binary = cx.companions.get(API.binary).map(|p| p.display().to_string()).unwrap_or_default();
-    let shared = settings(cx);
+    let auth0_host_port = cx
+        .stack
+        .service(ServiceKind::Auth0)
+        .and_then(|s| s.instances.first())
+        .and_then(|i| cx.host_ports.get(&i.name))
+        .copied()
+        .unwrap_or(super::auth0::PORT);
+    let shared = settings(cx.stack, cx.credentials, auth0_host_port);
     svc.instances
         .iter()
         .map(|inst| {
@@ -162,6 +172,16 @@ impl super::Service for Api {
     async fn probe(&self, _cx: &super::ProbeContext<'_>, inst: &InstanceState) -> Result<(), String> {
         probe(inst).await
     }
+    /// On a cluster, the Deployment is made here, once the cluster and
+    /// every tier it needs are ready.
+    async fn provision(&self, cx: &super::ProvisionContext<'_>) -> Result<(), String> {
+        let stack = cx.state.parsed_stack()?;
+        if stack.api_on_kubernetes() {
+            pods::deploy(cx, &stack).await?;
+        }
+        Ok(())
+    }
+
     fn env(&self, state: &RunState) -> Vec<(String, String)> {
         env(state)
     }
@@ -174,10 +194,11 @@ mod tests {
 
     #[test]
     fn each_replica_reaches_every_tier_by_its_vpc_address_from_its_own_az() {
-        let v = super::super::test_specs(ServiceKind::Api, ImageSet::Offline);
+        let v = super::super::test_specs_without_cluster(ServiceKind::Api, ImageSet::Offline);
         assert_eq!(v.len(), 3, "one replica per AZ");
         let zones: Vec<&str> = v.iter().map(|s| s.env["VOYAGER_API_ZONE"].as_str()).collect();
-        assert_eq!(zones, ["us-east-1a", "us-east-1b", "us-east-1c"]);
+        assert_eq!(zones, ["a", "b", "c"], "without a cluster the stack names no region");
+        assert!(super::super::test_specs(ServiceKind::Api, ImageSet::Offline).is_empty(), "on a cluster: pods");
         let s = &v[1];
         assert_eq!(s.network, "vs-voyager-b-private");
         assert_eq!(s.env["PGHOST"], "10.0.1.5", "the writer endpoint");
