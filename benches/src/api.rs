@@ -1,9 +1,10 @@
-//! `voyager-bench api [--seconds S] [--concurrency C...]`: what voyager-api
+//! `voyager-bench api [--seconds S] [--pods]`: what voyager-api
 //! sustains on this machine, straight to its replicas, through the ALB
 //! (TLS terminated, L7) and through the NLB (TCP passed through). The
-//! stack's tiers, its three replicas and both balancers come up (no
-//! Kubernetes; the WAF rule off, since this measures the balancer, not the
-//! limit); a tenant token is fetched once; then, per concurrency level and
+//! stack's tiers, its three replicas and both balancers come up (the
+//! replicas as containers, or with `--pods` as the cluster's Deployment,
+//! which only the balancers reach; the WAF rule off, since this measures
+//! the balancer, not the limit); a tenant token is fetched once; then, per concurrency level and
 //! path, C clients each send `POST /v1/runs` back to back for S seconds,
 //! spread over the replicas or the ALB's nodes (each client keeps its
 //! connection, as an application's pool does). Printed: answers per second, the share
@@ -14,14 +15,17 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use voyager_sim::harness::{build_images, builtin_stack};
-use voyager_sim::http::{request, request_with, HttpClient};
+use voyager_sim::http::{request_with, HttpClient};
 use voyager_sim::images::ImageSet;
 use voyager_sim::{ImageSource, Progress, ServiceKind, Sim};
 
-/// The service and the tiers it needs.
-fn kinds() -> Vec<ServiceKind> {
+/// The service and the tiers it needs (and the cluster it runs on, as pods).
+fn kinds(pods: bool) -> Vec<ServiceKind> {
     let mut k = voyager_sim::services::api::NEEDS.to_vec();
     k.extend([ServiceKind::Api, ServiceKind::Alb, ServiceKind::Nlb]);
+    if pods {
+        k.push(ServiceKind::Kubernetes);
+    }
     k
 }
 
@@ -29,8 +33,8 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-pub async fn api(seconds: u64, levels: &[usize]) {
-    let kinds = kinds();
+pub async fn api(seconds: u64, levels: &[usize], pods: bool) {
+    let kinds = kinds(pods);
     build_images(ImageSet::Offline, &kinds, &Progress::stderr()).await.expect("offline images");
     let mut stack = builtin_stack().relocated("10.248.0.0/16".parse().unwrap()).unwrap();
     stack.alb.as_mut().expect("the built-in stack has an ALB").rate_limit = None;
@@ -51,30 +55,21 @@ pub async fn api(seconds: u64, levels: &[usize]) {
     };
     let (replicas, nodes, nlb) = (urls("VOYAGER_API_"), urls("VOYAGER_ALB_"), urls("VOYAGER_NLB_"));
     let ca = std::fs::read_to_string(&env["VOYAGER_CA_CERT"]).expect("the stack's CA");
-    let grant = format!(
-        r#"{{"grant_type":"client_credentials","client_id":"{}","client_secret":"{}","audience":"{}"}}"#,
-        env["AUTH0_CLIENT_ID"], env["AUTH0_CLIENT_SECRET"], env["AUTH0_AUDIENCE"]
-    );
-    let t = request(
-        "POST",
-        &format!("{}/oauth/token", env["AUTH0_ISSUER_BASE_URL"]),
-        &[("content-type", "application/json")],
-        &grant,
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("a token");
-    let token: String = t.body.split("\"access_token\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap().into();
+    let token = voyager_sim::services::auth0::client_token(&env).await.expect("a token");
     let auth = format!("Bearer {token}");
     println!(
-        "voyager-api: {} replicas, {} ALB nodes (HTTPS), {} NLB nodes (TCP, cross-zone off), {seconds}s per level, \
-         closed loop",
-        replicas.len(),
+        "voyager-api: {} replicas ({}), {} ALB nodes (HTTPS), {} NLB nodes (TCP, cross-zone off), {seconds}s per \
+         level, closed loop",
+        voyager_sim::services::api::pods::replicas(&running.stack().expect("the stack")),
+        if pods { "pods, reached only through the balancers" } else { "containers" },
         nodes.len(),
         nlb.len()
     );
-    let paths = [("replicas", &replicas), ("alb", &nodes), ("nlb", &nlb)];
-    for (&c, (path, targets)) in levels.iter().flat_map(|c| paths.map(|p| (c, p))) {
+    let paths = [("replicas", replicas), ("alb", nodes), ("nlb", nlb)];
+    let paths: Vec<(&'static str, Vec<String>)> = paths.into_iter().filter(|(_, t)| !t.is_empty()).collect();
+    let runs: Vec<(usize, &'static str, &Vec<String>)> =
+        levels.iter().flat_map(|c| paths.iter().map(move |(p, t)| (*c, *p, t))).collect();
+    for (c, path, targets) in runs {
         let ca = ca.clone();
         let start = Instant::now();
         let until = start + Duration::from_secs(seconds);

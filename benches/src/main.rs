@@ -43,11 +43,14 @@
 //!   voyager-bench restore [--rows N]   a database of N rows (~200 B each),
 //!                                      backed up, restored to a time: backup
 //!                                      and restore durations, RPO
-//!   voyager-bench api [--seconds S]     voyager-api's three replicas on the
+//!   voyager-bench api [--seconds S] [--pods]
+//!                                      voyager-api's three replicas on the
 //!                                      stack's tiers, directly, through the
 //!                                      ALB and through the NLB: answers per
 //!                                      second, share answered 201 and
-//!                                      latency at 1, 4, 16 and 32 clients
+//!                                      latency at 1, 4, 16 and 32 clients;
+//!                                      --pods: as a Deployment on the
+//!                                      cluster, through the balancers only
 //!
 //! Wall-clock numbers on a shared 2-core machine wobble; the runs are there
 //! to show the spread, not to hide it.
@@ -98,7 +101,10 @@ async fn main() {
             rds::auto_failover(runs, detection).await
         }
         Some("restore") => rds::restore(flag(&args, "--rows").unwrap_or(1_000_000)).await,
-        Some("api") => api::api(flag(&args, "--seconds").unwrap_or(20), &[1, 4, 16, 32]).await,
+        Some("api") => {
+            let pods = args.iter().any(|a| a == "--pods");
+            api::api(flag(&args, "--seconds").unwrap_or(20), &[1, 4, 16, 32], pods).await
+        }
         Some(other) => {
             eprintln!("unknown benchmark `{other}`; use up-down, image-build, data-tier, load-max, link-delay, services, kubernetes, kube-build, crash, auto-failover, restore or api");
             std::process::exit(2);

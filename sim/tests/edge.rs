@@ -69,6 +69,14 @@ where
     }
 }
 
+/// Route 53's answer for `name`, sorted.
+async fn ask(dns: std::net::SocketAddr, name: String) -> Vec<std::net::Ipv4Addr> {
+    let mut a: Vec<std::net::Ipv4Addr> =
+        voyager_sim::dns::query_a(dns, &name, Duration::from_secs(5)).await.unwrap().a.iter().map(|r| r.0).collect();
+    a.sort();
+    a
+}
+
 fn addr_of_vault(running: &RunningStack) -> String {
     running.state().instances.iter().find(|i| i.service == "vault").unwrap().address.to_string()
 }
@@ -105,6 +113,7 @@ async fn the_alb_terminates_tls_checks_targets_fails_open_and_rate_limits() {
         .unwrap();
     let env: BTreeMap<String, String> = running.env().into_iter().collect();
     let url = &env["VOYAGER_API_URL"];
+    let dns: std::net::SocketAddr = env["ROUTE53_DNS"].parse().unwrap();
     let ca = std::fs::read_to_string(&env["VOYAGER_CA_CERT"]).unwrap();
     let tls = HttpClient::trusting(&ca).unwrap();
 
@@ -213,18 +222,7 @@ async fn the_alb_terminates_tls_checks_targets_fails_open_and_rate_limits() {
     let seen = nlb_down.await.unwrap();
     assert!(seen.iter().any(|s| s.starts_with("UP 1/")), "{seen:?}");
     let nlb_name = env["VOYAGER_NLB_DOMAIN"].clone();
-    let dns: std::net::SocketAddr = env["ROUTE53_DNS"].parse().unwrap();
-    let ask_nlb = || async {
-        let mut a: Vec<std::net::Ipv4Addr> = voyager_sim::dns::query_a(dns, &nlb_name, Duration::from_secs(5))
-            .await
-            .unwrap()
-            .a
-            .iter()
-            .map(|r| r.0)
-            .collect();
-        a.sort();
-        a
-    };
+    let ask_nlb = || ask(dns, nlb_name.clone());
     wait_for(ask_nlb, |a| a == &[nlb_addr_a, nlb_addr_c], Duration::from_secs(30)).await;
     for _ in 0..6 {
         let (s, body) = get(&tls, &format!("{url}/healthz"), None).await;
@@ -251,25 +249,14 @@ async fn the_alb_terminates_tls_checks_targets_fails_open_and_rate_limits() {
 
     // Route 53: the public record answers every ALB node, the private zone
     // names the tiers, and a container of the VPC resolves through it.
-    let dns: std::net::SocketAddr = env["ROUTE53_DNS"].parse().unwrap();
     let api_name = env["VOYAGER_API_DOMAIN"].clone();
-    let ask = |name: String| async move {
-        let mut a: Vec<std::net::Ipv4Addr> = voyager_sim::dns::query_a(dns, &name, Duration::from_secs(5))
-            .await
-            .unwrap()
-            .a
-            .iter()
-            .map(|r| r.0)
-            .collect();
-        a.sort();
-        a
-    };
+    let ask = |name: &str| ask(dns, name.to_string());
     // (Every target just failed its deep check: evaluate-target-health
     // took the ALB out of the answer until its checks pass again.)
-    wait_for(|| ask(api_name.clone()), |a| a == &[alb_a, alb_b, alb_c], Duration::from_secs(60)).await;
+    wait_for(|| ask(&api_name), |a| a == &[alb_a, alb_b, alb_c], Duration::from_secs(60)).await;
     let ttl = voyager_sim::dns::query_a(dns, &api_name, Duration::from_secs(5)).await.unwrap().a[0].1;
     assert_eq!(ttl, 60, "Route 53's TTL for the record");
-    assert_eq!(ask("writer.db.voyager.internal".into()).await, [pg_a]);
+    assert_eq!(ask("writer.db.voyager.internal").await, [pg_a]);
     let nx = voyager_sim::dns::query_a(dns, "nothere.voyager.internal", Duration::from_secs(5)).await.unwrap();
     assert_eq!((nx.rcode, nx.authoritative), (3, true), "NXDOMAIN, from the zone's own server");
     let docker = voyager_sim::runtime::docker::connect(&Progress::silent()).await.unwrap();
@@ -282,23 +269,23 @@ async fn the_alb_terminates_tls_checks_targets_fails_open_and_rate_limits() {
 
     // A dead node leaves the answer after `failure_threshold` checks.
     running.kill_instance("alb-b").await.unwrap();
-    let gone = wait_for(|| ask(api_name.clone()), |a| !a.contains(&alb_b), Duration::from_secs(60)).await;
+    let gone = wait_for(|| ask(&api_name), |a| !a.contains(&alb_b), Duration::from_secs(60)).await;
     assert_eq!(gone, [alb_a, alb_c]);
     // No node with a healthy target: the maintenance answer.
     for t in ["api-a", "api-b", "api-c"] {
         running.kill_instance(t).await.unwrap();
     }
-    let maintenance = wait_for(|| ask(api_name.clone()), |a| a == &[s3_a], Duration::from_secs(90)).await;
+    let maintenance = wait_for(|| ask(&api_name), |a| a == &[s3_a], Duration::from_secs(90)).await;
     assert_eq!(maintenance, [s3_a]);
     for t in ["api-a", "api-b", "api-c", "alb-b"] {
         running.start_instance(t, Duration::from_secs(120)).await.unwrap();
     }
-    wait_for(|| ask(api_name.clone()), |a| a == &[alb_a, alb_b, alb_c], Duration::from_secs(120)).await;
+    wait_for(|| ask(&api_name), |a| a == &[alb_a, alb_b, alb_c], Duration::from_secs(120)).await;
     let events: Vec<String> = voyager_sim::state::events_since("t-edge", 0).into_iter().map(|e| e.what).collect();
     assert!(events.iter().any(|e| e.contains("answers the secondary")), "{events:?}");
     // The writer's name follows a failover, as an RDS endpoint's does.
     running.failover_postgres(&Progress::stderr()).await.unwrap();
-    wait_for(|| ask("writer.db.voyager.internal".into()), |a| a == &[pg_b], Duration::from_secs(30)).await;
+    wait_for(|| ask("writer.db.voyager.internal"), |a| a == &[pg_b], Duration::from_secs(30)).await;
 
     // The WAF rule: past LIMIT requests a minute from one address, 429.
     let (mut ok, mut limited) = (0, 0);

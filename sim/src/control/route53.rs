@@ -76,6 +76,39 @@ async fn check(state: &RunState, node: &crate::state::InstanceState) -> bool {
     answered && alb::target_health(node).await.is_ok_and(|t| t.iter().any(|(_, h)| *h))
 }
 
+/// The public zone as the record writer changes it.
+struct Public<'a> {
+    api: &'a r53::Api,
+    zone: &'a str,
+    ttl: Duration,
+    stack: &'a str,
+    p: &'a Progress,
+}
+
+impl Public<'_> {
+    /// Write `name`'s answer if it is not what was last written; a change
+    /// after the first write is an event, `said`.
+    async fn write_if_changed(
+        &self,
+        name: &str,
+        addrs: Vec<Ipv4Addr>,
+        written: &mut Option<Vec<Ipv4Addr>>,
+        said: String,
+    ) -> Result<(), String> {
+        if written.as_ref() == Some(&addrs) {
+            return Ok(());
+        }
+        let sets = BTreeMap::from([(name.to_string(), addrs.clone())]);
+        self.api.replace(self.zone, &sets, self.ttl).await?;
+        if written.is_some() {
+            let _ = state::record_event(self.stack, &said);
+            self.p.say(&said);
+        }
+        *written = Some(addrs);
+        Ok(())
+    }
+}
+
 /// The checkers and the record writer, until the stack is gone.
 pub async fn run(stack: String, p: Progress) {
     let mut health: BTreeMap<String, Health> = BTreeMap::new();
@@ -129,18 +162,11 @@ pub async fn run(stack: String, p: Progress) {
                 .map(|(n, h)| (n.address, h.is_ok_and(|t| t.iter().any(|(_, ok)| *ok))))
                 .collect();
             let addrs = crate::services::nlb::dns_answer(&marked);
-            if !addrs.is_empty() && written_nlb.as_ref() != Some(&addrs) {
-                let sets = BTreeMap::from([(nlb.domain.clone(), addrs.clone())]);
-                match api.replace(&settings.public_zone, &sets, settings.ttl).await {
-                    Ok(()) => {
-                        if written_nlb.is_some() {
-                            let text = format!("route53: {} (the NLB) answers {addrs:?}", nlb.domain);
-                            let _ = state::record_event(&stack, &text);
-                            p.say(&text);
-                        }
-                        written_nlb = Some(addrs);
-                    }
-                    Err(e) => result = Err(e),
+            if !addrs.is_empty() {
+                let public = Public { api: &api, zone: &settings.public_zone, ttl: settings.ttl, stack: &stack, p: &p };
+                let said = format!("route53: {} (the NLB) answers {addrs:?}", nlb.domain);
+                if let Err(e) = public.write_if_changed(&nlb.domain, addrs, &mut written_nlb, said).await {
+                    result = Err(e);
                 }
             }
         }
@@ -166,20 +192,11 @@ pub async fn run(stack: String, p: Progress) {
             }
             let (_, secondary) = r53::failover_answers(&st);
             let (addrs, primary) = answer(&primaries, &secondary);
-            if written_api.as_ref() != Some(&addrs) {
-                let sets = BTreeMap::from([(alb.domain.clone(), addrs.clone())]);
-                match api.replace(&settings.public_zone, &sets, settings.ttl).await {
-                    Ok(()) => {
-                        if written_api.is_some() {
-                            let which = if primary { "primary" } else { "secondary (maintenance)" };
-                            let text = format!("route53: {} answers the {which}: {addrs:?}", alb.domain);
-                            let _ = state::record_event(&stack, &text);
-                            p.say(&text);
-                        }
-                        written_api = Some(addrs);
-                    }
-                    Err(e) => result = Err(e),
-                }
+            let which = if primary { "primary" } else { "secondary (maintenance)" };
+            let said = format!("route53: {} answers the {which}: {addrs:?}", alb.domain);
+            let public = Public { api: &api, zone: &settings.public_zone, ttl: settings.ttl, stack: &stack, p: &p };
+            if let Err(e) = public.write_if_changed(&alb.domain, addrs, &mut written_api, said).await {
+                result = Err(e);
             }
         }
         if let Err(e) = result {

@@ -146,6 +146,35 @@ pub async fn status(name: &str, p: &Progress) -> Result<Option<StackStatus>> {
         }
     }))
     .await;
+    let mut checks = checks;
+    // The API's pods, when it runs on the cluster: each a row of its own,
+    // healthy when Ready.
+    match services::api::pods::pods(&state).await {
+        Ok(pods) => checks.extend(pods.into_iter().map(|p| InstanceStatus {
+            instance: p.name,
+            service: ServiceKind::Api.as_str().into(),
+            az: p.az,
+            subnet: "private".into(),
+            address: p.address,
+            endpoint: None,
+            container: String::new(),
+            health: if p.ready { "healthy".into() } else { "unhealthy".into() },
+            role: Some(format!("pod on {}", p.node)),
+            detail: p.detail,
+        })),
+        Err(e) => checks.push(InstanceStatus {
+            instance: "voyager-api pods".into(),
+            service: ServiceKind::Api.as_str().into(),
+            az: "*".into(),
+            subnet: "private".into(),
+            address: String::new(),
+            endpoint: None,
+            container: String::new(),
+            health: "unknown".into(),
+            role: None,
+            detail: Some(e),
+        }),
+    }
     let control = crate::control::find(&docker, &state.stack).await.map(|running| {
         let now = state::now_unix_ms();
         let events = state::events_since(&state.stack, 0);

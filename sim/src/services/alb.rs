@@ -89,6 +89,15 @@ pub fn targets(stack: &Stack) -> Vec<Target> {
         .unwrap_or_default()
 }
 
+/// A backend's `server` lines for `targets`, health-checked or not (the
+/// fail-open backend's are not).
+pub fn server_lines(targets: &[&Target], checked: bool) -> String {
+    targets
+        .iter()
+        .map(|t| format!("    server {} {}:{}{}\n", t.name, t.address, t.port, if checked { " check" } else { "" }))
+        .collect()
+}
+
 fn secs(d: Duration) -> String {
     format!("{}ms", d.as_millis())
 }
@@ -98,11 +107,7 @@ fn secs(d: Duration) -> String {
 pub fn haproxy_config(alb: &Settings, az: &str, targets: &[Target]) -> String {
     let h = &alb.health_check;
     let mine: Vec<&Target> = targets.iter().filter(|t| alb.cross_zone || t.az == az).collect();
-    let servers = |checked: bool| -> String {
-        mine.iter()
-            .map(|t| format!("    server {} {}:{}{}\n", t.name, t.address, t.port, if checked { " check" } else { "" }))
-            .collect()
-    };
+    let servers = |checked: bool| server_lines(&mine, checked);
     let waf = match &alb.rate_limit {
         None => String::new(),
         Some(r) => format!(
@@ -211,13 +216,18 @@ pub fn client(state: &RunState) -> Result<HttpClient, String> {
 }
 
 /// Ready when the node's HTTPS listener answers with a certificate that
-/// verifies against the stack's CA, and routes to a target.
+/// verifies against the stack's CA, and routes to a target. With the API
+/// on the cluster the node's targets are the controller's to register,
+/// and a node back from its AZ's heal may have none yet (or, its AZ's
+/// pods evicted, none for a while): the node is ready once its listener
+/// answers, whatever the answer.
 pub async fn probe(state: &RunState, inst: &InstanceState) -> Result<(), String> {
     let addr = inst.published.get(&HTTPS_PORT).ok_or("no published HTTPS port")?;
     let r = request_with(&client(state)?, "GET", &format!("https://{addr}/healthz"), &[], "", Duration::from_secs(10))
         .await?;
     match r.status {
         200 => Ok(()),
+        _ if state.parsed_stack()?.api_on_kubernetes() => Ok(()),
         s => Err(format!("GET /healthz through the listener answered {s}")),
     }
 }
@@ -238,6 +248,20 @@ pub async fn target_health(inst: &InstanceState) -> Result<Vec<(String, bool)>, 
             (s.server, healthy)
         })
         .collect())
+}
+
+/// Each balancer node's role for `status`: how many of its targets it
+/// counts healthy.
+pub async fn target_roles<'a>(nodes: impl Iterator<Item = &'a InstanceState>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for n in nodes {
+        let line = match target_health(n).await {
+            Ok(t) => format!("{}/{} targets healthy", t.iter().filter(|(_, h)| *h).count(), t.len()),
+            Err(e) => format!("targets unknown: {e}"),
+        };
+        out.insert(n.name.clone(), line);
+    }
+    out
 }
 
 /// `VOYAGER_API_URL` (through AZ a's node; every node is also
@@ -279,15 +303,7 @@ impl super::Service for Alb {
         probe(cx.state, inst).await
     }
     async fn roles(&self, state: &RunState) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
-        for n in nodes(state) {
-            let line = match target_health(n).await {
-                Ok(t) => format!("{}/{} targets healthy", t.iter().filter(|(_, h)| *h).count(), t.len()),
-                Err(e) => format!("targets unknown: {e}"),
-            };
-            out.insert(n.name.clone(), line);
-        }
-        out
+        target_roles(nodes(state)).await
     }
     fn env(&self, state: &RunState) -> Vec<(String, String)> {
         env(state)

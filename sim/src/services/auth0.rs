@@ -171,6 +171,22 @@ pub fn env(state: &RunState) -> Vec<(String, String)> {
     ]
 }
 
+/// A token for the tenant's machine-to-machine client, got as an
+/// application configured by [`env`]'s names gets one (the client
+/// credentials grant).
+pub async fn client_token(env: &BTreeMap<String, String>) -> Result<String, String> {
+    let get = |k: &str| env.get(k).cloned().ok_or(format!("{k} is not set (`voyager-sim env` sets it)"));
+    let grant = serde_json::json!({
+        "grant_type": "client_credentials", "client_id": get("AUTH0_CLIENT_ID")?,
+        "client_secret": get("AUTH0_CLIENT_SECRET")?, "audience": get("AUTH0_AUDIENCE")?,
+    });
+    let url = format!("{}/oauth/token", get("AUTH0_ISSUER_BASE_URL")?.trim_end_matches('/'));
+    let headers = [("content-type", "application/json")];
+    let r = request("POST", &url, &headers, &grant.to_string(), Duration::from_secs(30)).await?;
+    let v: serde_json::Value = serde_json::from_str(&r.body).map_err(|_| format!("token: HTTP {}", r.status))?;
+    v["access_token"].as_str().map(str::to_string).ok_or(format!("token: HTTP {}: {}", r.status, r.body.trim()))
+}
+
 /// The service's contract with the harness (see [`super::Service`]).
 pub struct Auth0;
 

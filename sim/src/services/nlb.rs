@@ -46,11 +46,7 @@ fn ms(d: Duration) -> String {
 pub fn haproxy_config(nlb: &Settings, az: &str, targets: &[Target]) -> String {
     let h = &nlb.health_check;
     let mine: Vec<&Target> = targets.iter().filter(|t| nlb.cross_zone || t.az == az).collect();
-    let servers = |checked: bool| -> String {
-        mine.iter()
-            .map(|t| format!("    server {} {}:{}{}\n", t.name, t.address, t.port, if checked { " check" } else { "" }))
-            .collect()
-    };
+    let servers = |checked: bool| super::alb::server_lines(&mine, checked);
     format!(
         "global\n    user haproxy\n    group haproxy\n    stats socket ipv4@0.0.0.0:{ADMIN_PORT} level admin\n\n\
          defaults\n    mode tcp\n    timeout connect 10s\n    \
@@ -104,9 +100,22 @@ pub fn listener(state: &RunState, inst: &InstanceState) -> Option<std::net::Sock
 }
 
 /// Ready when a request through the node's listener reaches a target's
-/// shallow health check.
+/// shallow health check. With the API on the cluster, an NLB node whose
+/// AZ has no ready pod (its pods evicted while the AZ was gone) has
+/// nothing to reach, which is NLB's business to answer with DNS, not the
+/// node's: it is ready once its runtime API answers and its listener
+/// takes connections.
 pub async fn probe(state: &RunState, inst: &InstanceState) -> Result<(), String> {
     let addr = listener(state, inst).ok_or("no published listener port")?;
+    if state.parsed_stack()?.api_on_kubernetes() {
+        let admin = *inst.published.get(&ADMIN_PORT).ok_or("no published admin port")?;
+        super::haproxy::server_stats(admin).await?;
+        tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("the listener at {addr} took no connection within 5s"))?
+            .map_err(|e| format!("the listener at {addr}: {e}"))?;
+        return Ok(());
+    }
     let r =
         request_with(&HttpClient::new(), "GET", &format!("http://{addr}/healthz"), &[], "", Duration::from_secs(10))
             .await?;
@@ -163,15 +172,7 @@ impl super::Service for Nlb {
         probe(cx.state, inst).await
     }
     async fn roles(&self, state: &RunState) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
-        for n in nodes(state) {
-            let line = match super::alb::target_health(n).await {
-                Ok(t) => format!("{}/{} targets healthy", t.iter().filter(|(_, h)| *h).count(), t.len()),
-                Err(e) => format!("targets unknown: {e}"),
-            };
-            out.insert(n.name.clone(), line);
-        }
-        out
+        super::alb::target_roles(nodes(state)).await
     }
     fn env(&self, state: &RunState) -> Vec<(String, String)> {
         env(state)

@@ -122,6 +122,47 @@ pub(crate) fn count(c: &mut Collector, v: Option<&Spanned<i64>>, key: &str, defa
     n as u32
 }
 
+/// A health check's interval and timeout (ELB's limits: interval up to
+/// 300 s, timeout up to 120 s), the timeout shorter than the interval: a
+/// longer one is reported, with `why`, and half the interval used.
+pub(crate) fn check_timing(
+    c: &mut Collector,
+    (raw_interval, raw_timeout): (Option<&Spanned<String>>, Option<&Spanned<String>>),
+    defaults: &HealthCheck,
+    at: std::ops::Range<usize>,
+    why: &str,
+) -> (Duration, Duration) {
+    let interval = seconds(c, raw_interval, "health_check_interval", defaults.interval, (1, 300));
+    let mut timeout = seconds(c, raw_timeout, "health_check_timeout", defaults.timeout, (1, 120));
+    if timeout >= interval {
+        let span = raw_timeout.or(raw_interval).map(|v| v.span()).unwrap_or(at);
+        c.push(
+            span,
+            format!("health_check_timeout ({}s) must be shorter than health_check_interval", timeout.as_secs_f64()),
+            why,
+        );
+        timeout = interval / 2;
+    }
+    (interval, timeout)
+}
+
+/// A setting that is a DNS name (a balancer's domain, a hosted zone),
+/// lowercased; one that is not is reported and `default` used.
+pub(crate) fn dns_name(c: &mut Collector, raw: Option<&Spanned<String>>, key: &str, default: &str) -> String {
+    match raw {
+        Some(v) if is_domain(v.get_ref()) => v.get_ref().to_ascii_lowercase(),
+        Some(v) => {
+            c.push(
+                v.span(),
+                format!("{key} `{}` is not a DNS name", v.get_ref()),
+                format!("write a name of two labels or more, like `{default}`"),
+            );
+            default.to_string()
+        }
+        None => default.to_string(),
+    }
+}
+
 /// `[service.alb]` checked against ELB's own limits (health check interval
 /// 5–300 s, timeout 2–120 s and shorter than the interval, thresholds
 /// 2–10, deregistration delay 0–3600 s, idle timeout 1–4000 s; a WAF
@@ -131,17 +172,13 @@ pub(crate) fn count(c: &mut Collector, v: Option<&Spanned<i64>>, key: &str, defa
 pub(crate) fn alb_settings(c: &mut Collector, raw: &RawAlb, at: std::ops::Range<usize>) -> Alb {
     let d = default_alb();
     let dh = &d.health_check;
-    let interval = seconds(c, raw.health_check_interval, "health_check_interval", dh.interval, (1, 300));
-    let mut timeout = seconds(c, raw.health_check_timeout, "health_check_timeout", dh.timeout, (1, 120));
-    if timeout >= interval {
-        let span = raw.health_check_timeout.or(raw.health_check_interval).map(|v| v.span()).unwrap_or(at);
-        c.push(
-            span,
-            format!("health_check_timeout ({}s) must be shorter than health_check_interval", timeout.as_secs_f64()),
-            "ELB refuses a check that is still waiting when the next one is due; shorten the timeout",
-        );
-        timeout = interval / 2;
-    }
+    let (interval, timeout) = check_timing(
+        c,
+        (raw.health_check_interval, raw.health_check_timeout),
+        dh,
+        at,
+        "ELB refuses a check that is still waiting when the next one is due; shorten the timeout",
+    );
     let path = match raw.health_check_path {
         Some(p) if p.get_ref().starts_with('/') && !p.get_ref().contains(char::is_whitespace) => p.get_ref().clone(),
         Some(p) => {
@@ -150,18 +187,7 @@ pub(crate) fn alb_settings(c: &mut Collector, raw: &RawAlb, at: std::ops::Range<
         }
         None => dh.path.clone(),
     };
-    let domain = match raw.domain {
-        Some(v) if is_domain(v.get_ref()) => v.get_ref().to_ascii_lowercase(),
-        Some(v) => {
-            c.push(
-                v.span(),
-                format!("domain `{}` is not a DNS name", v.get_ref()),
-                format!("write a name of two labels or more, like `{DEFAULT_DOMAIN}`"),
-            );
-            d.domain.clone()
-        }
-        None => d.domain.clone(),
-    };
+    let domain = dns_name(c, raw.domain, "domain", &d.domain);
     let rate_limit = match (raw.rate_limit, raw.rate_limit_window) {
         (None, None) => None,
         (None, Some(w)) => {
@@ -333,20 +359,8 @@ pub(crate) struct RawRoute53<'a> {
 /// threshold 1–10 as Route 53 allows.
 pub(crate) fn route53_settings(c: &mut Collector, raw: &RawRoute53) -> Route53 {
     let d = default_route53();
-    let zone = |c: &mut Collector, v: Option<&Spanned<String>>, key: &str, default: &str| match v {
-        Some(v) if is_domain(v.get_ref()) => v.get_ref().to_ascii_lowercase(),
-        Some(v) => {
-            c.push(
-                v.span(),
-                format!("{key} `{}` is not a DNS name", v.get_ref()),
-                format!("write it like `{default}`"),
-            );
-            default.to_string()
-        }
-        None => default.to_string(),
-    };
-    let public_zone = zone(c, raw.public_zone, "public_zone", &d.public_zone);
-    let private_zone = zone(c, raw.private_zone, "private_zone", &d.private_zone);
+    let public_zone = dns_name(c, raw.public_zone, "public_zone", &d.public_zone);
+    let private_zone = dns_name(c, raw.private_zone, "private_zone", &d.private_zone);
     if public_zone == private_zone {
         if let Some(v) = raw.private_zone {
             c.push(v.span(), "the private zone has the public zone's name", "give the VPC's zone a name of its own");

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::edge::{count, is_domain, seconds, HealthCheck};
+use super::edge::{check_timing, count, dns_name, seconds, HealthCheck};
 use super::parse::Collector;
 use toml::Spanned;
 
@@ -71,29 +71,14 @@ pub(crate) const NOT_NLB: &[(&str, &str)] = &[
 pub(crate) fn nlb_settings(c: &mut Collector, raw: &RawNlb, at: std::ops::Range<usize>) -> Nlb {
     let d = default_nlb();
     let dh = &d.health_check;
-    let interval = seconds(c, raw.health_check_interval, "health_check_interval", dh.interval, (1, 300));
-    let mut timeout = seconds(c, raw.health_check_timeout, "health_check_timeout", dh.timeout, (1, 120));
-    if timeout >= interval {
-        let span = raw.health_check_timeout.or(raw.health_check_interval).map(|v| v.span()).unwrap_or(at);
-        c.push(
-            span,
-            format!("health_check_timeout ({}s) must be shorter than health_check_interval", timeout.as_secs_f64()),
-            "an NLB's default TCP check waits 10 s of its 30 s interval; shorten the timeout",
-        );
-        timeout = interval / 2;
-    }
-    let domain = match raw.domain {
-        Some(v) if is_domain(v.get_ref()) => v.get_ref().to_ascii_lowercase(),
-        Some(v) => {
-            c.push(
-                v.span(),
-                format!("domain `{}` is not a DNS name", v.get_ref()),
-                format!("write a name of two labels or more, like `{DEFAULT_DOMAIN}`"),
-            );
-            d.domain.clone()
-        }
-        None => d.domain.clone(),
-    };
+    let (interval, timeout) = check_timing(
+        c,
+        (raw.health_check_interval, raw.health_check_timeout),
+        dh,
+        at,
+        "an NLB's default TCP check waits 10 s of its 30 s interval; shorten the timeout",
+    );
+    let domain = dns_name(c, raw.domain, "domain", &d.domain);
     let port = match raw.port {
         None => d.port,
         Some(p) if (1..=65535).contains(p.get_ref()) => *p.get_ref() as u16,

@@ -74,18 +74,5 @@ pub fn s3_client(env: &std::collections::BTreeMap<String, String>) -> aws_sdk_s3
 /// A machine-to-machine token from the stack's tenant, for the client
 /// `env` exports, as an application on the host would get one.
 pub async fn tenant_token(env: &std::collections::BTreeMap<String, String>) -> String {
-    let grant = serde_json::json!({"grant_type": "client_credentials", "client_id": env["AUTH0_CLIENT_ID"],
-        "client_secret": env["AUTH0_CLIENT_SECRET"], "audience": env["AUTH0_AUDIENCE"]});
-    let token_url = format!("{}/oauth/token", env["AUTH0_ISSUER_BASE_URL"].trim_end_matches('/'));
-    let t = voyager_sim::http::request(
-        "POST",
-        &token_url,
-        &[("content-type", "application/json")],
-        &grant.to_string(),
-        std::time::Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
-    assert_eq!(t.status, 200, "the tenant grants a token: {}", t.body);
-    serde_json::from_str::<serde_json::Value>(&t.body).unwrap()["access_token"].as_str().unwrap().to_string()
+    voyager_sim::services::auth0::client_token(env).await.unwrap()
 }

@@ -273,6 +273,66 @@ pub async fn respread(state: &RunState) -> Option<String> {
     Some(format!("voyager-api: {} pods in {crowded}, {} in {empty}; moved {name}", most.len(), least.len()))
 }
 
+/// A pod of the API as `status` lists it.
+#[derive(Debug, Clone)]
+pub struct PodView {
+    pub name: String,
+    pub az: String,
+    pub address: String,
+    pub node: String,
+    pub ready: bool,
+    /// Why it is not Ready, when it is not.
+    pub detail: Option<String>,
+}
+
+/// The API's pods now; empty when it is not on the cluster, an error when
+/// the cluster does not answer.
+pub async fn pods(state: &RunState) -> Result<Vec<PodView>, String> {
+    let Ok(stack) = state.parsed_stack() else { return Ok(vec![]) };
+    if !stack.api_on_kubernetes() {
+        return Ok(vec![]);
+    }
+    let ep = kubernetes::endpoint(state).ok_or("the cluster is not up")?;
+    let client = ep.probe_client(Duration::from_secs(5)).await?;
+    let api: Api<Pod> = Api::namespaced(client, NAMESPACE);
+    let list = api
+        .list(&ListParams::default().labels(&format!("app={SERVICE}")))
+        .await
+        .map_err(|e| format!("listing the API's pods: {e}"))?;
+    Ok(list
+        .items
+        .iter()
+        .map(|p| {
+            let status = p.status.as_ref();
+            let address = status.and_then(|s| s.pod_ip.clone()).unwrap_or_default();
+            let ready = status
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let waiting = status
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|c| c.first())
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.clone());
+            let detail = match (ready, p.metadata.deletion_timestamp.is_some()) {
+                (_, true) => Some("terminating".to_string()),
+                (true, false) => None,
+                (false, false) => Some(
+                    waiting.unwrap_or_else(|| status.and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".into())),
+                ),
+            };
+            PodView {
+                name: p.metadata.name.clone().unwrap_or_default(),
+                az: address.parse().ok().and_then(|a| targets::az_of(&stack, a)).unwrap_or_else(|| "?".into()),
+                address,
+                node: p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_else(|| "unscheduled".into()),
+                ready,
+                detail,
+            }
+        })
+        .collect())
+}
+
 fn auth0_host_port(state: &RunState) -> u16 {
     state
         .instances
