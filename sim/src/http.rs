@@ -93,18 +93,54 @@ pub async fn request_with(
     body: &str,
     timeout: Duration,
 ) -> Result<Response, String> {
+    send(client, method, url, headers, body, timeout).await.map_err(|e| match e {
+        SendError::NotSent(e) | SendError::MaybeSent(e) => e,
+    })
+}
+
+/// Why a request has no answer, split by what a caller may do next: one
+/// that never reached the server can go elsewhere; one that may have
+/// reached it must not be sent again under another connection, since a
+/// server that acted on it would act twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// No connection was made (refused, unreachable, TLS refused): nothing
+    /// of the request left this process.
+    NotSent(String),
+    /// Sent, or perhaps sent: a reset or close mid-exchange, a timeout.
+    MaybeSent(String),
+}
+
+/// [`request_with`], saying whether the request may have been sent.
+pub async fn send(
+    client: &HttpClient,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    timeout: Duration,
+) -> Result<Response, SendError> {
     let mut req = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let req = req.body(Full::new(Bytes::from(body.to_string()))).map_err(|e| e.to_string())?;
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).map_err(|e| SendError::NotSent(e.to_string()))?;
     let work = async {
-        let resp = client.0.request(req).await.map_err(|e| format!("{method} {}: {}", redact(url), chain(&e)))?;
+        let resp = client.0.request(req).await.map_err(|e| {
+            let text = format!("{method} {}: {}", redact(url), chain(&e));
+            if e.is_connect() {
+                SendError::NotSent(text)
+            } else {
+                SendError::MaybeSent(text)
+            }
+        })?;
         let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let bytes = resp.into_body().collect().await.map_err(|e| SendError::MaybeSent(e.to_string()))?.to_bytes();
         Ok(Response { status, body: String::from_utf8_lossy(&bytes).into_owned() })
     };
-    tokio::time::timeout(timeout, work).await.map_err(|_| format!("{method} {} timed out", redact(url)))?
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| SendError::MaybeSent(format!("{method} {} timed out", redact(url))))?
 }
 
 /// An error with its causes: hyper's own says only "client error
@@ -146,6 +182,31 @@ mod tests {
         assert_eq!(encode("SHOW DATABASES"), "SHOW%20DATABASES");
         assert_eq!(encode("a=b&c\"d"), "a%3Db%26c%22d");
         assert_eq!(encode("journal_v1.x-y~"), "journal_v1.x-y~");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_not_sent_and_a_close_mid_request_may_have_been() {
+        use tokio::io::AsyncReadExt;
+        let client = HttpClient::new();
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let url = format!("http://127.0.0.1:{port}/v1/runs");
+        let e = send(&client, "POST", &url, &[], "{}", Duration::from_secs(5)).await.unwrap_err();
+        assert!(matches!(e, SendError::NotSent(_)), "{e:?}");
+
+        // A server that reads the request, then closes without answering:
+        // the message hyper gives ("connection closed before message
+        // completed") names a connection, yet the request was delivered.
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/runs", server.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut conn, _) = server.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).await;
+        });
+        let e = send(&client, "POST", &url, &[], "{}", Duration::from_secs(5)).await.unwrap_err();
+        assert!(matches!(&e, SendError::MaybeSent(m) if m.contains("onnection")), "{e:?}");
     }
 
     #[test]

@@ -145,7 +145,7 @@ async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
         if name == "platform-az-loss" {
             // Requests from outside were checked in all four tiers, and the
             // edge acted on the lost AZ: the ALB took its target out, DNS
-            // its node, and both took them back after the heal.
+            // its nodes, and DNS took the ALB's node back after the heal.
             let c = report
                 .checks
                 .iter()
@@ -155,8 +155,38 @@ async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
             let e = report.edge.as_ref().expect("the report has the edge's section");
             let o = e.outages.iter().find(|o| o.zone == "b").expect("AZ b's outage");
             assert!(o.alb_out_s.is_some() && o.dns_out_s.is_some(), "{o:?}");
-            assert!(o.alb_back_s.is_some() && o.dns_back_s.is_some(), "{o:?}");
-            assert!(o.nlb_dns_out_s.is_some() && o.nlb_dns_back_s.is_some(), "the NLB's name too: {o:?}");
+            assert!(o.nlb_dns_out_s.is_some(), "the NLB's name too: {o:?}");
+            // The ALB's node b routes across zones, so DNS takes it back
+            // whatever became of AZ b's pod.
+            assert!(o.dns_back_s.is_some(), "{o:?}");
+            // AZ b has a target again only if its pod outlived the outage:
+            // the outage ends a second before Kubernetes' eviction (10 s +
+            // 15 s) would, and on a loaded machine the node may be Ready
+            // too late. An evicted pod is rescheduled into a or c and, as
+            // on EKS, stays there; AZ b's zone then has nothing to be back.
+            // The controller's own events say which it was.
+            let healed = report.faults[0].heal_at_s.expect("the outage was healed");
+            let b_back = report.control.iter().any(|c| {
+                c.at_s >= healed
+                    && c.what.contains("(AZ b)")
+                    && (c.what.contains(" registered") || c.what.contains(" ready again"))
+            });
+            if b_back {
+                assert!(o.alb_back_s.is_some() && o.nlb_dns_back_s.is_some(), "AZ b's pod is back: {o:?}");
+            } else {
+                assert!(o.alb_back_s.is_none() && o.nlb_dns_back_s.is_none(), "nothing in AZ b to be back: {o:?}");
+            }
+            // Either way the Deployment is whole again: every replica Ready.
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                let pods = voyager_sim::services::api::pods::pods(running.state()).await.unwrap();
+                let ready: Vec<_> = pods.iter().filter(|p| p.ready && p.detail.is_none()).collect();
+                if ready.len() == 3 {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the API's replicas after the outage (b back: {b_back}): {pods:?}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
             assert!(report.html().contains("Edge: ALB targets and Route 53"));
         }
         let json = serde_json::to_value(&report).unwrap();

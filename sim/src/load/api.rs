@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-use crate::http::{request_with, HttpClient};
+use crate::http::{request_with, send, HttpClient, SendError};
 use crate::ledger::Outcome;
 use crate::state::RunState;
 
@@ -158,11 +158,14 @@ impl ApiTarget {
         for k in 0..addrs.len() {
             let Some(host) = self.nodes.get(&addrs[(turn + k) % addrs.len()]) else { continue };
             let url = format!("https://{host}/v1/runs");
-            match request_with(&user.client, "POST", &url, &headers, &body, Duration::from_secs(30)).await {
+            match send(&user.client, "POST", &url, &headers, &body, Duration::from_secs(30)).await {
                 Ok(r) => return Answer { outcome: outcome_of(r.status), status: Some(r.status) },
                 // Nothing was sent: try the next address.
-                Err(e) if e.contains("onnect") && !e.contains("timed out") => continue,
-                Err(_) => return Answer { outcome: Outcome::Ambiguous, status: None },
+                Err(SendError::NotSent(_)) => continue,
+                // A connection reset or closed mid-request may follow a
+                // write the service made; sending it again would be a
+                // second write the client never asked for.
+                Err(SendError::MaybeSent(_)) => return Answer { outcome: Outcome::Ambiguous, status: None },
             }
         }
         failed

@@ -75,6 +75,11 @@ pub(super) fn html(e: &EdgeReport, faults: &[FaultMark], duration_s: f64) -> Str
             h += "</tr>";
         }
         h += "</table>";
+        if e.outages.iter().any(|o| o.alb_back_s.is_none() || o.nlb_dns_back_s.is_none() && nlb) {
+            h += "<p class=\"legend\">— not during the run. After a heal a zone is back at the balancers only \
+                  with a target in it: pods evicted from a lost zone run on in the others, as on EKS, \
+                  until a descheduler spreads them again (here the soak does, between cycles).</p>";
+        }
     }
     let down = e.maintenance.iter().filter(|m| **m).count();
     if down > 0 {
