@@ -106,7 +106,9 @@ impl Sim {
     }
 
     /// Run the stack without its always-on control plane (no automatic
-    /// failover, no detaching a lost standby, no volume provisioning): for
+    /// failover, no detaching a lost standby, no volume provisioning, no
+    /// Route 53 health checks, and the API's pods registered at the
+    /// balancers once at `up` but never again as they come and go): for
     /// tests of what a bare database does, and for library users without
     /// the `voyager-sim` binary at hand.
     pub fn without_control_plane(mut self) -> Sim {

@@ -95,12 +95,25 @@ pub fn server_admin(text: &str) -> Vec<ServerAdmin> {
 
 /// The administrative states of `backend`'s servers now.
 pub async fn server_admin_states(addr: SocketAddr, backend: &str) -> Result<Vec<ServerAdmin>, String> {
-    Ok(server_admin(&admin(addr, &format!("show servers state {backend}")).await?))
+    let command = format!("show servers state {backend}");
+    Ok(server_admin(answered(&command, &admin(addr, &command).await?)?))
 }
 
 /// Every server's state, as the runtime API at `addr` reports it now.
 pub async fn server_stats(addr: SocketAddr) -> Result<Vec<ServerStat>, String> {
-    Ok(servers(&admin(addr, "show stat").await?))
+    Ok(servers(answered("show stat", &admin(addr, "show stat").await?)?))
+}
+
+/// A listing's answer, only if it has its header. Docker's port proxy
+/// accepts a connection for a container that is going away and closes it
+/// unanswered: read as "no servers", that would have the controller
+/// register every pod again on a node that is dying.
+fn answered<'a>(command: &str, text: &'a str) -> Result<&'a str, String> {
+    if text.lines().any(|l| l.starts_with("# ")) {
+        Ok(text)
+    } else {
+        Err(format!("HAProxy gave no answer to `{command}` (the node is going away or not up yet)"))
+    }
 }
 
 #[cfg(test)]
@@ -120,6 +133,8 @@ mod tests {
         assert_eq!(s[1], ServerStat { backend: "targets".into(), server: "api-b".into(), status: "DOWN 1/5".into() });
         assert_eq!(s.iter().filter(|s| s.healthy()).count(), 2, "going down is still in service");
         assert!(servers("garbage").is_empty());
+        assert!(answered("show stat", csv).is_ok());
+        assert!(answered("show stat", "").is_err(), "a connection closed unanswered is not an empty listing");
     }
 
     #[test]
