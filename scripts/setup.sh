@@ -13,6 +13,9 @@ command -v mvn >/dev/null 2>&1 || need_pkgs+=(maven)          # resolves Kafka's
 command -v make >/dev/null 2>&1 || need_pkgs+=(build-essential) # librdkafka is built from source by rdkafka-sys
 # pip builds LocalStack's wheels for the offline S3 image, in a venv of its own.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+# The edge tests ask Route 53 and the ALB the way a user does, with dig and curl.
+command -v dig >/dev/null 2>&1 || need_pkgs+=(bind9-dnsutils)
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     say "missing packages: ${need_pkgs[*]}; install them with: sudo apt-get install -y ${need_pkgs[*]}"

@@ -10,7 +10,8 @@
 //! when no node has a healthy target, and the database's writer name
 //! following a failover. The NLB beside it: TCP through each AZ's node to
 //! that AZ's target only (cross-zone off), and its name dropping a node
-//! whose AZ has no healthy target. Bad tokens refused through the ALB.
+//! whose AZ has no healthy target. Bad tokens refused through the ALB. The
+//! certificate and both zones are also checked with curl and dig, as a user would.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -126,6 +127,20 @@ async fn the_alb_terminates_tls_checks_targets_fails_open_and_rate_limits() {
         .unwrap_err();
     assert!(other.contains("certificate"), "{other}");
     assert!(ca.contains("BEGIN CERTIFICATE") && !ca.contains("PRIVATE KEY"), "only the CA");
+    // The same with curl, as a user would check it: it verifies against
+    // VOYAGER_CA_CERT, and its own trust store does not know the stack's CA.
+    let curl = |args: &[&str]| {
+        std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .args(args)
+            .output()
+            .expect("curl (scripts/setup.sh installs it)")
+    };
+    let ok = curl(&["--cacert", &env["VOYAGER_CA_CERT"], &format!("{url}/healthz")]);
+    let said = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success() && said.contains("\"ok\""), "{said} {}", String::from_utf8_lossy(&ok.stderr));
+    let untrusted = curl(&[&format!("{url}/healthz")]);
+    assert_eq!(untrusted.status.code(), Some(60), "curl must refuse the certificate without the stack's CA");
     assert_eq!(env["VOYAGER_API_DOMAIN"], "api.voyager.example");
     // Plain HTTP is redirected, as an ALB's HTTP listener is set to.
     let node = running.state().instances.iter().find(|i| i.name == "alb-b").unwrap().clone();
@@ -257,6 +272,27 @@ async fn the_alb_terminates_tls_checks_targets_fails_open_and_rate_limits() {
     let ttl = voyager_sim::dns::query_a(dns, &api_name, Duration::from_secs(5)).await.unwrap().a[0].1;
     assert_eq!(ttl, 60, "Route 53's TTL for the record");
     assert_eq!(ask("writer.db.voyager.internal").await, [pg_a]);
+    // And with dig from the host, as the README tells a user to ask it:
+    // both zones, the answers and Route 53's TTL as the server sent them.
+    let dig = |name: &str| -> Vec<(u32, std::net::Ipv4Addr)> {
+        let out = std::process::Command::new("dig")
+            .args([format!("@{}", dns.ip()), "-p".into(), dns.port().to_string()])
+            .args(["+noall", "+answer", "+time=5", "+tries=1", name, "A"])
+            .output()
+            .expect("dig (scripts/setup.sh installs bind9-dnsutils)");
+        assert!(out.status.success(), "dig {name}: {}", String::from_utf8_lossy(&out.stderr));
+        let mut a: Vec<(u32, std::net::Ipv4Addr)> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(3) == Some(&"A")).then(|| (f[1].parse().unwrap(), f[4].parse().unwrap()))
+            })
+            .collect();
+        a.sort();
+        a
+    };
+    assert_eq!(dig(&api_name), [(60, alb_a), (60, alb_b), (60, alb_c)], "the public zone");
+    assert_eq!(dig("writer.db.voyager.internal").iter().map(|r| r.1).collect::<Vec<_>>(), [pg_a], "the private zone");
     let nx = voyager_sim::dns::query_a(dns, "nothere.voyager.internal", Duration::from_secs(5)).await.unwrap();
     assert_eq!((nx.rcode, nx.authoritative), (3, true), "NXDOMAIN, from the zone's own server");
     let docker = voyager_sim::runtime::docker::connect(&Progress::silent()).await.unwrap();
