@@ -51,12 +51,32 @@
 //!                                      latency at 1, 4, 16 and 32 clients;
 //!                                      --pods: as a Deployment on the
 //!                                      cluster, through the balancers only
+//!   voyager-bench ready [--runs N]     the data and identity tier (Kafka,
+//!                                      PostgreSQL, InfluxDB, Vault, Auth0,
+//!                                      S3; cached images) started whole, N
+//!                                      times: time to ready, median and
+//!                                      spread, each service's share; then
+//!                                      each service started alone, so the
+//!                                      cost of starting together shows
+//!   voyager-bench footprint            start the whole built-in stack (cached
+//!                                      images), wait an idle minute, then
+//!                                      memory (the cgroup's figure, as
+//!                                      `docker stats` reads it) per
+//!                                      container, per service and in all
+//!   voyager-bench peers [--seconds S]  our generator beside pgbench (the
+//!                                      load's insert through the writer
+//!                                      endpoint) and Kafka's producer perf
+//!                                      tool (acks=all) on one stack: each
+//!                                      peer's best rate and p50/p99, ours
+//!                                      as the highest sustained open-model
+//!                                      rate, and ours as a ratio of theirs
 //!
 //! Wall-clock numbers on a shared 2-core machine wobble; the runs are there
 //! to show the spread, not to hide it.
 
 mod api;
 mod crash;
+mod peers;
 mod rds;
 
 use std::time::{Duration, Instant};
@@ -105,8 +125,11 @@ async fn main() {
             let pods = args.iter().any(|a| a == "--pods");
             api::api(flag(&args, "--seconds").unwrap_or(20), &[1, 4, 16, 32], pods).await
         }
+        Some("ready") => ready(runs).await,
+        Some("footprint") => footprint().await,
+        Some("peers") => peers::peers(flag(&args, "--seconds").unwrap_or(10)).await,
         Some(other) => {
-            eprintln!("unknown benchmark `{other}`; use up-down, image-build, data-tier, load-max, link-delay, services, kubernetes, kube-build, crash, auto-failover, restore or api");
+            eprintln!("unknown benchmark `{other}`; use up-down, image-build, data-tier, load-max, link-delay, services, kubernetes, kube-build, crash, auto-failover, restore, api, ready, footprint or peers");
             std::process::exit(2);
         }
     }
@@ -189,8 +212,6 @@ async fn data_tier(runs: usize) {
 
 async fn load_max() {
     use voyager_sim::ledger::Op;
-    use voyager_sim::runner::{run, RunOptions};
-    use voyager_sim::scenario::{Expect, Scenario};
     let kinds = [ServiceKind::Influxdb, ServiceKind::Kafka, ServiceKind::Postgres];
     build_images(ImageSet::Offline, &kinds, &Progress::stderr()).await.expect("offline images");
     let stack = builtin_stack().relocated("10.252.0.0/16".parse().unwrap()).unwrap();
@@ -201,7 +222,30 @@ async fn load_max() {
         .start()
         .await
         .expect("up");
-    let step = |op: Op, rate: f64, secs: u64| Scenario {
+    for op in [Op::KafkaProduce, Op::PostgresInsert, Op::InfluxWrite] {
+        let best = highest_sustained(&mut running, op, true).await;
+        println!(
+            "{:<16} highest sustained offered rate: {}",
+            op.as_str(),
+            best.map(|(b, _)| format!("{b:.0}/s")).unwrap_or_else(|| "below 100/s".into())
+        );
+    }
+    running.shutdown().await.expect("down");
+}
+
+/// The highest open-model rate of one operation the stack sustains (95%
+/// acknowledged, p90 within 1 s, latency from each intended send time):
+/// double from 100/s until a rate is not held (no cap: the point is the
+/// real ceiling), then halve the gap three times, which puts the answer
+/// within 1/16 of the last doubling. Returns it with its 10 s step's stats.
+pub(crate) async fn highest_sustained(
+    running: &mut voyager_sim::RunningStack,
+    op: voyager_sim::ledger::Op,
+    print_steps: bool,
+) -> Option<(f64, voyager_sim::report::PhaseStats)> {
+    use voyager_sim::runner::{run, RunOptions};
+    use voyager_sim::scenario::{Expect, Scenario};
+    let step = |rate: f64, secs: u64| Scenario {
         name: format!("load-max-{}", op.as_str()),
         description: String::new(),
         seed: 1,
@@ -212,15 +256,14 @@ async fn load_max() {
         kubernetes: None,
         expect: Expect::default(),
     };
-    for op in [Op::KafkaProduce, Op::PostgresInsert, Op::InfluxWrite] {
-        // Fresh JVMs and empty caches first: their warm-up is not the
-        // generator's limit.
-        run(&mut running, &step(op, 50.0, 10), &RunOptions::default(), &Progress::silent()).await.expect("warm-up");
-        let mut measure = async |rate: f64| {
-            let sc = step(op, rate, 10);
-            let r = run(&mut running, &sc, &RunOptions::default(), &Progress::silent()).await.expect("run");
-            let ph = &r.phases[0];
-            let acked_rate = ph.ok as f64 / 10.0;
+    // Fresh JVMs and empty caches first: their warm-up is not the
+    // generator's limit.
+    run(running, &step(50.0, 10), &RunOptions::default(), &Progress::silent()).await.expect("warm-up");
+    let mut measure = async |rate: f64| {
+        let r = run(running, &step(rate, 10), &RunOptions::default(), &Progress::silent()).await.expect("run");
+        let ph = r.phases[0].clone();
+        let acked_rate = ph.ok as f64 / 10.0;
+        if print_steps {
             println!(
                 "{:<16} offered {rate:>6.0}/s  acknowledged {acked_rate:>7.1}/s  p50 {:>7.1} ms  p90 {:>7.1} ms  p99 {:>8.1} ms",
                 op.as_str(),
@@ -228,41 +271,27 @@ async fn load_max() {
                 ph.p90_ms,
                 ph.p99_ms
             );
-            acked_rate >= rate * 0.95 && ph.p90_ms <= 1000.0
-        };
-        // Double until a rate is not sustained (no cap: the point is the
-        // real ceiling), then halve the gap three times, which puts the
-        // answer within 1/16 of the last doubling.
-        let (mut lo, mut rate) = (None, 100.0);
-        let hi = loop {
-            if !measure(rate).await {
-                break rate;
-            }
-            lo = Some(rate);
-            rate *= 2.0;
-        };
-        let best = match lo {
-            None => None,
-            Some(mut l) => {
-                let mut h = hi;
-                for _ in 0..3 {
-                    let m = ((l + h) / 2.0).round();
-                    if measure(m).await {
-                        l = m;
-                    } else {
-                        h = m;
-                    }
-                }
-                Some(l)
-            }
-        };
-        println!(
-            "{:<16} highest sustained offered rate: {}",
-            op.as_str(),
-            best.map(|b| format!("{b:.0}/s")).unwrap_or_else(|| "below 100/s".into())
-        );
+        }
+        (acked_rate >= rate * 0.95 && ph.p90_ms <= 1000.0, ph)
+    };
+    let (mut lo, mut rate) = (None, 100.0);
+    let hi = loop {
+        match measure(rate).await {
+            (true, ph) => lo = Some((rate, ph)),
+            (false, _) => break rate,
+        }
+        rate *= 2.0;
+    };
+    let (mut l, mut best) = lo?;
+    let mut h = hi;
+    for _ in 0..3 {
+        let m = ((l + h) / 2.0).round();
+        match measure(m).await {
+            (true, ph) => (l, best) = (m, ph),
+            (false, _) => h = m,
+        }
     }
-    running.shutdown().await.expect("down");
+    Some((l, best))
 }
 
 async fn link_delay() {
@@ -387,6 +416,138 @@ fn container_memory(prefix: &str) -> String {
         .filter(|l| l.starts_with(prefix))
         .map(|l| format!("  {}\n", l.trim_start_matches(prefix)))
         .collect()
+}
+
+/// The data and identity tier: what a developer's service needs up before
+/// it starts (Kubernetes and the edge have their own benches).
+const DATA_AND_IDENTITY: [ServiceKind; 6] = [
+    ServiceKind::Auth0,
+    ServiceKind::Influxdb,
+    ServiceKind::Kafka,
+    ServiceKind::Postgres,
+    ServiceKind::S3,
+    ServiceKind::Vault,
+];
+
+async fn ready(runs: usize) {
+    build_images(ImageSet::Offline, &DATA_AND_IDENTITY, &Progress::stderr()).await.expect("offline images");
+    let stack = builtin_stack().relocated("10.245.0.0/16".parse().unwrap()).unwrap();
+    let start = async |kinds: &[ServiceKind]| {
+        let t = Instant::now();
+        let running = Sim::new(stack.clone())
+            .with_name("bench-ready")
+            .with_only(kinds)
+            .with_images(ImageSource::Offline)
+            .start()
+            .await
+            .expect("up");
+        let whole = t.elapsed();
+        let per: Vec<(String, Duration)> = running.timings().services.clone();
+        running.shutdown().await.expect("down");
+        (whole, per)
+    };
+    let mut whole = vec![];
+    let mut together: std::collections::BTreeMap<String, Vec<Duration>> = Default::default();
+    for i in 0..runs {
+        let (w, per) = start(&DATA_AND_IDENTITY).await;
+        whole.push(w);
+        for (name, d) in per {
+            together.entry(name).or_default().push(d);
+        }
+        eprintln!("together: run {}/{runs}: {:.1}s", i + 1, w.as_secs_f64());
+    }
+    // Alone, a service still brings what it needs (Vault's database engine
+    // needs PostgreSQL): its own line is what is timed.
+    let mut alone: std::collections::BTreeMap<String, Vec<Duration>> = Default::default();
+    for kind in DATA_AND_IDENTITY {
+        for i in 0..runs {
+            let (_, per) = start(&[kind]).await;
+            if let Some((_, d)) = per.iter().find(|(n, _)| n == kind.as_str()) {
+                alone.entry(kind.as_str().to_string()).or_default().push(*d);
+            }
+            eprintln!("{kind} alone: run {}/{runs}", i + 1);
+        }
+    }
+    summary("data + identity tier ready", whole);
+    let median = |xs: &[Duration]| {
+        let mut v = xs.to_vec();
+        v.sort();
+        v[v.len() / 2]
+    };
+    let mut sum_alone = Duration::ZERO;
+    println!("{:<16} {:>18} {:>14}", "service", "ready (together)", "ready (alone)");
+    for (name, xs) in &together {
+        let a = alone.get(name).map(|v| median(v));
+        sum_alone += a.unwrap_or_default();
+        println!(
+            "{name:<16} {:>17.1}s {:>13}",
+            median(xs).as_secs_f64(),
+            a.map(|d| format!("{:.1}s", d.as_secs_f64())).unwrap_or_else(|| "-".into())
+        );
+    }
+    println!("sum of the services' medians started alone: {:.1}s", sum_alone.as_secs_f64());
+}
+
+/// Memory per container of a running stack, in MiB, by container name.
+fn memory_mib(prefix: &str) -> Vec<(String, f64)> {
+    let out = std::process::Command::new("docker")
+        .args(["stats", "--no-stream", "--format", "{{.Name}}\t{{.MemUsage}}"])
+        .output()
+        .expect("docker stats");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (name, usage) = l.split_once('\t')?;
+            let name = name.strip_prefix(prefix)?;
+            let used = usage.split('/').next()?.trim();
+            let (num, unit) = used.split_at(used.find(|c: char| c.is_ascii_alphabetic())?);
+            let scale = match unit {
+                "B" => 1.0 / 1048576.0,
+                "KiB" => 1.0 / 1024.0,
+                "MiB" => 1.0,
+                "GiB" => 1024.0,
+                _ => return None,
+            };
+            Some((name.to_string(), num.parse::<f64>().ok()? * scale))
+        })
+        .collect()
+}
+
+async fn footprint() {
+    let all: Vec<ServiceKind> = ServiceKind::ALL.to_vec();
+    build_images(ImageSet::Offline, &all, &Progress::stderr()).await.expect("offline images");
+    let stack = builtin_stack().relocated("10.246.0.0/16".parse().unwrap()).unwrap();
+    let t = Instant::now();
+    let running = Sim::new(stack.clone())
+        .with_name("bench-footprint")
+        .with_images(ImageSource::Offline)
+        .with_progress(Progress::stderr())
+        .start()
+        .await
+        .expect("up");
+    println!("whole stack ready in {:.1}s; measuring after an idle minute", t.elapsed().as_secs_f64());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let service_of: std::collections::BTreeMap<String, String> =
+        running.state().instances.iter().map(|i| (i.name.clone(), i.service.clone())).collect();
+    let mut per_service: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+    let mut total = 0.0;
+    println!("{:<32} {:<12} {:>9}", "container", "service", "memory");
+    for (name, mib) in memory_mib("vs-bench-footprint-") {
+        // The stack's own parts (control plane, link agent, endpoints) are
+        // containers of no declared instance.
+        let service = service_of.get(&name).cloned().unwrap_or_else(|| "(simulator)".into());
+        println!("{name:<32} {service:<12} {mib:>6.0} MiB");
+        let e = per_service.entry(service).or_default();
+        e.0 += 1;
+        e.1 += mib;
+        total += mib;
+    }
+    println!("\n{:<16} {:>10} {:>10}", "service", "containers", "memory");
+    for (service, (n, mib)) in &per_service {
+        println!("{service:<16} {n:>10} {mib:>6.0} MiB");
+    }
+    println!("{:<16} {:>10} {:>6.0} MiB", "whole stack", per_service.values().map(|v| v.0).sum::<usize>(), total);
+    running.shutdown().await.expect("down");
 }
 
 async fn kubernetes(runs: usize) {

@@ -207,6 +207,26 @@ impl RunningStack {
         Ok(shot.run(&self.docker, &labels).await?)
     }
 
+    /// Run a command from a service's own image on the host's network, so
+    /// it reaches the stack through the same 127.0.0.1 ports as any host
+    /// client: how benches run the field's own tools (pgbench, Kafka's perf
+    /// tool) on the path the load generator takes. `out` is mounted
+    /// writable at `/out` for files the tool reads or writes.
+    pub async fn run_beside_host(&self, kind: ServiceKind, argv: &[&str], out: &Path) -> Result<(i64, String)> {
+        let shot = container::OneShot {
+            image: image_for(kind, self.state.images),
+            network: None,
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            writable_mounts: vec![(out.display().to_string(), "/out".into())],
+            // Images run as their service's user, which cannot write to a
+            // directory the host made.
+            user: Some("0".into()),
+            role: "tool".into(),
+            ..Default::default()
+        };
+        Ok(shot.run(&self.docker, &self.labels()).await?)
+    }
+
     /// Take hold of a stack started earlier (by `up` or a detached run), to
     /// act on it; dropping the handle leaves it running.
     pub async fn attach(name: &str, p: &Progress) -> Result<RunningStack> {

@@ -53,8 +53,24 @@ pub const PG_POOL: usize = 32;
 
 struct PgPool {
     endpoint: PostgresEndpoint,
-    idle: Mutex<Vec<tokio_postgres::Client>>,
+    /// Each connection with the insert prepared on it, as an application's
+    /// statement cache keeps it: one round trip a write, not a parse first.
+    idle: Mutex<Vec<(tokio_postgres::Client, tokio_postgres::Statement)>>,
     slots: tokio::sync::Semaphore,
+}
+
+fn insert_sql() -> String {
+    format!("INSERT INTO {PG_TABLE} (run, id) VALUES ($1, $2)")
+}
+
+/// A new pooled connection with the insert prepared on it.
+async fn pg_connect(
+    pg: &PostgresEndpoint,
+) -> Result<(tokio_postgres::Client, tokio_postgres::Statement), tokio_postgres::Error> {
+    let (client, conn) = pg.config().connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    let insert = client.prepare(&insert_sql()).await?;
+    Ok((client, insert))
 }
 
 /// Where the writes go. Each write carries `run` (the run's tag) and a
@@ -136,15 +152,10 @@ impl Targets {
             // A warm pool, as an application has: otherwise the first
             // seconds of every run measure 32 authentication handshakes at
             // once, not the database.
-            let conns = futures_util::future::join_all(
-                (0..PG_POOL).map(|_| async { pg.config().connect(tokio_postgres::NoTls).await }),
-            )
-            .await;
+            let conns = futures_util::future::join_all((0..PG_POOL).map(|_| pg_connect(pg))).await;
             let mut idle = pool.idle.lock().await;
             for c in conns {
-                let (client, conn) = c.map_err(|e| crate::services::postgres::db_error(&e))?;
-                tokio::spawn(conn);
-                idle.push(client);
+                idle.push(c.map_err(|e| crate::services::postgres::db_error(&e))?);
             }
         }
         Ok(())
@@ -182,23 +193,17 @@ impl Targets {
         let Some(pool) = &self.postgres else { return Outcome::Failed };
         let Ok(_slot) = pool.slots.acquire().await else { return Outcome::Failed };
         let pg = &pool.endpoint;
-        let client = match pool.idle.lock().await.pop() {
-            Some(c) if !c.is_closed() => c,
-            _ => match tokio::time::timeout(Duration::from_secs(3), pg.config().connect(tokio_postgres::NoTls)).await {
-                Ok(Ok((c, conn))) => {
-                    tokio::spawn(conn);
-                    c
-                }
-                // Nothing was sent: certainly not written.
+        let (client, insert) = match pool.idle.lock().await.pop() {
+            Some((c, st)) if !c.is_closed() => (c, st),
+            // Nothing of the write was sent yet: certainly not written.
+            _ => match tokio::time::timeout(Duration::from_secs(3), pg_connect(pg)).await {
+                Ok(Ok(c)) => c,
                 _ => return Outcome::Failed,
             },
         };
-        let sql = format!("INSERT INTO {PG_TABLE} (run, id) VALUES ($1, $2)");
-        match tokio::time::timeout(Duration::from_secs(10), client.execute(sql.as_str(), &[&self.run, &(id as i64)]))
-            .await
-        {
+        match tokio::time::timeout(Duration::from_secs(10), client.execute(&insert, &[&self.run, &(id as i64)])).await {
             Ok(Ok(_)) => {
-                pool.idle.lock().await.push(client);
+                pool.idle.lock().await.push((client, insert));
                 Outcome::Acked
             }
             // The server answered with an error: the statement did not commit.

@@ -276,6 +276,8 @@ pub struct OneShot {
     pub env: Vec<(String, String)>,
     /// Linux capabilities added (the link agent needs `NET_ADMIN`).
     pub cap_add: Vec<String>,
+    /// The user to run as, or the image's own.
+    pub user: Option<String>,
     /// The `voyager-sim.instance` label and the name's stem.
     pub role: String,
 }
@@ -302,6 +304,7 @@ impl OneShot {
             env: (!self.env.is_empty()).then(|| self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             entrypoint: Some(vec![]),
             cmd: Some(self.argv.clone()),
+            user: self.user.clone(),
             labels: Some(labels.with_instance(&self.role)),
             host_config: Some(HostConfig {
                 network_mode: Some(self.network.clone().unwrap_or_else(|| "host".into())),
