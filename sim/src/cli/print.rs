@@ -81,6 +81,18 @@ pub(crate) fn print_plan(s: &Stack) {
             k.service_cidr
         );
     }
+    // What it costs before it runs: a laptop user decides by this.
+    let f = voyager_sim::stack::footprint::of(s);
+    let total = if f.total_mib < 1024 {
+        format!("{} MiB", f.total_mib)
+    } else {
+        format!("{:.1} GiB", f.total_mib as f64 / 1024.0)
+    };
+    println!("  expected memory, idle: {total} (voyager-bench footprint measures it)");
+    for (kind, n, mib) in &f.services {
+        println!("    {:<12} {n:>2} container{} {mib:>6} MiB", kind.to_string(), if *n == 1 { " " } else { "s" });
+    }
+    println!("    {:<12} {:>13} {:>6} MiB", "simulator", "", voyager_sim::stack::footprint::SIMULATOR_MIB);
 }
 
 /// Values go in single quotes when they hold anything a shell or dotenv

@@ -4,6 +4,7 @@
 
 pub mod cidr;
 pub mod edge;
+pub mod footprint;
 pub mod kubernetes;
 pub mod model;
 pub mod nlb;
