@@ -34,14 +34,21 @@ async fn role_of(r: &mut RunningStack, name: &str) -> String {
     r.state().instances.iter().find(|i| i.name == name).unwrap().role.clone()
 }
 
-/// The old primary, once rebuilt, streams as the standby and refuses writes.
+/// The old primary, once rebuilt, streams as the standby, refuses writes,
+/// and is the one the primary's commits wait for again. The control plane
+/// names it synchronous only after it streams (the last step of a
+/// rebuild), so a commit between the two is not yet held by it.
 async fn rejoins_as_a_standby_that_refuses_writes(r: &mut RunningStack, old: &str, within: Duration) {
     let start = Instant::now();
+    let sync = (voyager_sim::services::postgres::replication_name(old), "streaming".into(), "sync".into());
     loop {
         if role_of(r, old).await == "standby" {
-            if let Some(ep) = r.postgres_instance(old) {
+            if let (Some(ep), Some(writer)) = (r.postgres_instance(old), r.postgres()) {
                 if let Ok(rows) = ep.query_strings("SELECT status FROM pg_stat_wal_receiver").await {
-                    if rows.first().and_then(|r| r[0].as_deref()) == Some("streaming") {
+                    let synchronous = voyager_sim::services::postgres::replication(&writer)
+                        .await
+                        .is_ok_and(|standbys| standbys.contains(&sync));
+                    if rows.first().and_then(|r| r[0].as_deref()) == Some("streaming") && synchronous {
                         let err = ep.query_strings("INSERT INTO runs VALUES (-1, 'split brain')").await.unwrap_err();
                         assert!(err.contains("read-only"), "the old primary refuses writes: {err}");
                         return;
@@ -49,7 +56,7 @@ async fn rejoins_as_a_standby_that_refuses_writes(r: &mut RunningStack, old: &st
                 }
             }
         }
-        assert!(start.elapsed() < within, "{old} did not rejoin as a streaming standby within {within:?}");
+        assert!(start.elapsed() < within, "{old} did not rejoin as the synchronous standby within {within:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
