@@ -14,10 +14,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use voyager_sim::harness::{build_images, builtin_stack};
 use voyager_sim::http::{request_with, HttpClient};
-use voyager_sim::images::ImageSet;
-use voyager_sim::{ImageSource, Progress, ServiceKind, Sim};
+use voyager_sim::{Progress, ServiceKind};
 
 /// The service and the tiers it needs (and the cluster it runs on, as pods).
 fn kinds(pods: bool) -> Vec<ServiceKind> {
@@ -35,17 +33,9 @@ fn ms(d: Duration) -> String {
 
 pub async fn api(seconds: u64, levels: &[usize], pods: bool) {
     let kinds = kinds(pods);
-    build_images(ImageSet::Offline, &kinds, &Progress::stderr()).await.expect("offline images");
-    let mut stack = builtin_stack().relocated("10.248.0.0/16".parse().unwrap()).unwrap();
+    let mut stack = crate::builtin_in("10.248.0.0/16");
     stack.alb.as_mut().expect("the built-in stack has an ALB").rate_limit = None;
-    let running = Sim::new(stack)
-        .with_name("bench-api")
-        .with_only(&kinds)
-        .with_images(ImageSource::Offline)
-        .with_progress(Progress::stderr())
-        .start()
-        .await
-        .expect("up");
+    let running = crate::start_offline(stack, "bench-api", &kinds, Progress::stderr()).await;
     let env: BTreeMap<String, String> = running.env().into_iter().collect();
     let urls = |prefix: &str| -> Vec<String> {
         env.iter()

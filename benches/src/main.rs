@@ -210,18 +210,34 @@ async fn data_tier(runs: usize) {
     summary("failover: old primary rejoined", rejoin);
 }
 
+/// The built-in stack moved to `cidr` (so benches run beside each other),
+/// `kinds` of it started from the offline images, built first if needed.
+pub(crate) async fn start_offline(
+    stack: voyager_sim::Stack,
+    name: &str,
+    kinds: &[ServiceKind],
+    progress: Progress,
+) -> voyager_sim::RunningStack {
+    build_images(ImageSet::Offline, kinds, &Progress::stderr()).await.expect("offline images");
+    Sim::new(stack)
+        .with_name(name)
+        .with_only(kinds)
+        .with_images(ImageSource::Offline)
+        .with_progress(progress)
+        .start()
+        .await
+        .expect("up")
+}
+
+/// The built-in stack in another VPC range.
+pub(crate) fn builtin_in(cidr: &str) -> voyager_sim::Stack {
+    builtin_stack().relocated(cidr.parse().expect("a CIDR")).expect("the built-in stack relocates")
+}
+
 async fn load_max() {
     use voyager_sim::ledger::Op;
     let kinds = [ServiceKind::Influxdb, ServiceKind::Kafka, ServiceKind::Postgres];
-    build_images(ImageSet::Offline, &kinds, &Progress::stderr()).await.expect("offline images");
-    let stack = builtin_stack().relocated("10.252.0.0/16".parse().unwrap()).unwrap();
-    let mut running = Sim::new(stack)
-        .with_name("bench-load")
-        .with_only(&kinds)
-        .with_images(ImageSource::Offline)
-        .start()
-        .await
-        .expect("up");
+    let mut running = start_offline(builtin_in("10.252.0.0/16"), "bench-load", &kinds, Progress::silent()).await;
     for op in [Op::KafkaProduce, Op::PostgresInsert, Op::InfluxWrite] {
         let best = highest_sustained(&mut running, op, true).await;
         println!(
@@ -514,17 +530,9 @@ fn memory_mib(prefix: &str) -> Vec<(String, f64)> {
 }
 
 async fn footprint() {
-    let all: Vec<ServiceKind> = ServiceKind::ALL.to_vec();
-    build_images(ImageSet::Offline, &all, &Progress::stderr()).await.expect("offline images");
-    let stack = builtin_stack().relocated("10.246.0.0/16".parse().unwrap()).unwrap();
     let t = Instant::now();
-    let running = Sim::new(stack.clone())
-        .with_name("bench-footprint")
-        .with_images(ImageSource::Offline)
-        .with_progress(Progress::stderr())
-        .start()
-        .await
-        .expect("up");
+    let running =
+        start_offline(builtin_in("10.246.0.0/16"), "bench-footprint", ServiceKind::ALL, Progress::stderr()).await;
     println!("whole stack ready in {:.1}s; measuring after an idle minute", t.elapsed().as_secs_f64());
     tokio::time::sleep(Duration::from_secs(60)).await;
     let service_of: std::collections::BTreeMap<String, String> =

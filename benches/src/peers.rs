@@ -14,11 +14,9 @@
 
 use std::path::{Path, PathBuf};
 
-use voyager_sim::harness::{build_images, builtin_stack};
-use voyager_sim::images::ImageSet;
 use voyager_sim::ledger::Op;
 use voyager_sim::load::{KAFKA_TOPIC, PG_TABLE};
-use voyager_sim::{ImageSource, Progress, RunningStack, ServiceKind, Sim};
+use voyager_sim::{Progress, RunningStack, ServiceKind};
 
 /// A peer's best run: rate and latency percentiles in ms.
 #[derive(Debug, Clone, Copy)]
@@ -30,16 +28,8 @@ struct Peak {
 
 pub async fn peers(seconds: u64) {
     let kinds = [ServiceKind::Kafka, ServiceKind::Postgres];
-    build_images(ImageSet::Offline, &kinds, &Progress::stderr()).await.expect("offline images");
-    let stack = builtin_stack().relocated("10.247.0.0/16".parse().unwrap()).unwrap();
-    let mut running = Sim::new(stack)
-        .with_name("bench-peers")
-        .with_only(&kinds)
-        .with_images(ImageSource::Offline)
-        .with_progress(Progress::stderr())
-        .start()
-        .await
-        .expect("up");
+    let mut running =
+        crate::start_offline(crate::builtin_in("10.247.0.0/16"), "bench-peers", &kinds, Progress::stderr()).await;
     let out = scratch_dir();
 
     // Ours first: its warm-up creates the table pgbench's script inserts into.
