@@ -219,8 +219,24 @@ async fn the_alb_terminates_tls_checks_targets_fails_open_and_rate_limits() {
     assert_eq!(s, 200, "{body}");
     assert!(body.contains("\"zone\":\"b\""), "cross-zone off: node b forwards to AZ b's target only: {body}");
     let nlb_b = running.state().instances.iter().find(|i| i.name == "nlb-b").unwrap().clone();
-    let nlb_targets = alb::target_health(&nlb_b).await.unwrap();
-    assert_eq!(nlb_targets, [("api-b".to_string(), true)], "its own AZ's target only");
+    // Its own AZ's target only, and healthy. Healthy may take a while: the
+    // balancers start beside the service, and HAProxy marks a target down
+    // at its first failed check, so a target that was not yet listening
+    // then needs `healthy` checks in a row to come back.
+    let settle = Duration::from_secs(2 * (healthy as u64 + 2) + 30);
+    wait_for(
+        || async { alb::target_health(&nlb_b).await.unwrap() },
+        |t| t == &[("api-b".to_string(), true)],
+        settle,
+    )
+    .await;
+    let alb_node_a = running.state().instances.iter().find(|i| i.name == "alb-a").unwrap().clone();
+    wait_for(
+        || async { alb::target_health(&alb_node_a).await.unwrap() },
+        |t| t.len() == 3 && t.iter().all(|(_, up)| *up),
+        settle,
+    )
+    .await;
 
     // A target that dies leaves after `unhealthy` failed checks in a row,
     // not at the first, and the ALB then answers from the others.
