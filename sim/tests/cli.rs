@@ -110,7 +110,7 @@ fn only_with_an_undeclared_or_unknown_service_is_bad_input() {
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains(
-            "--only: unknown service `kafak`; known services: alb, api, auth0, influxdb, kafka, kubernetes, nlb, postgres, route53, s3, vault"
+            "--only: unknown service `kafak`; known services: alb, api, auth0, influxdb, kafka, kubernetes, nlb, postgres, prometheus, route53, s3, vault"
         ),
         "{}",
         text(&out.stderr)

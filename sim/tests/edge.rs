@@ -224,12 +224,8 @@ async fn the_alb_terminates_tls_checks_targets_fails_open_and_rate_limits() {
     // at its first failed check, so a target that was not yet listening
     // then needs `healthy` checks in a row to come back.
     let settle = Duration::from_secs(2 * (healthy as u64 + 2) + 30);
-    wait_for(
-        || async { alb::target_health(&nlb_b).await.unwrap() },
-        |t| t == &[("api-b".to_string(), true)],
-        settle,
-    )
-    .await;
+    wait_for(|| async { alb::target_health(&nlb_b).await.unwrap() }, |t| t == &[("api-b".to_string(), true)], settle)
+        .await;
     let alb_node_a = running.state().instances.iter().find(|i| i.name == "alb-a").unwrap().clone();
     wait_for(
         || async { alb::target_health(&alb_node_a).await.unwrap() },

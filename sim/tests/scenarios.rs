@@ -127,6 +127,30 @@ async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
                 report.notes
             );
         }
+        if name == "az-loss" {
+            // What the platform did, from Prometheus, on the run's axis: AZ
+            // b's broker fenced (partitions under-replicated until it is
+            // back and caught up) and its standby's node down.
+            let p = report.platform.as_ref().expect("the report has Prometheus's panels");
+            let f = &report.faults[0];
+            let (from, to) = (f.at_s, f.heal_at_s.expect("healed") + 10.0);
+            let panel = |title: &str| {
+                let x = p.panels.iter().find(|x| x.title.starts_with(title)).unwrap_or_else(|| panic!("{title}"));
+                assert!(x.missing.is_none(), "{x:?}");
+                x.clone()
+            };
+            let in_fault = |s: &voyager_sim::report::PanelSeries| -> Vec<f64> {
+                s.points.iter().filter(|(t, _)| *t >= from && *t <= to).map(|p| p.1).collect()
+            };
+            let urp = panel("Kafka: under-replicated");
+            let most = in_fault(&urp.series[0]).into_iter().fold(0.0, f64::max);
+            assert!(most > 0.0, "partitions under-replicated while AZ b was lost: {urp:?}");
+            let pg = panel("PostgreSQL: nodes answering");
+            let answering = pg.series.iter().find(|s| s.name == "nodes answering").expect("nodes answering");
+            let fewest = in_fault(answering).into_iter().fold(f64::MAX, f64::min);
+            assert!(fewest <= 2.0, "AZ b's database node read as down: {pg:?}");
+            assert!(report.html().contains("What the platform did"));
+        }
         if name == "db-pitr" {
             let r = report.restore.as_ref().expect("the report has the restore");
             assert!(r.deleted_by_accident > 0 && r.acknowledged_before > 0, "{r:?}");

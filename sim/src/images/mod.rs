@@ -44,6 +44,8 @@ pub const UPSTREAM_HAPROXY: &str = "haproxy:2.8.14";
 pub const UPSTREAM_PDNS: &str = "powerdns/pdns-auth-47:4.7.4";
 /// Real Vault, in server mode with file storage (offline: `vault-lite`).
 pub const UPSTREAM_VAULT: &str = "hashicorp/vault:1.17.6";
+/// The release Debian 12 ships, which the offline image runs.
+pub const UPSTREAM_PROMETHEUS: &str = "prom/prometheus:v2.42.0";
 /// The same LocalStack as the offline image's runtime (recipes/localstack).
 pub const UPSTREAM_LOCALSTACK: &str = "localstack/localstack:4.13.1";
 
@@ -90,6 +92,7 @@ pub fn image_for(kind: ServiceKind, set: ImageSet) -> String {
             ServiceKind::Kubernetes => kubernetes::UPSTREAM_NODE.to_string(),
             ServiceKind::Alb | ServiceKind::Nlb => UPSTREAM_HAPROXY.to_string(),
             ServiceKind::Route53 => UPSTREAM_PDNS.to_string(),
+            ServiceKind::Prometheus => UPSTREAM_PROMETHEUS.to_string(),
         },
         ImageSet::Offline => recipe::for_service(kind).tag(),
     }
@@ -126,7 +129,9 @@ mod tests {
             let img = image_for(*kind, ImageSet::Upstream);
             let (_, tag) = img.rsplit_once(':').expect("upstream image has a tag");
             assert_ne!(tag, "latest", "{img}");
-            assert!(tag.chars().next().unwrap().is_ascii_digit(), "{img} should pin a version");
+            // Prometheus's tags carry a `v`.
+            let version = tag.strip_prefix('v').unwrap_or(tag);
+            assert!(version.chars().next().unwrap().is_ascii_digit(), "{img} should pin a version");
         }
     }
 

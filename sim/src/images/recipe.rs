@@ -103,6 +103,7 @@ pub fn kafka() -> Recipe {
             files: &[
                 ("entrypoint.sh", include_str!("recipes/kafka/entrypoint.sh")),
                 ("log4j2.properties", include_str!("recipes/kafka/log4j2.properties")),
+                ("jmx-exporter.yml", include_str!("recipes/kafka/jmx-exporter.yml")),
             ],
             fetch: Some(Fetch::Maven(include_str!("recipes/kafka/pom.xml"))),
             embeds: &[],
@@ -149,6 +150,19 @@ pub fn pdns() -> Recipe {
     }
 }
 
+/// Prometheus and the PostgreSQL exporters it runs beside it.
+pub fn prometheus() -> Recipe {
+    Recipe {
+        name: "prometheus",
+        kind: RecipeKind::Dockerfile {
+            dockerfile: include_str!("recipes/prometheus/Dockerfile"),
+            files: &[("entrypoint.sh", include_str!("recipes/prometheus/entrypoint.sh"))],
+            fetch: None,
+            embeds: &[],
+        },
+    }
+}
+
 /// LocalStack's S3, run by its Python runtime (no Docker inside).
 pub fn localstack() -> Recipe {
     Recipe {
@@ -187,6 +201,7 @@ pub fn for_service(kind: ServiceKind) -> Recipe {
         ServiceKind::Kubernetes => super::kubernetes::node(),
         ServiceKind::Alb | ServiceKind::Nlb => haproxy(),
         ServiceKind::Route53 => pdns(),
+        ServiceKind::Prometheus => prometheus(),
         // Our own servers, mounted into the base.
         ServiceKind::Auth0 | ServiceKind::Vault | ServiceKind::Api => base(),
     }

@@ -12,8 +12,10 @@ use crate::ledger::{Check, Duplicate};
 
 mod edge;
 mod junit;
+pub mod platform;
 
 pub use edge::{EdgeOutage, EdgeReport, EdgeZone};
+pub use platform::{Panel, PanelSeries, PlatformReport};
 
 pub const SCHEMA: u32 = 1;
 
@@ -42,6 +44,9 @@ pub struct Report {
     /// The ALB's targets and Route 53's answers, when the stack has an ALB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub edge: Option<EdgeReport>,
+    /// What the platform did, from the stack's Prometheus, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<PlatformReport>,
     /// What the stack's control plane did during the run (detach, attach,
     /// failover, rebuild), on the timeline.
     #[serde(default)]
@@ -448,6 +453,9 @@ impl Report {
         if let Some(e) = &self.edge {
             h += &edge::html(e, &self.faults, self.duration_s);
         }
+        if let Some(p) = &self.platform {
+            h += &platform::html(p, &self.faults, &self.control, self.duration_s);
+        }
         if !self.notes.is_empty() {
             h += "<h2>Notes</h2><ul>";
             for n in &self.notes {
@@ -509,18 +517,22 @@ impl Report {
     }
 
     fn chart(&self, op: &str) -> String {
-        let (w, hgt, left, top) = (1000.0_f64, 180.0_f64, 50.0_f64, 10.0_f64);
+        // Writes per second against the left axis, p99 latency against the
+        // right one, each with its unit; seconds along the bottom.
+        let (w, hgt, left, right, top) = (1000.0_f64, 180.0_f64, 50.0_f64, 62.0_f64, 10.0_f64);
         let n = self.timeline.len().max(1) as f64;
-        let max_count = self
-            .timeline
-            .iter()
-            .filter_map(|s| s.ops.get(op))
-            .map(|o| (o.ok + o.failed + o.ambiguous) as f64)
-            .fold(1.0, f64::max);
-        let max_p99 = self.timeline.iter().filter_map(|s| s.ops.get(op)?.p99_ms).fold(1.0, f64::max);
-        let x = |t: f64| left + t / n * (w - left - 10.0);
+        let max_count = platform::axis_max(
+            self.timeline
+                .iter()
+                .filter_map(|s| s.ops.get(op))
+                .map(|o| (o.ok + o.failed + o.ambiguous) as f64)
+                .fold(1.0, f64::max),
+        );
+        let max_p99 =
+            platform::axis_max(self.timeline.iter().filter_map(|s| s.ops.get(op)?.p99_ms).fold(1.0, f64::max));
+        let x = |t: f64| left + t / n * (w - left - right);
         let y = |v: f64, max: f64| top + hgt - v / max * hgt;
-        let bw = ((w - left - 10.0) / n).max(1.0) - 0.5;
+        let bw = ((w - left - right) / n).max(1.0) - 0.5;
         let mut s = format!("<h3>{}</h3><svg width=\"{w}\" height=\"{}\" xmlns=\"http://www.w3.org/2000/svg\" style=\"background:#fff;border:1px solid #d0d7de\">", esc(op), hgt + 40.0);
         for f in &self.faults {
             let end = f.heal_at_s.unwrap_or(self.duration_s);
@@ -572,18 +584,24 @@ impl Report {
         if !line.is_empty() {
             let _ = write!(s, "<polyline points=\"{line}\" fill=\"none\" stroke=\"#0969da\" stroke-width=\"1.5\"/>");
         }
-        let _ = write!(
-            s,
-            "<text x=\"4\" y=\"{}\" font-size=\"11\">{max_count:.0}/s</text><text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"#0969da\" text-anchor=\"end\">p99 max {max_p99:.0} ms</text><text x=\"{left}\" y=\"{}\" font-size=\"11\">0 s</text><text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">{:.0} s</text></svg>",
-            top + 10.0,
-            w - 12.0,
-            top + 10.0,
-            top + hgt + 16.0,
-            w - 10.0,
-            top + hgt + 16.0,
-            self.duration_s
-        );
-        s
+        for frac in [0.0, 0.5, 1.0] {
+            let at = y(frac * max_count, max_count);
+            let _ = write!(
+                s,
+                "<line x1=\"{left}\" x2=\"{}\" y1=\"{at:.1}\" y2=\"{at:.1}\" stroke=\"#d0d7de\" stroke-dasharray=\"2 3\"/>\
+                 <text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{:.0}/s</text>\
+                 <text x=\"{}\" y=\"{:.1}\" font-size=\"11\" fill=\"#0969da\">{}</text>",
+                w - right,
+                left - 4.0,
+                at + 4.0,
+                frac * max_count,
+                w - right + 4.0,
+                at + 4.0,
+                esc(&platform::with_unit(frac * max_p99, "ms"))
+            );
+        }
+        s += &platform::time_axis(x, n, top + hgt);
+        s + "</svg>"
     }
 }
 
@@ -649,6 +667,7 @@ mod tests {
             checks: vec![c],
             kubernetes: None,
             edge: None,
+            platform: None,
             restore: None,
             control: vec![],
             notes: vec![],

@@ -10,6 +10,7 @@
 mod analysis;
 mod edge;
 mod kube;
+mod platform;
 mod readback;
 mod restore;
 pub mod soak;
@@ -278,6 +279,7 @@ pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOption
         assertions: vec![],
         kubernetes: None,
         edge: None,
+        platform: None,
         control,
         restore: restored,
         notes,
@@ -290,6 +292,7 @@ pub async fn run(stack: &mut RunningStack, scenario: &Scenario, opts: &RunOption
     if let Some((e, snaps)) = &edge_seen {
         report.edge = Some(edge::analyse(e, snaps, &report.faults, &sc, report.duration_s));
     }
+    report.platform = platform::collect(st, &stack.stack()?, since_ms as f64 / 1000.0, report.duration_s).await;
     report.assertions = assertions(&report, &sc);
     report.passed = report.assertions.iter().all(|a| a.passed);
     Ok(report)

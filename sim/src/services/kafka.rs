@@ -29,6 +29,8 @@ pub const CONTROLLER_PORT: u16 = 9093;
 /// Inside the container; published on 127.0.0.1 at a reserved host port,
 /// which the broker must advertise, so it is chosen before the start.
 pub const EXTERNAL_PORT: u16 = 19092;
+/// The JMX exporter agent's port in the offline image (Prometheus scrapes it).
+pub const METRICS_PORT: u16 = 9404;
 
 /// Where a Kafka cluster is reached from the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +122,14 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
                 ("KAFKA_LISTENERS", format!("CONTROLLER://0.0.0.0:{CONTROLLER_PORT}")),
                 ("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "CONTROLLER:PLAINTEXT".to_string()),
                 ("KAFKA_HEAP_OPTS", "-Xmx256m -Xms128m".into()),
+                // A controller's work is small and steady: C1 alone compiles
+                // it well enough, and the serial collector fits its heap.
+                // Both leave the brokers more of two cores while six JVMs
+                // start at once.
+                (
+                    "KAFKA_JVM_PERFORMANCE_OPTS",
+                    "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Djava.awt.headless=true".into(),
+                ),
             ]
             .map(|(k, v)| (k.to_string(), v)),
         );

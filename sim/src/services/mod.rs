@@ -14,6 +14,7 @@ pub mod kubernetes;
 pub mod lifecycle;
 pub mod nlb;
 pub mod postgres;
+pub mod prometheus;
 pub mod route53;
 pub mod s3;
 pub mod targets;
@@ -164,6 +165,7 @@ pub fn service(kind: ServiceKind) -> &'static dyn Service {
         ServiceKind::Kubernetes => &kubernetes::Kubernetes,
         ServiceKind::Nlb => &nlb::Nlb,
         ServiceKind::Postgres => &postgres::Postgres,
+        ServiceKind::Prometheus => &prometheus::Prometheus,
         ServiceKind::Route53 => &route53::Route53,
         ServiceKind::S3 => &s3::S3,
         ServiceKind::Vault => &vault::Vault,

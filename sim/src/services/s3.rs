@@ -38,6 +38,10 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
                 ("SKIP_SSL_CERT_DOWNLOAD", "1".to_string()),
                 ("DISABLE_EVENTS", "1".to_string()),
                 ("PERSISTENCE", "0".to_string()),
+                // S3's provider loads at start rather than on the first
+                // request: the bucket creation that follows is quick, and
+                // the load overlaps the other services' starts.
+                ("EAGER_SERVICE_LOADING", "1".to_string()),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
@@ -80,13 +84,14 @@ pub fn endpoint(state: &RunState) -> Option<S3Endpoint> {
     Some(S3Endpoint { host: *inst.published.get(&PORT)?, region: state.credentials.s3_region.clone() })
 }
 
-/// LocalStack's health document lists S3 as available (or already running).
+/// LocalStack's health document lists S3 as running: loaded (eagerly, at
+/// start), so the first request does not wait for it.
 pub async fn probe(_state: &RunState, inst: &InstanceState) -> Result<(), String> {
     let addr = inst.published.get(&PORT).ok_or("no published port")?;
     let r = request("GET", &format!("http://{addr}/_localstack/health"), &[], "", Duration::from_secs(3)).await?;
     let v: serde_json::Value = serde_json::from_str(&r.body).map_err(|_| format!("health answered {}", r.status))?;
     match v["services"]["s3"].as_str() {
-        Some("available" | "running") => Ok(()),
+        Some("running") => Ok(()),
         other => Err(format!("s3 is {}", other.unwrap_or("not listed"))),
     }
 }

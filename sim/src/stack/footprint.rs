@@ -24,6 +24,8 @@ pub fn instance_mib(kind: ServiceKind, role: &str) -> u32 {
         (ServiceKind::Alb, _) => 13,
         (ServiceKind::Nlb, _) => 8,
         (ServiceKind::Route53, _) => 50,
+        // The server and one postgres exporter per database node.
+        (ServiceKind::Prometheus, _) => 80,
         // A node's figure holds its pods (the API's among them).
         (ServiceKind::Kubernetes, "control-plane") => 615,
         (ServiceKind::Kubernetes, "endpoint") => 8,

@@ -81,6 +81,7 @@ pub enum ServiceKind {
     Kubernetes,
     Nlb,
     Postgres,
+    Prometheus,
     Route53,
     S3,
     Vault,
@@ -297,6 +298,7 @@ impl ServiceKind {
         ServiceKind::Kubernetes,
         ServiceKind::Nlb,
         ServiceKind::Postgres,
+        ServiceKind::Prometheus,
         ServiceKind::Route53,
         ServiceKind::S3,
         ServiceKind::Vault,
@@ -312,6 +314,7 @@ impl ServiceKind {
             ServiceKind::Kubernetes => "kubernetes",
             ServiceKind::Nlb => "nlb",
             ServiceKind::Postgres => "postgres",
+            ServiceKind::Prometheus => "prometheus",
             ServiceKind::Route53 => "route53",
             ServiceKind::Vault => "vault",
             ServiceKind::S3 => "s3",
@@ -333,7 +336,7 @@ impl ServiceKind {
             ServiceKind::Auth0 => &["tenant"],
             ServiceKind::Alb | ServiceKind::Nlb => &["node"],
             ServiceKind::Route53 => &["resolver"],
-            ServiceKind::Vault | ServiceKind::S3 | ServiceKind::Api => &["server"],
+            ServiceKind::Vault | ServiceKind::S3 | ServiceKind::Api | ServiceKind::Prometheus => &["server"],
         }
     }
 

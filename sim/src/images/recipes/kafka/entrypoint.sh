@@ -24,7 +24,13 @@ log="-Dlog4j2.configurationFile=/opt/kafka/config/log4j2.properties"
 # the time, which matters when six nodes format at once on two cores.
 java -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xshare:auto $log -cp "$cp" kafka.tools.StorageTool format --ignore-formatted -t "$CLUSTER_ID" -c "$conf" >/dev/null
 
+# Prometheus's view of the node: the JMX exporter agent on :9404, keeping
+# only the replica manager's, the partitions' and the controller's gauges.
+metrics=""
+agent=/opt/kafka/jmx/jmx_prometheus_javaagent.jar
+if [ -f "$agent" ]; then metrics="-javaagent:$agent=9404:/opt/kafka/jmx/kafka.yml"; fi
+
 # shellcheck disable=SC2086
 exec java ${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m} \
   ${KAFKA_JVM_PERFORMANCE_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -Djava.awt.headless=true} \
-  ${KAFKA_OPTS:-} $log -cp "$cp" kafka.Kafka "$conf"
+  ${KAFKA_OPTS:-} $metrics $log -cp "$cp" kafka.Kafka "$conf"
