@@ -34,19 +34,24 @@ async fn health(ep: &PrometheusEndpoint) -> BTreeMap<String, String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_scrapes_every_exporter_and_sees_a_broker_and_a_replica_die() {
-    let running =
-        common::start("t-prom", 229, &[ServiceKind::Kafka, ServiceKind::Postgres, ServiceKind::Prometheus]).await;
+    let running = common::start(
+        "t-prom",
+        229,
+        &[ServiceKind::Kafka, ServiceKind::Postgres, ServiceKind::Influxdb, ServiceKind::Prometheus],
+    )
+    .await;
     let env: BTreeMap<String, String> = running.env().into_iter().collect();
     let ep = prometheus::endpoint(running.state()).unwrap();
     assert_eq!(env["PROMETHEUS_URL"], ep.url());
     assert!(ep.url().starts_with("http://127.0.0.1:"), "published on loopback only");
 
     // Every node's exporter answers: six Kafka JVMs' agents, three
-    // database nodes' exporters, Prometheus itself.
+    // database nodes' exporters, InfluxDB's endpoint (no credentials:
+    // it is outside InfluxDB's authentication), Prometheus itself.
     let start = Instant::now();
     loop {
         let h = health(&ep).await;
-        if h.len() == 10 && h.values().all(|s| s == "up") {
+        if h.len() == 11 && h.values().all(|s| s == "up") {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(90), "targets not all up: {h:?}");

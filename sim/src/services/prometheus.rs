@@ -15,6 +15,7 @@
 //!   as silence. Its queries are ours
 //!   (`PG_QUERIES`): recovery state, and per standby the primary's view of
 //!   its sync state and replay lag.
+//! - InfluxDB's own `/metrics`.
 //! - The ALB's and NLB's nodes: HAProxy's own Prometheus endpoint.
 //!
 //! It sits where the stack file puts it (the built-in stack: AZ c, so the
@@ -99,6 +100,9 @@ pub fn targets(stack: &Stack, images: ImageSet) -> Vec<Target> {
                     pg += 1;
                     ("postgres", format!("127.0.0.1:{}", PG_EXPORTER_PORT + pg - 1))
                 }
+                // Its own `/metrics` (the Go runtime's and the HTTP
+                // service's), outside the authentication its API needs.
+                ServiceKind::Influxdb => ("influxdb", format!("{}:{}", inst.address, super::influxdb::PORT)),
                 ServiceKind::Alb => ("alb", format!("{}:{}", inst.address, super::alb::METRICS_PORT)),
                 ServiceKind::Nlb => ("nlb", format!("{}:{}", inst.address, super::alb::METRICS_PORT)),
                 ServiceKind::Prometheus => ("prometheus", format!("127.0.0.1:{PORT}")),
@@ -377,7 +381,10 @@ mod tests {
         let stack = crate::harness::builtin_stack();
         let t = targets(&stack, ImageSet::Offline);
         let of = |job: &str| t.iter().filter(|x| x.job == job).count();
-        assert_eq!((of("kafka"), of("postgres"), of("alb"), of("nlb"), of("prometheus")), (6, 3, 3, 3, 1));
+        assert_eq!(
+            (of("kafka"), of("postgres"), of("influxdb"), of("alb"), of("nlb"), of("prometheus")),
+            (6, 3, 1, 3, 3, 1)
+        );
         let c = t.iter().find(|x| x.instance == "kafka-controller-b").unwrap();
         assert_eq!((c.address.as_str(), c.az.as_str(), c.role.as_str()), ("10.0.2.21:9404", "b", "controller"));
         let pg: Vec<&str> = t.iter().filter(|x| x.job == "postgres").map(|x| x.address.as_str()).collect();
