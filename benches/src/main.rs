@@ -127,7 +127,18 @@ async fn main() {
         }
         Some("ready") => ready(runs).await,
         Some("footprint") => footprint().await,
-        Some("peers") => peers::peers(flag(&args, "--seconds").unwrap_or(10)).await,
+        Some("peers") => {
+            let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).map(|k| {
+                k.parse::<ServiceKind>()
+                    .ok()
+                    .filter(|k| [ServiceKind::Kafka, ServiceKind::Postgres].contains(k))
+                    .unwrap_or_else(|| {
+                        eprintln!("--only takes kafka or postgres, not `{k}`");
+                        std::process::exit(2)
+                    })
+            });
+            peers::peers(flag(&args, "--seconds").unwrap_or(10), only, args.iter().any(|a| a == "--steps")).await
+        }
         Some(other) => {
             eprintln!("unknown benchmark `{other}`; use up-down, image-build, data-tier, load-max, link-delay, services, kubernetes, kube-build, crash, auto-failover, restore, api, ready, footprint or peers");
             std::process::exit(2);

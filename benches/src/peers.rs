@@ -26,31 +26,38 @@ struct Peak {
     p99_ms: f64,
 }
 
-pub async fn peers(seconds: u64) {
-    let kinds = [ServiceKind::Kafka, ServiceKind::Postgres];
+/// `only`: one side (`kafka` or `postgres`) rather than both; `steps`:
+/// print each rate ours was offered and what it sustained.
+pub async fn peers(seconds: u64, only: Option<ServiceKind>, steps: bool) {
+    let kinds: Vec<ServiceKind> = match only {
+        Some(k) => vec![k],
+        None => vec![ServiceKind::Kafka, ServiceKind::Postgres],
+    };
     let mut running =
         crate::start_offline(crate::builtin_in("10.247.0.0/16"), "bench-peers", &kinds, Progress::stderr()).await;
     let out = scratch_dir();
 
-    // Ours first: its warm-up creates the table pgbench's script inserts into.
-    eprintln!("==> ours: postgres_insert (open model, doubling then bisecting)");
-    let ours_pg = crate::highest_sustained(&mut running, Op::PostgresInsert, false).await;
-    eprintln!("==> pgbench through the writer endpoint");
-    let pgbench = pgbench(&running, &out, seconds).await;
-    eprintln!("==> ours: kafka_produce");
-    let ours_kafka = crate::highest_sustained(&mut running, Op::KafkaProduce, false).await;
-    eprintln!("==> Kafka's producer perf tool, acks=all");
-    let perf = producer_perf(&running, &out, seconds).await;
+    let mut rows = vec![];
+    if kinds.contains(&ServiceKind::Postgres) {
+        // Ours first: its warm-up creates the table pgbench's script inserts into.
+        eprintln!("==> ours: postgres_insert (open model, doubling then bisecting)");
+        let ours = crate::highest_sustained(&mut running, Op::PostgresInsert, steps).await;
+        eprintln!("==> pgbench through the writer endpoint");
+        rows.push(("postgres insert", "pgbench", pgbench(&running, &out, seconds).await, ours));
+    }
+    if kinds.contains(&ServiceKind::Kafka) {
+        eprintln!("==> ours: kafka_produce");
+        let ours = crate::highest_sustained(&mut running, Op::KafkaProduce, steps).await;
+        eprintln!("==> Kafka's producer perf tool, acks=all");
+        rows.push(("kafka produce", "kafka-producer-perf-test", producer_perf(&running, &out, seconds).await, ours));
+    }
 
     println!();
     println!(
         "{:<16} {:<24} {:>12} {:>9} {:>9}   {:>12} {:>9} {:>9}   {:>6}",
         "operation", "peer", "peer rate", "p50", "p99", "ours", "p50", "p99", "ratio"
     );
-    for (op, peer, theirs, ours) in [
-        ("postgres insert", "pgbench", pgbench, ours_pg),
-        ("kafka produce", "kafka-producer-perf-test", perf, ours_kafka),
-    ] {
+    for (op, peer, theirs, ours) in rows {
         let ms = |x: f64| format!("{x:.1}ms");
         let (ours_rate, ours_p50, ours_p99) = match &ours {
             Some((r, ph)) => (format!("{r:.0}/s"), ms(ph.p50_ms), ms(ph.p99_ms)),
@@ -139,7 +146,7 @@ fn percentile(xs: &mut [f64], q: f64) -> f64 {
 }
 
 /// Kafka's producer perf tool with our producer's settings (acks=all,
-/// idempotent, linger 2 ms) and records the size of ours (a run tag and an
+/// idempotent, linger 5 ms, both clients' default) and records the size of ours (a run tag and an
 /// id, about 40 bytes). A short first run sizes the measured one to last
 /// about `seconds`. It sends without keys; round-robin partitioning spreads
 /// its records over every partition as ours (keyed by id) are, rather than
@@ -150,7 +157,7 @@ async fn producer_perf(running: &RunningStack, out: &Path, seconds: u64) -> Peak
         let script = format!(
             "exec java -Xmx512m -cp '/opt/kafka/libs/*' org.apache.kafka.tools.ProducerPerformance \
              --topic {KAFKA_TOPIC} --num-records {records} --record-size 40 --throughput -1 \
-             --producer-props bootstrap.servers={bootstrap} acks=all enable.idempotence=true linger.ms=2 \
+             --producer-props bootstrap.servers={bootstrap} acks=all enable.idempotence=true linger.ms=5 \
              partitioner.class=org.apache.kafka.clients.producer.RoundRobinPartitioner"
         );
         let (code, text) =
