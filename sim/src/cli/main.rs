@@ -641,7 +641,7 @@ async fn up(args: StackArgs, only: Option<String>, images: ImageSource, p: Progr
 /// Where a run's report goes.
 async fn interrupted(name: &str, p: &Progress) {
     p.say("interrupted; removing what this run started");
-    if let Err(e) = harness::down(name, p).await {
+    if let Err(e) = harness::down_interrupted(name, p).await {
         eprintln!("voyager-sim: cleanup after interrupt failed: {e}; run `voyager-sim down --name {name}`");
     }
 }

@@ -125,7 +125,7 @@ where
             p.say("interrupted; healing every fault of this run");
             let healed = heal().await;
             if up {
-                let _ = harness::down(&name, p).await;
+                let _ = harness::down_interrupted(&name, p).await;
             }
             healed?;
             Err(Error::Interrupted)

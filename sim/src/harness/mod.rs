@@ -28,7 +28,7 @@ pub use backups::{BackupStatus, Restored};
 pub use images::build_images;
 pub use running::RunningStack;
 pub use sim::Sim;
-pub use status::{down, down_all, env_of, status, ControlStatus, InstanceStatus, StackStatus};
+pub use status::{down, down_all, down_interrupted, env_of, status, ControlStatus, InstanceStatus, StackStatus};
 
 /// The production stack that ships with the binary (`fixtures/voyager.toml`).
 pub const BUILTIN_STACK: &str = include_str!("../../../fixtures/voyager.toml");

@@ -42,6 +42,24 @@ pub async fn down(name: &str, p: &Progress) -> Result<Swept> {
     Ok(swept)
 }
 
+/// `down` after an interrupted start. The start was dropped mid-way, but a
+/// create request it had already sent may still land after the first
+/// sweep (CI saw two of three PostgreSQL containers appear after it): the
+/// stack is swept again whenever a look a moment later finds something,
+/// for a few seconds.
+pub async fn down_interrupted(name: &str, p: &Progress) -> Result<()> {
+    down(name, p).await?;
+    let docker = docker::connect(p).await?;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (cs, ns, vs) = sweep::leftovers(&docker, name).await?;
+        if !(cs.is_empty() && ns.is_empty() && vs.is_empty()) {
+            sweep::sweep_stack(&docker, name).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Remove every stack this engine holds (`down --all`): for CI and for
 /// cleaning a machine after experiments.
 pub async fn down_all(p: &Progress) -> Result<Vec<String>> {
