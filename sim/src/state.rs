@@ -98,6 +98,24 @@ pub struct Credentials {
     /// The key of the DNS server's HTTP API (Route 53's control plane).
     #[serde(default)]
     pub route53_api_key: String,
+    /// The cluster's read-only identity for Prometheus, made before it
+    /// starts (only where both run).
+    #[serde(default)]
+    pub kube_reader: Option<KubeReader>,
+}
+
+/// A service account's token and the cluster CA that signed the API's
+/// certificate.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KubeReader {
+    pub token: String,
+    pub ca: String,
+}
+
+impl std::fmt::Debug for KubeReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KubeReader { .. }")
+    }
 }
 
 /// A TLS server's certificate (PEM, leaf first then its issuer), its
@@ -166,6 +184,7 @@ impl Credentials {
             kube_bootstrap_token,
             edge_tls: None,
             route53_api_key,
+            kube_reader: None,
         }
     }
 }

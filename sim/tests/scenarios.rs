@@ -165,6 +165,23 @@ async fn every_shipped_scenario_passes_shortened_and_leaves_no_fault() {
             assert!(o.not_ready_s.is_some() && o.evicted_s.is_some() && o.ready_again_s.is_some(), "{o:?}");
             assert_eq!(k.zones.len(), 3);
             assert!(report.html().contains("zone us-east-1b"));
+            // Prometheus saw it too, through kube-state-metrics: AZ b's
+            // node stopped being Ready and its pods with it, while the
+            // other zones kept theirs.
+            let p = report.platform.as_ref().expect("the report has Prometheus's panels");
+            let f = &report.faults[0];
+            let zone_b = |title: &str| {
+                let panel = p.panels.iter().find(|x| x.title.starts_with(title)).unwrap_or_else(|| panic!("{title}"));
+                assert!(panel.missing.is_none(), "{panel:?}");
+                let b = panel.series.iter().find(|s| s.name == "us-east-1b").unwrap_or_else(|| panic!("{panel:?}"));
+                let before = b.points.iter().filter(|(t, _)| *t < f.at_s).map(|p| p.1).fold(0.0, f64::max);
+                let during = b.points.iter().filter(|(t, _)| *t > f.at_s).map(|p| p.1).fold(f64::MAX, f64::min);
+                (before, during, panel.clone())
+            };
+            let (before, during, panel) = zone_b("Kubernetes: Ready nodes per zone");
+            assert!(before >= 1.0 && during == 0.0, "AZ b's node Ready, then not: {panel:?}");
+            let (before, during, panel) = zone_b("Kubernetes: ready pods per zone");
+            assert!(before >= 1.0 && during == 0.0, "AZ b's pods ready, then not: {panel:?}");
         }
         if name == "platform-az-loss" {
             // Requests from outside were checked in all four tiers, and the

@@ -87,6 +87,22 @@ pub static COREDNS_BUILD: GoBuild = GoBuild {
     min_go: (1, 24),
 };
 
+/// kube-state-metrics, for Prometheus's view of the cluster (pods ready
+/// per zone, nodes' conditions). Its release follows client-go 0.34, the
+/// cluster's minor version.
+pub static KUBE_STATE_METRICS_BUILD: GoBuild = GoBuild {
+    name: "kube-state-metrics",
+    files: &[
+        ("go.mod", include_str!("recipes/kube-state-metrics/go.mod")),
+        ("go.sum", include_str!("recipes/kube-state-metrics/go.sum")),
+        ("main.go", include_str!("recipes/kube-state-metrics/main.go")),
+    ],
+    packages: &["."],
+    ldflags: &["-s", "-w"],
+    c_programs: &[],
+    min_go: (1, 24),
+};
+
 fn scratch(
     name: &'static str,
     dockerfile: &'static str,

@@ -150,14 +150,18 @@ pub fn pdns() -> Recipe {
     }
 }
 
-/// Prometheus and the PostgreSQL exporters it runs beside it.
+/// Prometheus and the exporters it runs beside it: PostgreSQL's, and
+/// kube-state-metrics for the cluster.
 pub fn prometheus() -> Recipe {
     Recipe {
         name: "prometheus",
         kind: RecipeKind::Dockerfile {
             dockerfile: include_str!("recipes/prometheus/Dockerfile"),
             files: &[("entrypoint.sh", include_str!("recipes/prometheus/entrypoint.sh"))],
-            fetch: None,
+            fetch: Some(Fetch::Go {
+                build: &super::kubernetes::KUBE_STATE_METRICS_BUILD,
+                take: &["kube-state-metrics"],
+            }),
             embeds: &[],
         },
     }

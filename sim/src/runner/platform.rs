@@ -100,6 +100,35 @@ pub fn specs(stack: &Stack, images: ImageSet) -> Vec<Spec> {
             missing,
         });
     }
+    if has(ServiceKind::Kubernetes) {
+        let missing = (!offline).then_some(NO_EXPORTER);
+        // What the API believes, from kube-state-metrics: a pod on a lost
+        // node stays Ready until the node lifecycle controller notices, so
+        // the gap between the fault and the drop is Kubernetes' detection.
+        // Zones with nothing ready read 0 rather than vanishing.
+        out.push(Spec {
+            title: "Kubernetes: ready pods per zone (workloads, not kube-system)",
+            unit: "pods",
+            queries: vec![q(
+                "sum by (label_topology_kubernetes_io_zone) ((kube_pod_status_ready{condition=\"true\", \
+                 namespace!=\"kube-system\"} * on (namespace, pod) group_left (node) kube_pod_info) * on (node) \
+                 group_left (label_topology_kubernetes_io_zone) kube_node_labels) or sum by \
+                 (label_topology_kubernetes_io_zone) (kube_node_labels) * 0",
+                Name::Label("label_topology_kubernetes_io_zone"),
+            )],
+            missing,
+        });
+        out.push(Spec {
+            title: "Kubernetes: Ready nodes per zone",
+            unit: "nodes",
+            queries: vec![q(
+                "sum by (label_topology_kubernetes_io_zone) (kube_node_status_condition{condition=\"Ready\", \
+                 status=\"true\"} * on (node) group_left (label_topology_kubernetes_io_zone) kube_node_labels)",
+                Name::Label("label_topology_kubernetes_io_zone"),
+            )],
+            missing,
+        });
+    }
     for (kind, job, title) in [
         (ServiceKind::Alb, "alb", "ALB: healthy targets, as each node sees them"),
         (ServiceKind::Nlb, "nlb", "NLB: healthy targets, as each node sees them"),
@@ -175,14 +204,19 @@ mod tests {
     fn a_stack_gets_a_panel_per_tier_it_runs() {
         let stack = crate::harness::builtin_stack();
         let titles: Vec<&str> = specs(&stack, ImageSet::Offline).iter().map(|s| s.title).collect();
-        assert_eq!(titles.len(), 6, "{titles:?}");
+        assert_eq!(titles.len(), 8, "{titles:?}");
+        assert!(titles.iter().any(|t| t.starts_with("Kubernetes: ready pods per zone")));
         assert!(titles.iter().any(|t| t.starts_with("Kafka: under-replicated")));
         assert!(titles.iter().any(|t| t.starts_with("ALB")) && titles.iter().any(|t| t.starts_with("NLB")));
         let only_kafka = stack.only(&[ServiceKind::Kafka, ServiceKind::Prometheus]);
         assert_eq!(specs(&only_kafka, ImageSet::Offline).len(), 2);
         let up = specs(&stack, ImageSet::Upstream);
         assert!(up.iter().filter(|s| s.missing.is_some()).all(|s| !s.title.starts_with("ALB")));
-        assert_eq!(up.iter().filter(|s| s.missing.is_some()).count(), 4, "Kafka's and PostgreSQL's need the exporters");
+        assert_eq!(
+            up.iter().filter(|s| s.missing.is_some()).count(),
+            6,
+            "Kafka's, PostgreSQL's and the cluster's need the exporters"
+        );
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //!   its sync state and replay lag.
 //! - InfluxDB's own `/metrics`.
 //! - The ALB's and NLB's nodes: HAProxy's own Prometheus endpoint.
+//! - Kubernetes: kube-state-metrics (offline image only), the API servers
+//!   and the kubelets, as a read-only service account ([`kube`]).
 //!
 //! It sits where the stack file puts it (the built-in stack: AZ c, so the
 //! shipped AZ-loss scenarios, which lose a or b, keep their metrics), and
@@ -37,6 +39,8 @@ use crate::runtime::network::network_name;
 use crate::spec::{ContainerSpec, Publish};
 use crate::stack::{ServiceKind, Stack};
 use crate::state::{InstanceState, RunState};
+
+pub mod kube;
 
 pub const PORT: u16 = 9090;
 /// How often every target is scraped: the reports' resolution.
@@ -87,8 +91,9 @@ pub struct Target {
     pub role: String,
 }
 
-/// Every target Prometheus scrapes in this stack with this image set.
-pub fn targets(stack: &Stack, images: ImageSet) -> Vec<Target> {
+/// Every target Prometheus scrapes in this stack with this image set;
+/// the cluster's only with the reader identity to scrape them as (`kube`).
+pub fn targets(stack: &Stack, images: ImageSet, kube: bool) -> Vec<Target> {
     let mut out = vec![];
     let offline = images == ImageSet::Offline;
     let mut pg = 0u16;
@@ -117,22 +122,46 @@ pub fn targets(stack: &Stack, images: ImageSet) -> Vec<Target> {
             });
         }
     }
+    if let Some(plan) = crate::services::kubernetes::ClusterPlan::of(stack).filter(|_| kube) {
+        for n in &plan.nodes {
+            let t = |job, port| Target {
+                job,
+                address: format!("{}:{port}", n.address),
+                instance: n.name.clone(),
+                az: n.az.clone(),
+                role: if n.control_plane { "control-plane" } else { "worker" }.into(),
+            };
+            if n.control_plane {
+                out.push(t("kubernetes-apiservers", crate::services::kubernetes::API_PORT));
+            }
+            out.push(t("kubelet", kube::KUBELET_PORT));
+        }
+        if let Some(p) = stack.service(ServiceKind::Prometheus).and_then(|s| s.instances.first()).filter(|_| offline) {
+            out.push(Target {
+                job: "kube-state-metrics",
+                address: format!("127.0.0.1:{}", kube::KSM_PORT),
+                instance: "kube-state-metrics".into(),
+                az: p.az.clone(),
+                role: "exporter".into(),
+            });
+        }
+    }
     out
 }
 
 /// The server's configuration: one static target per instance, labelled
 /// with the instance's name, AZ and role, so queries read like the stack.
-pub fn config(stack: &Stack, images: ImageSet) -> String {
+pub fn config(stack: &Stack, images: ImageSet, kube: bool) -> String {
     let every = SCRAPE_INTERVAL.as_secs();
     let mut y = format!(
         "# Written by voyager-sim from the stack file.\nglobal:\n  scrape_interval: {every}s\n  \
          scrape_timeout: {every}s\n  evaluation_interval: {every}s\nscrape_configs:\n"
     );
-    let all = targets(stack, images);
+    let all = targets(stack, images, kube);
     let mut jobs: Vec<&str> = all.iter().map(|t| t.job).collect();
     jobs.dedup();
     for job in jobs {
-        let _ = write!(y, "  - job_name: {job}\n    static_configs:\n");
+        let _ = write!(y, "  - job_name: {job}\n{}    static_configs:\n", kube::job_settings(job));
         for t in all.iter().filter(|t| t.job == job) {
             let _ = write!(
                 y,
@@ -152,11 +181,19 @@ pub fn specs(cx: &SpecContext) -> Vec<ContainerSpec> {
         .service(ServiceKind::Postgres)
         .map(|s| s.instances.iter().map(|i| format!("{}={}", i.name, i.address)).collect())
         .unwrap_or_default();
+    let plan = crate::services::kubernetes::ClusterPlan::of(cx.stack);
     svc.instances
         .iter()
         .map(|inst| {
             let mut env = BTreeMap::new();
-            let mut files = vec![(CONFIG.to_string(), 0o644, config(cx.stack, cx.images))];
+            let reader = cx.credentials.kube_reader.as_ref();
+            let mut files = vec![(CONFIG.to_string(), 0o644, config(cx.stack, cx.images, reader.is_some()))];
+            if let (Some(r), Some(plan)) = (reader, &plan) {
+                files.extend(kube::files(r, plan, &inst.az, offline));
+                if offline {
+                    env.insert("VOYAGER_KSM_ARGS".to_string(), kube::ksm_args());
+                }
+            }
             if offline && !pg_nodes.is_empty() {
                 env.insert("VOYAGER_PG_NODES".to_string(), pg_nodes.join(" "));
                 env.insert("VOYAGER_PG_USER".to_string(), cx.credentials.postgres_user.clone());
@@ -347,6 +384,16 @@ impl super::Service for Prometheus {
     fn after_vault(&self) -> bool {
         true
     }
+    /// The cluster's read-only identity, made once the cluster is ready
+    /// (the first pass) and before the config that names it is written.
+    async fn prepare(&self, state: &mut RunState) -> Result<(), String> {
+        let has_kube = state.instances.iter().any(|i| i.service == ServiceKind::Kubernetes.as_str());
+        if has_kube && state.credentials.kube_reader.is_none() {
+            state.credentials.kube_reader =
+                Some(kube::make_reader(state).await.map_err(|e| format!("the cluster's reader for Prometheus: {e}"))?);
+        }
+        Ok(())
+    }
     async fn probe(&self, _cx: &super::ProbeContext<'_>, inst: &InstanceState) -> Result<(), String> {
         probe(inst).await
     }
@@ -379,20 +426,27 @@ mod tests {
     #[test]
     fn every_exporter_of_the_builtin_stack_is_a_target_with_its_instances_labels() {
         let stack = crate::harness::builtin_stack();
-        let t = targets(&stack, ImageSet::Offline);
+        let t = targets(&stack, ImageSet::Offline, true);
         let of = |job: &str| t.iter().filter(|x| x.job == job).count();
         assert_eq!(
             (of("kafka"), of("postgres"), of("influxdb"), of("alb"), of("nlb"), of("prometheus")),
             (6, 3, 1, 3, 3, 1)
         );
+        // The cluster: each API server, each kubelet, kube-state-metrics.
+        assert_eq!((of("kubernetes-apiservers"), of("kubelet"), of("kube-state-metrics")), (1, 4, 1));
+        assert!(targets(&stack, ImageSet::Offline, false).iter().all(|x| !x.job.starts_with("kube")));
         let c = t.iter().find(|x| x.instance == "kafka-controller-b").unwrap();
         assert_eq!((c.address.as_str(), c.az.as_str(), c.role.as_str()), ("10.0.2.21:9404", "b", "controller"));
         let pg: Vec<&str> = t.iter().filter(|x| x.job == "postgres").map(|x| x.address.as_str()).collect();
         assert_eq!(pg, ["127.0.0.1:9187", "127.0.0.1:9188", "127.0.0.1:9189"], "one exporter each, beside Prometheus");
         // The upstream images carry no exporter for Kafka or PostgreSQL.
-        let up = targets(&stack, ImageSet::Upstream);
-        assert!(up.iter().all(|x| x.job != "kafka" && x.job != "postgres"), "{up:?}");
-        let cfg = config(&stack, ImageSet::Offline);
+        let up = targets(&stack, ImageSet::Upstream, true);
+        assert!(up.iter().all(|x| !["kafka", "postgres", "kube-state-metrics"].contains(&x.job)), "{up:?}");
+        let cfg = config(&stack, ImageSet::Offline, true);
+        assert!(
+            cfg.contains("- job_name: kubelet\n    scheme: https\n    authorization: {credentials_file: /etc/voyager/kube-token}"),
+            "{cfg}"
+        );
         assert!(cfg.contains("scrape_interval: 2s"), "{cfg}");
         assert!(
             cfg.contains(
