@@ -67,6 +67,10 @@ pub struct Credentials {
     pub postgres_replication_password: String,
     #[serde(default)]
     pub influxdb_password: String,
+    /// InfluxDB's `shared-secret`: what its JWT bearer tokens are signed
+    /// with (absent in state files older than it: basic auth then).
+    #[serde(default)]
+    pub influxdb_shared_secret: String,
     /// The database `env` points applications at.
     #[serde(default)]
     pub influxdb_database: String,
@@ -151,6 +155,7 @@ impl Credentials {
         let mut secret =
             || -> String { (0..24).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect() };
         let (postgres_password, postgres_replication_password, influxdb_password) = (secret(), secret(), secret());
+        let influxdb_shared_secret = secret();
         let auth0_admin_token = secret();
         let route53_api_key = secret();
         // Kafka's own Uuid.randomUuid draws again when the text starts with
@@ -174,6 +179,7 @@ impl Credentials {
             kafka_cluster_id,
             postgres_replication_password,
             influxdb_password,
+            influxdb_shared_secret,
             influxdb_database: String::new(),
             auth0_admin_token,
             auth0_client_id: String::new(),
@@ -316,7 +322,7 @@ pub fn remove(stack: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-fn base64url(bytes: &[u8]) -> String {
+pub(crate) fn base64url(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {

@@ -65,5 +65,24 @@ async fn influxdb_stores_points_under_the_fixtures_retention_policies() {
     .unwrap();
     assert_eq!(wrong.status, 401, "{}", wrong.body);
 
+    // Writes carry a JWT (the write above went with one); a token signed
+    // with another secret, or expired, is refused.
+    assert!(db.token.is_some(), "the endpoint writes with a token");
+    let write = |token: String| {
+        let url = format!("{}/write?db=journal", db.url());
+        async move {
+            let auth = format!("Bearer {token}");
+            request("POST", &url, &[("Authorization", auth.as_str())], "cpu value=1", Duration::from_secs(5))
+                .await
+                .unwrap()
+                .status
+        }
+    };
+    let far = 4_000_000_000;
+    assert_eq!(write(voyager_sim::services::influxdb::jwt("admin", "another-secret", far)).await, 401);
+    let secret = &running.state().credentials.influxdb_shared_secret;
+    assert_eq!(write(voyager_sim::services::influxdb::jwt("admin", secret, 1_000_000_000)).await, 401, "expired");
+    assert_eq!(write(voyager_sim::services::influxdb::jwt("admin", secret, far)).await, 204);
+
     running.shutdown().await.unwrap();
 }
