@@ -10,15 +10,12 @@
 //! [`api`] is the request through the edge.
 
 pub mod api;
+pub mod kafka;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
 use tokio::sync::{mpsc, Mutex};
 
 use crate::ledger::{Op, Outcome};
@@ -80,7 +77,7 @@ pub struct Targets {
     /// When the targets were made, in ns since the epoch: InfluxDB points are
     /// stamped from here, one nanosecond per id.
     epoch_ns: u128,
-    kafka: Option<FutureProducer>,
+    kafka: Option<kafka::KafkaLoad>,
     postgres: Option<PgPool>,
     influx: Option<InfluxEndpoint>,
     api: Option<api::ApiTarget>,
@@ -93,40 +90,7 @@ impl Targets {
         postgres: Option<PostgresEndpoint>,
         influx: Option<InfluxEndpoint>,
     ) -> Result<Targets, String> {
-        let kafka = match kafka_bootstrap {
-            Some(b) => Some(
-                ClientConfig::new()
-                    .set("bootstrap.servers", b)
-                    .set("acks", "all")
-                    // As production clients run: no duplicates from retries.
-                    .set("enable.idempotence", "true")
-                    // Kafka's Java client defaults, which MSK's client best
-                    // practices say to keep: a message may wait two minutes
-                    // for its partition's new leader. A shorter timeout
-                    // expires messages in flight through a leader election;
-                    // the idempotent producer then starts a new epoch, and
-                    // the brokers cannot tell its retries from the writes
-                    // they already had: duplicates.
-                    .set("message.timeout.ms", "120000")
-                    .set("request.timeout.ms", "30000")
-                    // librdkafka's default and the Java client's since
-                    // Kafka 4.0. At 2 ms, batches at tens of thousands a
-                    // second were small enough that the client's broker
-                    // threads and the brokers spent two cores on requests:
-                    // 70k/s saturated at 2 ms and held p90 0.36 s at 5.
-                    .set("linger.ms", "5")
-                    // As the Java client: requests leave at once rather
-                    // than waiting under Nagle for the last one's ACK.
-                    .set("socket.nagle.disable", "true")
-                    // Room for a second of the highest rates in flight
-                    // (the default 100,000 throttled sends above ~80k/s).
-                    .set("queue.buffering.max.messages", "1000000")
-                    .set("log_level", "0")
-                    .create()
-                    .map_err(|e| format!("Kafka producer: {e}"))?,
-            ),
-            None => None,
-        };
+        let kafka = kafka_bootstrap.map(kafka::KafkaLoad::new).transpose()?;
         let postgres = postgres.map(|endpoint| PgPool {
             endpoint,
             idle: Mutex::new(vec![]),
@@ -176,7 +140,9 @@ impl Targets {
     /// happen), or ambiguous (it may have).
     pub async fn execute(&self, op: Op, id: u64) -> (Outcome, Option<u16>) {
         match op {
-            Op::KafkaProduce => (self.kafka_produce(id).await, None),
+            // Driven by `generate` through its delivery reports; here
+            // only where no producer was made.
+            Op::KafkaProduce => (Outcome::Failed, None),
             Op::PostgresInsert => (self.postgres_insert(id).await, None),
             Op::InfluxWrite => (self.influx_write(id).await, None),
             Op::ApiRequest => match &self.api {
@@ -186,17 +152,6 @@ impl Targets {
                 }
                 None => (Outcome::Failed, None),
             },
-        }
-    }
-
-    async fn kafka_produce(&self, id: u64) -> Outcome {
-        let Some(p) = &self.kafka else { return Outcome::Failed };
-        let payload = format!("{}:{id}", self.run);
-        let key = id.to_string();
-        let rec = FutureRecord::to(KAFKA_TOPIC).key(&key).payload(&payload);
-        match p.send(rec, Duration::from_secs(12)).await {
-            Ok(_) => Outcome::Acked,
-            Err((e, _)) => kafka_outcome(&e),
         }
     }
 
@@ -237,22 +192,6 @@ impl Targets {
             Ok(Err(e)) if e.contains("(Connect)") || e.contains("failed: 4") => Outcome::Failed,
             _ => Outcome::Ambiguous,
         }
-    }
-}
-
-/// Kafka errors after which the broker may hold the record count as
-/// ambiguous; the others mean it was refused.
-fn kafka_outcome(e: &KafkaError) -> Outcome {
-    match e {
-        KafkaError::MessageProduction(
-            RDKafkaErrorCode::MessageTimedOut
-            | RDKafkaErrorCode::RequestTimedOut
-            | RDKafkaErrorCode::NotEnoughReplicasAfterAppend
-            | RDKafkaErrorCode::BrokerTransportFailure
-            | RDKafkaErrorCode::AllBrokersDown,
-        ) => Outcome::Ambiguous,
-        KafkaError::MessageProduction(_) => Outcome::Failed,
-        _ => Outcome::Ambiguous,
     }
 }
 
@@ -298,20 +237,40 @@ pub async fn generate(
         // request starts at its intended time (or as soon as the task is
         // back, everything due at once), and its latency counts from that
         // intended time either way.
+        // Kafka's records are answered by their delivery reports.
+        let produce = op == Op::KafkaProduce && targets.kafka.is_some();
+        if let Some(k) = targets.kafka.as_ref().filter(|_| produce) {
+            k.report_to(start, samples.clone());
+        }
         tasks.push(tokio::spawn(async move {
+            use futures_util::future::BoxFuture;
             use futures_util::stream::{FuturesUnordered, StreamExt};
-            let mut inflight = FuturesUnordered::new();
+            let mut inflight: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
             let mut due = times.into_iter().enumerate().peekable();
             loop {
                 let now = Instant::now();
                 while let Some((i, at)) = due.next_if(|(_, at)| start + *at <= now) {
+                    let id = i as u64 + 1;
+                    if produce {
+                        let k = targets.kafka.as_ref().expect("produce");
+                        if k.send(&targets.run, id, at) == kafka::Sent::QueueFull {
+                            // As FutureProducer does: wait for room.
+                            let targets = targets.clone();
+                            inflight.push(Box::pin(async move {
+                                let k = targets.kafka.as_ref().expect("produce");
+                                while k.send(&targets.run, id, at) == kafka::Sent::QueueFull {
+                                    tokio::time::sleep(Duration::from_millis(5)).await;
+                                }
+                            }));
+                        }
+                        continue;
+                    }
                     let (targets, samples) = (targets.clone(), samples.clone());
-                    inflight.push(async move {
-                        let id = i as u64 + 1;
+                    inflight.push(Box::pin(async move {
                         let (outcome, status) = targets.execute(op, id).await;
                         let latency = start.elapsed().saturating_sub(at);
                         let _ = samples.send(Sample { op, id, intended: at, latency, outcome, status });
-                    });
+                    }));
                 }
                 let Some((_, next)) = due.peek() else { break };
                 let wake = tokio::time::sleep_until((start + *next).into());
@@ -321,6 +280,10 @@ pub async fn generate(
                 }
             }
             while inflight.next().await.is_some() {}
+            if produce {
+                let t = targets.clone();
+                let _ = tokio::task::spawn_blocking(move || t.kafka.as_ref().expect("produce").finish()).await;
+            }
         }));
     }
     for t in tasks {
@@ -348,18 +311,5 @@ mod tests {
         assert!((900.0..1100.0).contains(&steady), "steady 5 s at 200/s gave {steady}");
         assert!(first < steady * 0.4, "the ramp's first 5 s ({first}) must be well under steady ({steady})");
         assert!(a.windows(2).all(|w| w[0] <= w[1]));
-    }
-
-    #[test]
-    fn a_timed_out_produce_is_ambiguous_and_a_refused_one_failed() {
-        assert_eq!(
-            kafka_outcome(&KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)),
-            Outcome::Ambiguous
-        );
-        assert_eq!(
-            kafka_outcome(&KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicasAfterAppend)),
-            Outcome::Ambiguous
-        );
-        assert_eq!(kafka_outcome(&KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicas)), Outcome::Failed);
     }
 }
