@@ -58,6 +58,17 @@ pub fn with_unit(v: f64, unit: &str) -> String {
 
 /// The axis' top: the largest value, rounded up to a number that divides
 /// into even ticks (never 0, so a flat zero line still draws).
+/// [`axis_max`], kept from ticks no reader can use: counted things
+/// (partitions, nodes, ...) get whole ticks, and bytes at least a KiB, so a
+/// flat zero does not read "0 B, 0 B, 1 B".
+pub fn axis_for(unit: &str, max: f64) -> f64 {
+    match unit {
+        "bytes" => axis_max(max).max(1024.0),
+        "ms" => axis_max(max),
+        _ => axis_max(max).max(2.0),
+    }
+}
+
 pub fn axis_max(max: f64) -> f64 {
     if max.is_nan() || max <= 0.0 {
         return 1.0;
@@ -87,8 +98,10 @@ fn chart(p: &Panel, step_s: f64, faults: &[FaultMark], control: &[ControlMark], 
     let (w, hgt, left, right, top) = (1000.0_f64, 120.0_f64, 80.0_f64, 10.0_f64, 10.0_f64);
     let span = duration_s.max(1.0);
     let x = |t: f64| left + t.clamp(0.0, span) / span * (w - left - right);
-    let max =
-        axis_max(p.series.iter().flat_map(|s| &s.points).map(|pt| pt.1).filter(|v| v.is_finite()).fold(0.0, f64::max));
+    let max = axis_for(
+        &p.unit,
+        p.series.iter().flat_map(|s| &s.points).map(|pt| pt.1).filter(|v| v.is_finite()).fold(0.0, f64::max),
+    );
     let y = |v: f64| top + hgt - v / max * hgt;
     let mut s = format!("<h3>{}</h3>", esc(&p.title));
     if let Some(why) = &p.missing {
@@ -145,6 +158,10 @@ fn chart(p: &Panel, step_s: f64, faults: &[FaultMark], control: &[ControlMark], 
     // down or gone), rather than drawing a line across the gap.
     for (i, ser) in p.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
+        // Series often agree (two zones with one node each): each after
+        // the first is dashed, so the ones it covers still show.
+        let dash =
+            ["", " stroke-dasharray=\"8 5\"", " stroke-dasharray=\"3 4\"", " stroke-dasharray=\"12 4 3 4\""][i.min(3)];
         let mut run: Vec<(f64, f64)> = vec![];
         let flush = |run: &mut Vec<(f64, f64)>, s: &mut String| {
             if !run.is_empty() {
@@ -155,7 +172,10 @@ fn chart(p: &Panel, step_s: f64, faults: &[FaultMark], control: &[ControlMark], 
                     }
                     let _ = write!(pts, "{:.1},{:.1} ", x(*t), y(*v));
                 }
-                let _ = write!(s, "<polyline points=\"{pts}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.8\"/>");
+                let _ = write!(
+                    s,
+                    "<polyline points=\"{pts}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.8\"{dash}/>"
+                );
                 run.clear();
             }
         };
@@ -208,6 +228,10 @@ mod tests {
         assert_eq!(axis_max(3.0), 4.0);
         assert_eq!(axis_max(7.0), 10.0);
         assert_eq!(axis_max(120.0), 200.0);
+        // The middle tick is whole for counts, and bytes start at a KiB.
+        assert_eq!(axis_for("nodes", 1.0), 2.0);
+        assert_eq!(axis_for("nodes", 3.0), 4.0);
+        assert_eq!(with_unit(axis_for("bytes", 0.0) / 2.0, "bytes"), "512 B");
     }
 
     #[test]
@@ -220,11 +244,15 @@ mod tests {
                     title: "Kafka: under-replicated partitions".into(),
                     unit: "partitions".into(),
                     queries: vec!["sum(x)".into()],
-                    series: vec![PanelSeries {
-                        name: "sum over brokers".into(),
-                        // 10 s missing between 4 and 14: two runs.
-                        points: vec![(0.0, 0.0), (2.0, 0.0), (4.0, 6.0), (14.0, 6.0), (16.0, 0.0)],
-                    }],
+                    series: vec![
+                        PanelSeries {
+                            name: "sum over brokers".into(),
+                            // 10 s missing between 4 and 14: two runs.
+                            points: vec![(0.0, 0.0), (2.0, 0.0), (4.0, 6.0), (14.0, 6.0), (16.0, 0.0)],
+                        },
+                        // The same values: drawn dashed over the first.
+                        PanelSeries { name: "again".into(), points: vec![(0.0, 0.0), (2.0, 0.0)] },
+                    ],
                     missing: None,
                 },
                 Panel {
@@ -238,7 +266,8 @@ mod tests {
         };
         let f = [FaultMark { label: "az-outage b".into(), at_s: 3.0, heal_at_s: Some(12.0) }];
         let h = html(&p, &f, &[], 20.0);
-        assert_eq!(h.matches("<polyline").count(), 2, "a gap breaks the line: {h}");
+        assert_eq!(h.matches("<polyline").count(), 3, "a gap breaks the line: {h}");
+        assert_eq!(h.matches("stroke-dasharray").count(), 1, "only the second series is dashed: {h}");
         assert!(h.contains("10 partitions") && h.contains("0 partitions"), "the axis says its unit: {h}");
         assert!(h.contains("az-outage b") && h.contains("fill-opacity=\"0.12\""), "the fault is marked");
         assert!(h.contains("20 s"), "the time axis reaches the run's end: {h}");
