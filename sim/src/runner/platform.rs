@@ -129,16 +129,19 @@ pub fn specs(stack: &Stack, images: ImageSet) -> Vec<Spec> {
             missing,
         });
     }
-    for (kind, job, title) in [
-        (ServiceKind::Alb, "alb", "ALB: healthy targets, as each node sees them"),
-        (ServiceKind::Nlb, "nlb", "NLB: healthy targets, as each node sees them"),
+    for (kind, title, promql) in [
+        (
+            ServiceKind::Alb,
+            "ALB: healthy targets, as each node sees them",
+            "max by (instance) (haproxy_backend_active_servers{job=\"alb\", proxy=\"targets\"})",
+        ),
+        (
+            ServiceKind::Nlb,
+            "NLB: healthy targets, as each node sees them",
+            "max by (instance) (haproxy_backend_active_servers{job=\"nlb\", proxy=\"targets\"})",
+        ),
     ] {
         if has(kind) {
-            let promql = if job == "alb" {
-                "max by (instance) (haproxy_backend_active_servers{job=\"alb\", proxy=\"targets\"})"
-            } else {
-                "max by (instance) (haproxy_backend_active_servers{job=\"nlb\", proxy=\"targets\"})"
-            };
             out.push(Spec { title, unit: "targets", queries: vec![q(promql, Name::Label("instance"))], missing: None });
         }
     }
@@ -165,8 +168,18 @@ pub fn series_of(found: Vec<Series>, name: &Name, start_unix: f64) -> Vec<PanelS
 pub async fn collect(state: &RunState, stack: &Stack, start_unix: f64, duration_s: f64) -> Option<PlatformReport> {
     let ep: PrometheusEndpoint = prometheus::endpoint(state)?;
     let step = prometheus::SCRAPE_INTERVAL;
-    // The last scrape of the run lands up to one interval after it.
-    tokio::time::sleep(step).await;
+    // The run's last seconds are in Prometheus once a scrape newer than
+    // its end is (up to an interval later); not longer than three
+    // intervals, since a target that stopped answering never gets newer.
+    let end = start_unix + duration_s;
+    let give_up = std::time::Instant::now() + 3 * step;
+    while std::time::Instant::now() < give_up {
+        let newest = ep.query("max(timestamp(up))").await.ok().and_then(|v| v.first().map(|(_, t)| *t));
+        if newest.is_some_and(|t| t >= end) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
     let mut panels = vec![];
     for spec in specs(stack, state.images) {
         let mut panel = Panel {
