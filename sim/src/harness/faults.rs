@@ -15,10 +15,6 @@ use crate::runtime::{container, link, route};
 use super::running::RunningStack;
 use crate::services::lifecycle::{wait_ready, wait_restarted};
 
-/// A restarted instance's CPU weight until it answers: an eighth of a
-/// running one's.
-const BOOT_CPU_SHARES: i64 = container::CPU_SHARES / 8;
-
 impl RunningStack {
     /// Break something. The fault is recorded in the run's state before it
     /// takes effect, so `heal` (or `down`) can undo it even if we die halfway.
@@ -102,25 +98,13 @@ impl RunningStack {
                     false
                 }
                 Some(s) if !s.running => {
-                    // On AWS an AZ that comes back boots on its own
-                    // hardware; here it shares the host's cores with the
-                    // AZs that stayed up, and its boot (JVMs, LocalStack, a
-                    // Kubernetes node, all at once) would slow the
-                    // survivors' answers and count against their recovery.
-                    // So it boots at a small CPU weight until it answers.
-                    container::set_cpu_shares(&this.docker, &inst.container, BOOT_CPU_SHARES).await?;
-                    if let Err(e) = container::restart_stopped(&this.docker, &inst.container).await {
-                        let _ = container::set_cpu_shares(&this.docker, &inst.container, container::CPU_SHARES).await;
-                        return Err(e.into());
-                    }
+                    container::restart_stopped(&this.docker, &inst.container).await?;
                     true
                 }
                 _ => false,
             };
             if started {
-                let r = wait_restarted(&this.docker, &this.state, inst, timeout, &Progress::silent()).await;
-                container::set_cpu_shares(&this.docker, &inst.container, container::CPU_SHARES).await?;
-                r
+                wait_restarted(&this.docker, &this.state, inst, timeout, &Progress::silent()).await
             } else {
                 wait_ready(&this.docker, &this.state, inst, timeout, &Progress::silent()).await
             }

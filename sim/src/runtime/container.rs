@@ -384,16 +384,6 @@ pub async fn restart_stopped(docker: &Docker, name: &str) -> Result<(), RuntimeE
     docker.start_container(name, None).await.map_err(RuntimeError::docker(format!("start container {name}")))
 }
 
-/// The CPU weight every container starts with (Docker's default).
-pub const CPU_SHARES: i64 = 1024;
-
-/// Set the container's CPU weight against its siblings (cgroup
-/// `cpu.shares`); it only matters while the host's cores are contended.
-pub async fn set_cpu_shares(docker: &Docker, name: &str, shares: i64) -> Result<(), RuntimeError> {
-    let body = bollard::models::ContainerUpdateBody { cpu_shares: Some(shares), ..Default::default() };
-    docker.update_container(name, body).await.map_err(RuntimeError::docker(format!("set the CPU weight of {name}")))
-}
-
 /// Freeze every process of the container (cgroup freezer).
 pub async fn pause(docker: &Docker, name: &str) -> Result<(), RuntimeError> {
     docker.pause_container(name).await.map_err(RuntimeError::docker(format!("pause container {name}")))
