@@ -6,7 +6,7 @@
 //! seed, so the same seed replays the same load.
 //!
 //! Reads top-down like a goose load test: [`generate`] → one schedule per
-//! operation → [`Targets::execute`], plain async functions per service;
+//! operation → [`Targets::begin`], plain async functions per service;
 //! [`api`] is the request through the edge.
 
 pub mod api;
@@ -15,6 +15,7 @@ pub mod kafka;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, Mutex};
 
@@ -136,12 +137,61 @@ impl Targets {
         Ok(())
     }
 
-    /// One write, classified: acknowledged, failed (it certainly did not
+    /// Where the writes' samples go, timed from `start`, until `finish`.
+    /// Kafka's records are answered on librdkafka's own thread, so its
+    /// producer holds a sender of its own.
+    pub fn report_to(&self, start: Instant, samples: &mpsc::UnboundedSender<Sample>) {
+        if let Some(k) = &self.kafka {
+            k.report_to(start, samples.clone());
+        }
+    }
+
+    /// Until every write begun has its sample, then let the samples' channel
+    /// go. Blocks while Kafka's producer flushes.
+    pub fn finish(&self) {
+        if let Some(k) = &self.kafka {
+            k.finish();
+        }
+    }
+
+    /// Begin write `id` of `op`, meant for `at` after `start`: its sample
+    /// reaches `samples` once it is answered. Returns what is left to
+    /// drive, if anything: a Kafka record only enqueues (its delivery
+    /// report makes the sample), unless librdkafka's queue is full.
+    pub fn begin(
+        self: &Arc<Self>,
+        op: Op,
+        id: u64,
+        at: Duration,
+        start: Instant,
+        samples: &mpsc::UnboundedSender<Sample>,
+    ) -> Option<BoxFuture<'static, ()>> {
+        if let (Op::KafkaProduce, Some(k)) = (op, &self.kafka) {
+            if k.send(&self.run, id, at) == kafka::Sent::Done {
+                return None;
+            }
+            // As FutureProducer does: wait for room.
+            let t = self.clone();
+            return Some(Box::pin(async move {
+                let k = t.kafka.as_ref().expect("checked above");
+                while k.send(&t.run, id, at) == kafka::Sent::QueueFull {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }));
+        }
+        let (t, samples) = (self.clone(), samples.clone());
+        Some(Box::pin(async move {
+            let (outcome, status) = t.execute(op, id).await;
+            let latency = start.elapsed().saturating_sub(at);
+            let _ = samples.send(Sample { op, id, intended: at, latency, outcome, status });
+        }))
+    }
+
+    /// One request, classified: acknowledged, failed (it certainly did not
     /// happen), or ambiguous (it may have).
-    pub async fn execute(&self, op: Op, id: u64) -> (Outcome, Option<u16>) {
+    async fn execute(&self, op: Op, id: u64) -> (Outcome, Option<u16>) {
         match op {
-            // Driven by `generate` through its delivery reports; here
-            // only where no producer was made.
+            // `begin` sends Kafka's records; here only without a producer.
             Op::KafkaProduce => (Outcome::Failed, None),
             Op::PostgresInsert => (self.postgres_insert(id).await, None),
             Op::InfluxWrite => (self.influx_write(id).await, None),
@@ -227,6 +277,7 @@ pub async fn generate(
     start: Instant,
     samples: mpsc::UnboundedSender<Sample>,
 ) {
+    targets.report_to(start, &samples);
     let mut tasks = vec![];
     for (op, rate) in &scenario.rates {
         let times = schedule(scenario.seed, *op, *rate, scenario.ramp, scenario.duration);
@@ -237,40 +288,14 @@ pub async fn generate(
         // request starts at its intended time (or as soon as the task is
         // back, everything due at once), and its latency counts from that
         // intended time either way.
-        // Kafka's records are answered by their delivery reports.
-        let produce = op == Op::KafkaProduce && targets.kafka.is_some();
-        if let Some(k) = targets.kafka.as_ref().filter(|_| produce) {
-            k.report_to(start, samples.clone());
-        }
         tasks.push(tokio::spawn(async move {
-            use futures_util::future::BoxFuture;
             use futures_util::stream::{FuturesUnordered, StreamExt};
-            let mut inflight: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
+            let mut inflight = FuturesUnordered::new();
             let mut due = times.into_iter().enumerate().peekable();
             loop {
                 let now = Instant::now();
                 while let Some((i, at)) = due.next_if(|(_, at)| start + *at <= now) {
-                    let id = i as u64 + 1;
-                    if produce {
-                        let k = targets.kafka.as_ref().expect("produce");
-                        if k.send(&targets.run, id, at) == kafka::Sent::QueueFull {
-                            // As FutureProducer does: wait for room.
-                            let targets = targets.clone();
-                            inflight.push(Box::pin(async move {
-                                let k = targets.kafka.as_ref().expect("produce");
-                                while k.send(&targets.run, id, at) == kafka::Sent::QueueFull {
-                                    tokio::time::sleep(Duration::from_millis(5)).await;
-                                }
-                            }));
-                        }
-                        continue;
-                    }
-                    let (targets, samples) = (targets.clone(), samples.clone());
-                    inflight.push(Box::pin(async move {
-                        let (outcome, status) = targets.execute(op, id).await;
-                        let latency = start.elapsed().saturating_sub(at);
-                        let _ = samples.send(Sample { op, id, intended: at, latency, outcome, status });
-                    }));
+                    inflight.extend(targets.begin(op, i as u64 + 1, at, start, &samples));
                 }
                 let Some((_, next)) = due.peek() else { break };
                 let wake = tokio::time::sleep_until((start + *next).into());
@@ -280,15 +305,12 @@ pub async fn generate(
                 }
             }
             while inflight.next().await.is_some() {}
-            if produce {
-                let t = targets.clone();
-                let _ = tokio::task::spawn_blocking(move || t.kafka.as_ref().expect("produce").finish()).await;
-            }
         }));
     }
     for t in tasks {
         let _ = t.await;
     }
+    let _ = tokio::task::spawn_blocking(move || targets.finish()).await;
 }
 
 #[cfg(test)]
