@@ -13,9 +13,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams};
 
 use crate::services::kubernetes::actions::{PROVISIONER, STORAGE_CLASS};
+use crate::services::kubernetes::api::create_or_keep;
 use crate::services::kubernetes::node::EBS_ROOT;
 
 const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
@@ -191,14 +192,9 @@ pub async fn tick(
     for action in decide(&claims, &volumes, &zones) {
         match action {
             Action::Create { volume, claim, zone } => {
-                let pv: PersistentVolume =
-                    serde_json::from_value(persistent_volume(&volume, &claim, &zone)).map_err(|e| e.to_string())?;
-                match pvs.create(&PostParams::default(), &pv).await {
-                    Ok(_) => {
-                        done.push(format!("ebs: created {volume} in {zone} for {}/{}", claim.namespace, claim.name))
-                    }
-                    Err(kube::Error::Api(e)) if e.code == 409 => {}
-                    Err(e) => return Err(format!("creating {volume}: {e}")),
+                let body = persistent_volume(&volume, &claim, &zone);
+                if create_or_keep(&pvs, &volume, body).await? {
+                    done.push(format!("ebs: created {volume} in {zone} for {}/{}", claim.namespace, claim.name))
                 }
             }
             Action::Delete { volume, zone } => match pvs.delete(&volume, &DeleteParams::default()).await {

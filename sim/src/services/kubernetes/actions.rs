@@ -268,9 +268,8 @@ fn endpoint_host(state: &RunState) -> Option<std::net::SocketAddr> {
 
 async fn storage(run: &Run<'_>, client: &kube::Client) -> Result<(), String> {
     use k8s_openapi::api::storage::v1::StorageClass;
-    use kube::api::{Api, PostParams};
     run.say(&format!("storage class {STORAGE_CLASS} (zonal volumes, bound when a pod is scheduled)"));
-    let sc: StorageClass = serde_json::from_value(serde_json::json!({
+    let body = serde_json::json!({
         "apiVersion": "storage.k8s.io/v1",
         "kind": "StorageClass",
         "metadata": {
@@ -282,14 +281,9 @@ async fn storage(run: &Run<'_>, client: &kube::Client) -> Result<(), String> {
         // As with EBS: a volume is made in the zone its first pod lands in.
         "volumeBindingMode": "WaitForFirstConsumer",
         "allowVolumeExpansion": false
-    }))
-    .map_err(|e| e.to_string())?;
-    let api: Api<StorageClass> = Api::all(client.clone());
-    match api.create(&PostParams::default(), &sc).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(format!("creating StorageClass {STORAGE_CLASS}: {e}")),
-    }
+    });
+    let api: kube::api::Api<StorageClass> = kube::api::Api::all(client.clone());
+    api::create_or_keep(&api, &format!("StorageClass {STORAGE_CLASS}"), body).await.map(|_| ())
 }
 
 async fn wait_ready(run: &Run<'_>, client: &kube::Client) -> Result<(), String> {

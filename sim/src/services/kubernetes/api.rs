@@ -48,6 +48,21 @@ impl KubernetesEndpoint {
     }
 }
 
+/// Create an object from its JSON unless one of its name exists (made by an
+/// earlier start of the stack, or an earlier pass of a controller): whether
+/// this call made it.
+pub async fn create_or_keep<K>(api: &Api<K>, what: &str, body: serde_json::Value) -> Result<bool, String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(body).map_err(|e| format!("{what}: {e}"))?;
+    match api.create(&kube::api::PostParams::default(), &obj).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(format!("creating {what}: {e}")),
+    }
+}
+
 pub(super) async fn tcp_open(addr: SocketAddr) -> Result<(), String> {
     tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
         .await

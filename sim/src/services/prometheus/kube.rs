@@ -14,10 +14,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::api::{Api, PostParams};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use kube::api::Api;
 
+use crate::services::kubernetes::api::create_or_keep;
 use crate::services::kubernetes::{ClusterPlan, API_NAME, API_PORT};
 use crate::state::{KubeReader, RunState};
 
@@ -35,21 +34,16 @@ pub const KUBECONFIG_FILE: &str = "/etc/voyager/kubeconfig";
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
 /// The scrape settings of the Kubernetes jobs, after their `job_name`.
-pub fn job_settings(job: &str) -> &'static str {
-    match job {
-        "kubernetes-apiservers" => {
-            "    scheme: https\n    authorization: {credentials_file: /etc/voyager/kube-token}\n    \
-             tls_config: {ca_file: /etc/voyager/kube-ca.crt}\n"
-        }
+pub fn job_settings(job: &str) -> String {
+    let tls = match job {
+        "kubernetes-apiservers" => format!("{{ca_file: {CA_FILE}}}"),
         // kubeadm's kubelets serve a certificate they signed themselves
         // (no serverTLSBootstrap), so there is no CA to check it against;
         // the token still has to pass the API's authorisation.
-        "kubelet" => {
-            "    scheme: https\n    authorization: {credentials_file: /etc/voyager/kube-token}\n    \
-             tls_config: {insecure_skip_verify: true}\n"
-        }
-        _ => "",
-    }
+        "kubelet" => "{insecure_skip_verify: true}".to_string(),
+        _ => return String::new(),
+    };
+    format!("    scheme: https\n    authorization: {{credentials_file: {TOKEN_FILE}}}\n    tls_config: {tls}\n")
 }
 
 /// kube-state-metrics' kubeconfig: the reader's token, the cluster's CA,
@@ -81,19 +75,6 @@ fn role() -> serde_json::Value {
     })
 }
 
-async fn create<K>(api: &Api<K>, what: &str, body: serde_json::Value) -> Result<(), String>
-where
-    K: kube::Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
-{
-    let obj: K = serde_json::from_value(body).map_err(|e| format!("{what}: {e}"))?;
-    match api.create(&PostParams::default(), &obj).await {
-        Ok(_) => Ok(()),
-        // Made by an earlier start of this stack: the same object.
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(format!("creating {what}: {e}")),
-    }
-}
-
 /// Make the reader (idempotent) and wait for its token: the token
 /// controller fills the secret a moment after it is made.
 pub async fn make_reader(state: &RunState) -> Result<KubeReader, String> {
@@ -101,9 +82,9 @@ pub async fn make_reader(state: &RunState) -> Result<KubeReader, String> {
     let client = ep.client().await?;
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
     let meta = serde_json::json!({ "name": READER, "namespace": NAMESPACE });
-    create(&accounts, "the reader's service account", serde_json::json!({ "metadata": meta })).await?;
-    create(&Api::<ClusterRole>::all(client.clone()), "the reader's ClusterRole", role()).await?;
-    create(
+    create_or_keep(&accounts, "the reader's service account", serde_json::json!({ "metadata": meta })).await?;
+    create_or_keep(&Api::<ClusterRole>::all(client.clone()), "the reader's ClusterRole", role()).await?;
+    create_or_keep(
         &Api::<ClusterRoleBinding>::all(client.clone()),
         "the reader's ClusterRoleBinding",
         serde_json::json!({
@@ -114,7 +95,7 @@ pub async fn make_reader(state: &RunState) -> Result<KubeReader, String> {
     )
     .await?;
     let secrets: Api<Secret> = Api::namespaced(client, NAMESPACE);
-    create(
+    create_or_keep(
         &secrets,
         "the reader's token secret",
         serde_json::json!({
