@@ -52,11 +52,15 @@ impl InfluxEndpoint {
         format!("http://{}", self.host)
     }
 
+    /// The user and password as InfluxDB 1.x takes them in a query string.
+    fn password_params(&self) -> String {
+        format!("u={}&p={}", encode(&self.user), encode(&self.password))
+    }
+
     /// Run an InfluxQL statement; returns the JSON answer.
     pub async fn query(&self, db: Option<&str>, q: &str) -> Result<String, String> {
         let db = db.map(|d| format!("&db={}", encode(d))).unwrap_or_default();
-        let url =
-            format!("{}/query?u={}&p={}{db}&q={}", self.url(), encode(&self.user), encode(&self.password), encode(q));
+        let url = format!("{}/query?{}{db}&q={}", self.url(), self.password_params(), encode(q));
         let r = request_with(&self.client, "POST", &url, &[], "", Duration::from_secs(10)).await?;
         // InfluxDB answers 200 with an "error" member for a bad statement.
         if r.status != 200 || r.body.contains("\"error\"") {
@@ -69,10 +73,9 @@ impl InfluxEndpoint {
     /// one JSON document per line.
     pub async fn query_chunked(&self, db: &str, q: &str) -> Result<Vec<String>, String> {
         let url = format!(
-            "{}/query?u={}&p={}&db={}&chunked=true&chunk_size=10000&q={}",
+            "{}/query?{}&db={}&chunked=true&chunk_size=10000&q={}",
             self.url(),
-            encode(&self.user),
-            encode(&self.password),
+            self.password_params(),
             encode(db),
             encode(q)
         );
@@ -96,23 +99,12 @@ impl InfluxEndpoint {
     /// an HMAC check.
     pub async fn write(&self, db: &str, rp: Option<&str>, lines: &str) -> Result<(), String> {
         let rp = rp.map(|r| format!("&rp={}", encode(r))).unwrap_or_default();
-        let bearer;
-        let (url, headers): (String, Vec<(&str, &str)>) = match &self.token {
-            Some(t) => {
-                bearer = format!("Bearer {t}");
-                (format!("{}/write?db={}{rp}", self.url(), encode(db)), vec![("Authorization", bearer.as_str())])
-            }
-            None => (
-                format!(
-                    "{}/write?u={}&p={}&db={}{rp}",
-                    self.url(),
-                    encode(&self.user),
-                    encode(&self.password),
-                    encode(db)
-                ),
-                vec![],
-            ),
+        let (auth, bearer) = match &self.token {
+            Some(t) => (String::new(), Some(format!("Bearer {t}"))),
+            None => (format!("{}&", self.password_params()), None),
         };
+        let url = format!("{}/write?{auth}db={}{rp}", self.url(), encode(db));
+        let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
         let r = request_with(&self.client, "POST", &url, &headers, lines, Duration::from_secs(10)).await?;
         if r.status != 204 {
             return Err(format!("write to {db} failed: {} {}", r.status, r.body.trim()));
