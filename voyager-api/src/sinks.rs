@@ -7,14 +7,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use hyper::body::Bytes;
 use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientContext;
 
 use crate::config::Config;
 use crate::http::Http;
 use crate::sigv4;
 
 pub struct Kafka {
-    producer: FutureProducer,
+    producer: FutureProducer<Logged>,
     topic: String,
 }
 
@@ -26,21 +28,50 @@ pub struct Place {
 }
 
 impl Kafka {
-    pub fn new(cfg: &Config) -> Result<Kafka, String> {
-        let producer = ClientConfig::new()
+    /// The producer's settings; the timers' order matters (see the test).
+    fn client_config(cfg: &Config) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", &cfg.kafka_bootstrap)
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            // Longer than a leader election after a broker's AZ is lost
-            // (10-13 s measured): a record that times out mid-flight is
-            // what turns a retry into a duplicate. Shorter than the ALB's
-            // idle timeout (60 s), so the caller hears the failure.
-            .set("message.timeout.ms", "30000")
+            // One request in flight per partition. With more, a failed
+            // request makes the ones behind it fail with out-of-order
+            // sequence numbers, and librdkafka 2.12 answers those with a new
+            // producer epoch; under the new epoch, a record whose earlier
+            // send may have been written (a timeout, a dropped connection)
+            // on any partition is sent again as a new record: acknowledged
+            // once, in the log twice (librdkafka issue 4953). Seen in
+            // platform-az-loss, at a rate where the cost is nothing.
+            .set("max.in.flight.requests.per.connection", "1")
+            // A request in flight to a broker whose AZ is gone gets no
+            // answer and no reset. librdkafka gives up on it after this
+            // (default 60 s) and sends the record again, under the same
+            // sequence number, to the partition's new leader (elected in
+            // 10-13 s). It must come well before the message's own
+            // timeout, since a message that times out also starts a new
+            // epoch, and after the broker's own wait below, so a live
+            // broker answers first.
+            .set("socket.timeout.ms", "15000")
+            // Room for the retry above plus an election on a loaded
+            // machine, and still shorter than the ALB's idle timeout
+            // (60 s), so the caller hears a failure rather than a cut
+            // connection.
+            .set("message.timeout.ms", "45000")
+            // The broker's own wait for the ISR's acks, after which it
+            // answers and the record is retried under the same sequence.
             .set("request.timeout.ms", "10000")
             .set("linger.ms", "2")
-            .set("log_level", "3")
-            .create()
-            .map_err(|e| format!("Kafka producer: {e}"))?;
+            .set_log_level(if cfg.kafka_debug.is_empty() { RDKafkaLogLevel::Warning } else { RDKafkaLogLevel::Debug });
+        if !cfg.kafka_debug.is_empty() {
+            config.set("debug", &cfg.kafka_debug);
+        }
+        config
+    }
+
+    pub fn new(cfg: &Config) -> Result<Kafka, String> {
+        let config = Kafka::client_config(cfg);
+        let producer = config.create_with_context(Logged).map_err(|e| format!("Kafka producer: {e}"))?;
         Ok(Kafka { producer, topic: cfg.topic.clone() })
     }
 
@@ -65,6 +96,16 @@ impl Kafka {
         })
         .await
         .map_err(|e| e.to_string())?
+    }
+}
+
+/// librdkafka's own account of what it did, in the pod's log: without it a
+/// producer that gives up on a broker, or starts a new epoch, says nothing.
+pub struct Logged;
+
+impl ClientContext for Logged {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        eprintln!("voyager-api: kafka {level:?} {fac}: {msg}");
     }
 }
 
@@ -238,6 +279,32 @@ mod tests {
     }
 
     use super::*;
+
+    fn ms(c: &ClientConfig, key: &str) -> Duration {
+        Duration::from_millis(c.get(key).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{key} is set")))
+    }
+
+    /// A duplicate needs a new producer epoch while a record's first send
+    /// may have been written; these relations keep librdkafka from
+    /// starting one in a broker's loss.
+    #[test]
+    fn a_lost_broker_is_retried_under_the_same_epoch_before_anyone_gives_up() {
+        let defaulted = ["VOYAGER_API_LISTEN", "PGPORT", "AUTH0_CLOCK_SKEW", "VOYAGER_API_KAFKA_DEBUG"];
+        let cfg = Config::from_lookup(|k| (!defaulted.contains(&k)).then(|| "x".to_string())).unwrap();
+        let c = Kafka::client_config(&cfg);
+        assert_eq!(c.get("enable.idempotence"), Some("true"));
+        assert_eq!(c.get("max.in.flight.requests.per.connection"), Some("1"));
+        assert_eq!(c.get("debug"), None, "debug logging only when asked for");
+        let (broker_wait, give_up_on_broker, message) =
+            (ms(&c, "request.timeout.ms"), ms(&c, "socket.timeout.ms"), ms(&c, "message.timeout.ms"));
+        assert!(broker_wait < give_up_on_broker, "a live broker answers before the client gives up on it");
+        // KRaft fences a lost broker after its 9 s session timeout; new
+        // leaders were serving 10-13 s after an AZ's loss.
+        let election = Duration::from_secs(13);
+        assert!(give_up_on_broker + election < message, "the retry reaches a new leader before the message times out");
+        let alb_idle = voyager_sim::stack::edge::default_alb().idle_timeout;
+        assert!(message < alb_idle, "the caller hears the failure before the ALB cuts the connection");
+    }
 
     #[test]
     fn line_protocol_values_are_escaped() {

@@ -63,7 +63,7 @@ fn settings(stack: &Stack, c: &Credentials, auth0_host_port: u16) -> BTreeMap<St
         .map(|i| format!("{}:{}", i.address, super::kafka::INTERNAL_PORT))
         .collect();
     let writer = stack.azs[0].private.nth(super::postgres::ENDPOINTS_HOST);
-    BTreeMap::from(
+    let mut env = BTreeMap::from(
         [
             ("VOYAGER_API_LISTEN", format!("0.0.0.0:{PORT}")),
             // Tokens carry the issuer applications on the host know the
@@ -87,8 +87,17 @@ fn settings(stack: &Stack, c: &Credentials, auth0_host_port: u16) -> BTreeMap<St
             ("AWS_SECRET_ACCESS_KEY", super::s3::SECRET_ACCESS_KEY.into()),
         ]
         .map(|(k, v)| (k.to_string(), v)),
-    )
+    );
+    // Whoever brings the stack up can ask every replica for librdkafka's
+    // debug log (`VOYAGER_API_KAFKA_DEBUG=eos voyager-sim up`): what its
+    // producer did in a fault is otherwise not in the pods' logs.
+    if let Some(debug) = std::env::var(KAFKA_DEBUG).ok().filter(|d| !d.is_empty()) {
+        env.insert(KAFKA_DEBUG.into(), debug);
+    }
+    env
 }
+
+const KAFKA_DEBUG: &str = "VOYAGER_API_KAFKA_DEBUG";
 
 /// The replicas as containers, one per instance; none when the API runs
 /// as pods (see [`pods`]).
