@@ -1,78 +1,6 @@
 //! `voyager-bench`: times the operations users wait for and prints numbers.
 //!
-//!   voyager-bench up-down [--runs N]   start the postgres-only stack (cached
-//!                                      images) and shut it down, N times
-//!   voyager-bench image-build          remove the offline images, rebuild them
-//!   voyager-bench load-max             per operation, double the open-model
-//!                                      rate every 10 s step until fewer than
-//!                                      95% are acknowledged or p90 passes 1 s,
-//!                                      then bisect three times between the
-//!                                      last rate held and the first not
-//!                                      (p99 also holds each step's client
-//!                                      start-up, so it is shown, not judged)
-//!   voyager-bench data-tier [--runs N] start the whole data tier (cached
-//!                                      images): time to ready per service, then
-//!                                      one PostgreSQL failover per run
-//!   voyager-bench services [--runs N]  start Auth0, Vault, S3 (and the
-//!                                      PostgreSQL Vault's database engine
-//!                                      needs): time to ready per service,
-//!                                      then each container's memory
-//!   voyager-bench kubernetes [--runs N] start the cluster alone (cached
-//!                                      images): time to ready per bring-up
-//!                                      step, memory per node; the last run
-//!                                      also with the whole stack beside it
-//!   voyager-bench kube-build           build Kubernetes, etcd and CoreDNS
-//!                                      from their modules into empty build
-//!                                      caches (cold; modules already fetched
-//!                                      stay), then again (cached)
-//!   voyager-bench link-delay           inject one-way delays (with and without
-//!                                      jitter) between AZs a and b and compare
-//!                                      each measured round trip with the
-//!                                      normal link's median plus the delay
-//!                                      asked: median and p99 error
-//!   voyager-bench crash [--runs N] [--seed S]
-//!                                      SIGKILL `up`, `run` and `down` at
-//!                                      seeded random points, then `heal` /
-//!                                      `down` as a user would, and count
-//!                                      what is left (target: nothing)
-//!   voyager-bench auto-failover [--runs N] [--detection S]
-//!                                      kill the PostgreSQL primary from
-//!                                      outside N times: writer endpoint
-//!                                      unavailability (detection: the
-//!                                      stack's, 30 s by default)
-//!   voyager-bench restore [--rows N]   a database of N rows (~200 B each),
-//!                                      backed up, restored to a time: backup
-//!                                      and restore durations, RPO
-//!   voyager-bench api [--seconds S] [--pods]
-//!                                      voyager-api's three replicas on the
-//!                                      stack's tiers, directly, through the
-//!                                      ALB and through the NLB: answers per
-//!                                      second, share answered 201 and
-//!                                      latency at 1, 4, 16 and 32 clients;
-//!                                      --pods: as a Deployment on the
-//!                                      cluster, through the balancers only
-//!   voyager-bench ready [--runs N]     the data and identity tier (Kafka,
-//!                                      PostgreSQL, InfluxDB, Vault, Auth0,
-//!                                      S3; cached images) started whole, N
-//!                                      times: time to ready, median and
-//!                                      spread, each service's share; then
-//!                                      each service started alone, so the
-//!                                      cost of starting together shows
-//!   voyager-bench footprint            start the whole built-in stack (cached
-//!                                      images), wait an idle minute, then
-//!                                      memory (the cgroup's figure, as
-//!                                      `docker stats` reads it) per
-//!                                      container, per service and in all
-//!   voyager-bench peers [--seconds S]  our generator beside pgbench (the
-//!                                      load's insert through the writer
-//!                                      endpoint) and Kafka's producer perf
-//!                                      tool (acks=all) on one stack: each
-//!                                      peer's best rate and p50/p99, ours
-//!                                      as the highest sustained open-model
-//!                                      rate, and ours as a ratio of theirs
-//!
-//! Wall-clock numbers on a shared 2-core machine wobble; the runs are there
-//! to show the spread, not to hide it.
+//! `voyager-bench --help` lists the benchmarks and their flags ([`USAGE`]).
 
 mod api;
 mod crash;
@@ -84,6 +12,105 @@ use std::time::{Duration, Instant};
 use voyager_sim::harness::{build_images, builtin_stack};
 use voyager_sim::images::{recipe, ImageSet};
 use voyager_sim::{ImageSource, Progress, ServiceKind, Sim};
+
+/// Every benchmark, its flags and what it prints.
+const USAGE: &str = "\
+usage: voyager-bench BENCHMARK [FLAGS]
+
+  voyager-bench up-down [--runs N]   start the postgres-only stack (cached
+                                     images) and shut it down, N times
+  voyager-bench image-build          remove the offline images, rebuild them
+  voyager-bench load-max             per operation, double the open-model
+                                     rate every 10 s step until fewer than
+                                     95% are acknowledged or p90 passes 1 s,
+                                     then bisect three times between the
+                                     last rate held and the first not
+                                     (p99 also holds each step's client
+                                     start-up, so it is shown, not judged)
+  voyager-bench data-tier [--runs N] start the whole data tier (cached
+                                     images): time to ready per service, then
+                                     one PostgreSQL failover per run
+  voyager-bench services [--runs N]  start Auth0, Vault, S3 (and the
+                                     PostgreSQL Vault's database engine
+                                     needs): time to ready per service,
+                                     then each container's memory
+  voyager-bench kubernetes [--runs N] start the cluster alone (cached
+                                     images): time to ready per bring-up
+                                     step, memory per node; the last run
+                                     also with the whole stack beside it
+  voyager-bench kube-build           build Kubernetes, etcd and CoreDNS
+                                     from their modules into empty build
+                                     caches (cold; modules already fetched
+                                     stay), then again (cached)
+  voyager-bench link-delay           inject one-way delays (with and without
+                                     jitter) between AZs a and b and compare
+                                     each measured round trip with the
+                                     normal link's median plus the delay
+                                     asked: median and p99 error
+  voyager-bench crash [--runs N] [--seed S]
+                                     SIGKILL `up`, `run` and `down` at
+                                     seeded random points, then `heal` /
+                                     `down` as a user would, and count
+                                     what is left (target: nothing)
+  voyager-bench auto-failover [--runs N] [--detection S]
+                                     kill the PostgreSQL primary from
+                                     outside N times: writer endpoint
+                                     unavailability (detection: the
+                                     stack's, 30 s by default)
+  voyager-bench restore [--rows N]   a database of N rows (~200 B each),
+                                     backed up, restored to a time: backup
+                                     and restore durations, RPO
+  voyager-bench api [--seconds S] [--pods]
+                                     voyager-api's three replicas on the
+                                     stack's tiers, directly, through the
+                                     ALB and through the NLB: answers per
+                                     second, share answered 201 and
+                                     latency at 1, 4, 16 and 32 clients;
+                                     --pods: as a Deployment on the
+                                     cluster, through the balancers only
+  voyager-bench ready [--runs N]     the data and identity tier (Kafka,
+                                     PostgreSQL, InfluxDB, Vault, Auth0,
+                                     S3; cached images) started whole, N
+                                     times: time to ready, median and
+                                     spread, each service's share; then
+                                     each service started alone, so the
+                                     cost of starting together shows
+  voyager-bench footprint            start the whole built-in stack (cached
+                                     images), wait an idle minute, then
+                                     memory (the cgroup's figure, as
+                                     `docker stats` reads it) per
+                                     container, per service and in all
+  voyager-bench peers [--seconds S] [--only kafka|postgres] [--steps]
+                                     our generator beside pgbench (the
+                                     load's insert through the writer
+                                     endpoint) and Kafka's producer perf
+                                     tool (acks=all) on one stack: each
+                                     peer's best rate and p50/p99, ours
+                                     as the highest sustained open-model
+                                     rate, and ours as a ratio of theirs
+
+Wall-clock numbers on a shared 2-core machine wobble; the runs are there
+to show the spread, not to hide it.
+";
+
+/// The flags each benchmark takes; those ending in `=` take a value.
+const FLAGS: &[(&str, &[&str])] = &[
+    ("up-down", &["--runs="]),
+    ("image-build", &[]),
+    ("data-tier", &["--runs="]),
+    ("load-max", &[]),
+    ("link-delay", &[]),
+    ("services", &["--runs="]),
+    ("kubernetes", &["--runs="]),
+    ("kube-build", &[]),
+    ("crash", &["--runs=", "--seed="]),
+    ("auto-failover", &["--runs=", "--detection="]),
+    ("restore", &["--rows="]),
+    ("api", &["--seconds=", "--pods"]),
+    ("ready", &["--runs="]),
+    ("footprint", &[]),
+    ("peers", &["--seconds=", "--only=", "--steps"]),
+];
 
 fn summary(label: &str, mut xs: Vec<Duration>) {
     xs.sort();
@@ -99,56 +126,96 @@ fn summary(label: &str, mut xs: Vec<Duration>) {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let runs =
-        args.iter().position(|a| a == "--runs").and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok()).unwrap_or(5);
-    match args.first().map(String::as_str) {
-        Some("up-down") | None => up_down(runs).await,
-        Some("image-build") => image_build().await,
-        Some("data-tier") => data_tier(runs).await,
-        Some("load-max") => load_max().await,
-        Some("link-delay") => link_delay().await,
-        Some("services") => services(runs).await,
-        Some("kubernetes") => kubernetes(runs).await,
-        Some("kube-build") => kube_build().await,
-        Some("crash") => {
-            let seed = flag(&args, "--seed").unwrap_or(1);
-            let runs = if args.iter().any(|a| a == "--runs") { runs } else { 51 };
-            crash::crash(runs, seed).await
-        }
-        Some("auto-failover") => {
-            let detection = flag(&args, "--detection").map(Duration::from_secs);
-            rds::auto_failover(runs, detection).await
-        }
-        Some("restore") => rds::restore(flag(&args, "--rows").unwrap_or(1_000_000)).await,
-        Some("api") => {
-            let pods = args.iter().any(|a| a == "--pods");
-            api::api(flag(&args, "--seconds").unwrap_or(20), &[1, 4, 16, 32], pods).await
-        }
-        Some("ready") => ready(runs).await,
-        Some("footprint") => footprint().await,
-        Some("peers") => {
-            let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).map(|k| {
-                k.parse::<ServiceKind>()
-                    .ok()
-                    .filter(|k| [ServiceKind::Kafka, ServiceKind::Postgres].contains(k))
-                    .unwrap_or_else(|| {
-                        eprintln!("--only takes kafka or postgres, not `{k}`");
-                        std::process::exit(2)
-                    })
-            });
-            peers::peers(flag(&args, "--seconds").unwrap_or(10), only, args.iter().any(|a| a == "--steps")).await
-        }
-        Some(other) => {
-            eprintln!("unknown benchmark `{other}`; use up-down, image-build, data-tier, load-max, link-delay, services, kubernetes, kube-build, crash, auto-failover, restore, api, ready, footprint or peers");
-            std::process::exit(2);
-        }
+    let args = Args::parse(std::env::args().skip(1).collect()).unwrap_or_else(|e| {
+        eprintln!("voyager-bench: {e}\n(`voyager-bench --help` lists the benchmarks and their flags)");
+        std::process::exit(2)
+    });
+    let runs = args.number("--runs").unwrap_or(5) as usize;
+    match args.bench.as_str() {
+        "--help" | "-h" | "help" => print!("{USAGE}"),
+        "up-down" => up_down(runs).await,
+        "image-build" => image_build().await,
+        "data-tier" => data_tier(runs).await,
+        "load-max" => load_max().await,
+        "link-delay" => link_delay().await,
+        "services" => services(runs).await,
+        "kubernetes" => kubernetes(runs).await,
+        "kube-build" => kube_build().await,
+        "crash" => crash::crash(args.number("--runs").unwrap_or(51) as usize, args.number("--seed").unwrap_or(1)).await,
+        "auto-failover" => rds::auto_failover(runs, args.number("--detection").map(Duration::from_secs)).await,
+        "restore" => rds::restore(args.number("--rows").unwrap_or(1_000_000)).await,
+        "api" => api::api(args.number("--seconds").unwrap_or(20), &[1, 4, 16, 32], args.has("--pods")).await,
+        "ready" => ready(runs).await,
+        "footprint" => footprint().await,
+        "peers" => peers::peers(args.number("--seconds").unwrap_or(10), args.only, args.has("--steps")).await,
+        other => unreachable!("Args::parse lets only known benchmarks through, not {other}"),
     }
 }
 
-/// The number after `name`, if given.
-fn flag(args: &[String], name: &str) -> Option<u64> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|n| n.parse().ok())
+/// A command line checked against [`FLAGS`]: a typo, a flag another
+/// benchmark takes or a value that is not a number stops the run before
+/// anything starts, rather than running for minutes on a default.
+struct Args {
+    bench: String,
+    given: Vec<(String, Option<String>)>,
+    only: Option<ServiceKind>,
+}
+
+impl Args {
+    fn parse(args: Vec<String>) -> Result<Args, String> {
+        let mut it = args.into_iter();
+        let bench = it.next().unwrap_or_else(|| "up-down".into());
+        if ["--help", "-h", "help"].contains(&bench.as_str()) {
+            return Ok(Args { bench, given: vec![], only: None });
+        }
+        let Some((_, flags)) = FLAGS.iter().find(|(b, _)| *b == bench) else {
+            let all: Vec<&str> = FLAGS.iter().map(|(b, _)| *b).collect();
+            return Err(format!("unknown benchmark `{bench}`; use one of {}", all.join(", ")));
+        };
+        let mut given = vec![];
+        while let Some(arg) = it.next() {
+            if ["--help", "-h"].contains(&arg.as_str()) {
+                return Ok(Args { bench: arg, given: vec![], only: None });
+            }
+            if flags.contains(&arg.as_str()) {
+                given.push((arg, None));
+            } else if flags.contains(&format!("{arg}=").as_str()) {
+                let value = it.next().ok_or_else(|| format!("{arg} needs a value"))?;
+                given.push((arg, Some(value)));
+            } else {
+                let takes: Vec<&str> = flags.iter().map(|f| f.trim_end_matches('=')).collect();
+                let takes = if takes.is_empty() { "no flags".to_string() } else { takes.join(", ") };
+                return Err(format!("`{bench}` does not take `{arg}`; it takes {takes}"));
+            }
+        }
+        let mut parsed = Args { bench, given, only: None };
+        for (name, value) in &parsed.given {
+            match (name.as_str(), value) {
+                ("--only", Some(k)) => {
+                    parsed.only = Some(
+                        k.parse::<ServiceKind>()
+                            .ok()
+                            .filter(|k| [ServiceKind::Kafka, ServiceKind::Postgres].contains(k))
+                            .ok_or_else(|| format!("--only takes kafka or postgres, not `{k}`"))?,
+                    )
+                }
+                (_, Some(v)) if v.parse::<u64>().is_err() => {
+                    return Err(format!("{name} takes a whole number, not `{v}`"))
+                }
+                _ => {}
+            }
+        }
+        Ok(parsed)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.given.iter().any(|(n, _)| n == name)
+    }
+
+    /// A numeric flag's value; [`Args::parse`] has checked it is one.
+    fn number(&self, name: &str) -> Option<u64> {
+        self.given.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.as_ref()?.parse().ok())
+    }
 }
 
 async fn up_down(runs: usize) {
@@ -628,4 +695,32 @@ async fn kube_build() {
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Args;
+
+    fn parse(line: &str) -> Result<Args, String> {
+        Args::parse(line.split_whitespace().map(String::from).collect())
+    }
+
+    #[test]
+    fn a_flag_the_benchmark_does_not_take_is_refused_before_anything_starts() {
+        let e = parse("api --help-me").err().unwrap();
+        assert!(e.contains("`api` does not take `--help-me`; it takes --seconds, --pods"), "{e}");
+        assert!(parse("footprint --runs 3").err().unwrap().contains("it takes no flags"));
+        assert!(parse("api --seconds ten").err().unwrap().contains("--seconds takes a whole number, not `ten`"));
+        assert!(parse("api --seconds").err().unwrap().contains("--seconds needs a value"));
+        assert!(parse("peers --only influxdb").err().unwrap().contains("kafka or postgres"));
+        assert!(parse("uptime").err().unwrap().contains("unknown benchmark `uptime`"));
+    }
+
+    #[test]
+    fn help_is_asked_for_anywhere_and_flags_are_read() {
+        assert_eq!(parse("api --help").unwrap().bench, "--help");
+        let a = parse("api --pods --seconds 10").unwrap();
+        assert!(a.has("--pods") && a.number("--seconds") == Some(10) && a.number("--runs").is_none());
+        assert_eq!(parse("").unwrap().bench, "up-down");
+    }
 }
