@@ -35,14 +35,17 @@ impl Kafka {
             .set("bootstrap.servers", &cfg.kafka_bootstrap)
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            // One request in flight per partition. With more, a failed
-            // request makes the ones behind it fail with out-of-order
+            // One request in flight per broker connection, so at most one
+            // per partition. With more, a failed request to a partition
+            // makes the ones behind it fail with out-of-order
             // sequence numbers, and librdkafka 2.12 answers those with a new
             // producer epoch; under the new epoch, a record whose earlier
             // send may have been written (a timeout, a dropped connection)
             // on any partition is sent again as a new record: acknowledged
             // once, in the log twice (librdkafka issue 4953). Seen in
-            // platform-az-loss, at a rate where the cost is nothing.
+            // platform-az-loss. The cost is latency under concurrency:
+            // `voyager-bench api --pods` peaks at the same rate (~130/s
+            // through the ALB) but needs 32 clients for it rather than 16.
             .set("max.in.flight.requests.per.connection", "1")
             // A request in flight to a broker whose AZ is gone gets no
             // answer and no reset. librdkafka gives up on it after this
