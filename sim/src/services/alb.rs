@@ -48,6 +48,9 @@ pub const ADMIN_PORT: u16 = 9999;
 pub const METRICS_PORT: u16 = 8404;
 
 const CFG: &str = "/usr/local/etc/haproxy/haproxy.cfg";
+/// How long ALB tries to connect to a target before it answers an error
+/// (fixed by AWS; not a target group setting).
+const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const CERT: &str = "/usr/local/etc/haproxy/listener.pem";
 
 /// The Vault PKI role that issues the listener's certificate (ACM's part
@@ -120,9 +123,16 @@ pub fn haproxy_config(alb: &Settings, az: &str, targets: &[Target]) -> String {
         ),
     };
     let idle = secs(alb.idle_timeout);
+    // HAProxy has one connect timeout per backend, for its checks and its
+    // traffic alike; the checks need the health check's timeout (5 s). ALB
+    // gives up connecting to a target after a fixed 10 s (and answers an
+    // error); HAProxy's default 3 retries made that 20 s. So a request gets
+    // as many attempts of the check's timeout as fill ALB's 10 s.
+    let attempts = TARGET_CONNECT_TIMEOUT.as_millis().div_ceil(h.timeout.as_millis().max(1)).max(1);
+    let retries = attempts - 1;
     format!(
         "global\n    user haproxy\n    group haproxy\n    stats socket ipv4@0.0.0.0:{ADMIN_PORT} level admin\n\n\
-         defaults\n    mode http\n    option forwardfor\n    timeout connect 10s\n    \
+         defaults\n    mode http\n    option forwardfor\n    timeout connect {connect}\n    retries 0\n    \
          timeout client {idle}\n    timeout server {idle}\n    timeout http-keep-alive {idle}\n    \
          timeout http-request 60s\n\n\
          frontend metrics\n    bind :{METRICS_PORT}\n    \
@@ -135,8 +145,10 @@ pub fn haproxy_config(alb: &Settings, az: &str, targets: &[Target]) -> String {
          default_backend fail_open\n\n\
          backend {TARGETS}\n    balance roundrobin\n    option httpchk GET {path}\n    \
          http-check expect status 200\n    timeout connect {timeout}\n    timeout check {timeout}\n    \
+         retries {retries}\n    \
          default-server inter {interval} fall {fall} rise {rise}\n{checked}\n\
          backend fail_open\n    balance roundrobin\n{unchecked}",
+        connect = secs(TARGET_CONNECT_TIMEOUT),
         path = h.path,
         timeout = secs(h.timeout),
         interval = secs(h.interval),
@@ -328,6 +340,8 @@ mod tests {
         assert!(cfg.contains("option httpchk GET /healthz"), "{cfg}");
         assert!(cfg.contains("default-server inter 30000ms fall 2 rise 5"), "{cfg}");
         assert!(cfg.contains("timeout check 5000ms"), "{cfg}");
+        // Two 5 s attempts: ALB's 10 s to connect to a target.
+        assert!(cfg.contains("timeout connect 5000ms\n    timeout check 5000ms\n    retries 1\n"), "{cfg}");
         assert!(cfg.contains("timeout client 60000ms"), "ALB's idle timeout\n{cfg}");
         assert!(cfg.contains("use_backend targets if { nbsrv(targets) gt 0 }"), "{cfg}");
         assert!(cfg.contains("backend fail_open\n    balance roundrobin\n    server api-a 10.0.1.80:8080\n"), "{cfg}");
