@@ -116,18 +116,25 @@ async fn apply(client: &kube::Client, m: &Value) -> Result<(), String> {
     let kind = m["kind"].as_str().unwrap_or_default();
     let pp = PatchParams::apply("voyager-sim").force();
     let patch = Patch::Apply(m);
-    let r = match kind {
-        "Namespace" => Api::<Namespace>::all(client.clone()).patch(name, &pp, &patch).await.map(|_| ()),
-        "Secret" => Api::<Secret>::namespaced(client.clone(), NAMESPACE).patch(name, &pp, &patch).await.map(|_| ()),
-        "Service" => {
-            Api::<KubeService>::namespaced(client.clone(), NAMESPACE).patch(name, &pp, &patch).await.map(|_| ())
+    if !["Namespace", "Secret", "Service", "Deployment"].contains(&kind) {
+        return Err(format!("no way to apply a {kind}"));
+    }
+    // Server-side apply says the whole object each time, so a try whose
+    // answer was lost is simply said again.
+    kubernetes::api::retrying(&format!("applying {kind} {NAMESPACE}/{name}"), || async {
+        match kind {
+            "Namespace" => Api::<Namespace>::all(client.clone()).patch(name, &pp, &patch).await.map(|_| ()),
+            "Secret" => Api::<Secret>::namespaced(client.clone(), NAMESPACE).patch(name, &pp, &patch).await.map(|_| ()),
+            "Service" => {
+                Api::<KubeService>::namespaced(client.clone(), NAMESPACE).patch(name, &pp, &patch).await.map(|_| ())
+            }
+            "Deployment" => {
+                Api::<Deployment>::namespaced(client.clone(), NAMESPACE).patch(name, &pp, &patch).await.map(|_| ())
+            }
+            other => unreachable!("checked above: {other}"),
         }
-        "Deployment" => {
-            Api::<Deployment>::namespaced(client.clone(), NAMESPACE).patch(name, &pp, &patch).await.map(|_| ())
-        }
-        other => return Err(format!("no way to apply a {other}")),
-    };
-    r.map_err(|e| format!("applying {kind} {NAMESPACE}/{name}: {e}"))
+    })
+    .await
 }
 
 /// Why each pod that is not Ready is not, for an error worth reading.

@@ -49,17 +49,57 @@ impl KubernetesEndpoint {
 }
 
 /// Create an object from its JSON unless one of its name exists (made by an
-/// earlier start of the stack, or an earlier pass of a controller): whether
-/// this call made it.
+/// earlier start of the stack, an earlier pass of a controller, or an
+/// earlier try of this call whose answer was lost): whether this call made
+/// it.
 pub async fn create_or_keep<K>(api: &Api<K>, what: &str, body: serde_json::Value) -> Result<bool, String>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
     let obj: K = serde_json::from_value(body).map_err(|e| format!("{what}: {e}"))?;
-    match api.create(&kube::api::PostParams::default(), &obj).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-        Err(e) => Err(format!("creating {what}: {e}")),
+    retrying(&format!("creating {what}"), || async {
+        match api.create(&kube::api::PostParams::default(), &obj).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+}
+
+/// How long a write to the API server is tried again while the server is
+/// busy or out of reach: a cold, loaded laptop bringing a stack up can
+/// keep the regional endpoint from taking a connection for seconds.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Whether a request failed without an answer, or with one that says "not
+/// now" (429, 5xx): what kubectl and controllers try again, unlike a
+/// refusal (4xx), which would only be refused again.
+fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Service(_) | kube::Error::HyperError(_) => true,
+        kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+        _ => false,
+    }
+}
+
+/// `call` once a second until it succeeds, fails for good, or
+/// [`PATIENCE`] has passed; the error names `what` was being done.
+pub async fn retrying<T, F, Fut>(what: &str, mut call: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) if transient(&e) && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_secs(1)).await
+            }
+            Err(e) if transient(&e) => return Err(format!("{what}: {e} (still, after {}s)", PATIENCE.as_secs())),
+            Err(e) => return Err(format!("{what}: {e}")),
+        }
     }
 }
 
@@ -241,5 +281,14 @@ mod tests {
         assert!(e.contains("still tainted node.kubernetes.io/not-ready"), "{e}");
         assert!(node_readiness(&node("True", &["node.kubernetes.io/unreachable"])).is_err());
         assert!(node_readiness(&node("Unknown", &[])).is_err());
+    }
+
+    #[test]
+    fn only_a_missing_answer_or_a_busy_server_is_tried_again() {
+        let api = |code| kube::Error::Api(Box::new(kube::core::Status::failure("x", "y").with_code(code)));
+        let lost: Box<dyn std::error::Error + Send + Sync> = "client error (Connect)".into();
+        assert!(transient(&kube::Error::Service(lost)), "a connection not made");
+        assert!(transient(&api(503)) && transient(&api(429)) && transient(&api(500)));
+        assert!(!transient(&api(409)) && !transient(&api(422)) && !transient(&api(403)), "a refusal stands");
     }
 }
